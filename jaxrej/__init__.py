@@ -1,6 +1,13 @@
 """jaxrej: generative classifiers with a reject option, in JAX."""
 
 from jaxrej.divergence import exact_trace, hutchinson_trace, sample_probes
+from jaxrej.likelihood import (
+    LikelihoodResult,
+    bits_per_dim,
+    class_log_likelihoods,
+    log_likelihood,
+    marginal_log_likelihood,
+)
 from jaxrej.sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __all__ = [
@@ -11,4 +18,9 @@ __all__ = [
     "exact_trace",
     "hutchinson_trace",
     "sample_probes",
+    "LikelihoodResult",
+    "log_likelihood",
+    "class_log_likelihoods",
+    "marginal_log_likelihood",
+    "bits_per_dim",
 ]

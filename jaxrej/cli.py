@@ -42,7 +42,9 @@ def load_config(path: str, overrides: Sequence[str] = ()):
     config = module.get_config()
     for item in overrides:
         if not item.startswith("--config.") or "=" not in item:
-            raise ValueError(f"unrecognised argument {item!r}; overrides look like --config.a.b=value")
+            raise ValueError(
+                f"unrecognised argument {item!r}; overrides look like --config.a.b=value"
+            )
         key, raw = item[len("--config.") :].split("=", 1)
         *parents, leaf = key.split(".")
         node = config

@@ -30,13 +30,17 @@ def exact_trace(f: Callable, x: jax.Array) -> tuple[jax.Array, jax.Array]:
 def hutchinson_trace(f: Callable, x: jax.Array, probes: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(f(x), mean_k probes[k] . (df/dx) probes[k]); probes: (K, *x.shape)."""
     if probes.shape[1:] != x.shape:
-        raise ValueError(f"probes: expected shape (K, {', '.join(map(str, x.shape))}), got {probes.shape}")
+        raise ValueError(
+            f"probes: expected shape (K, {', '.join(map(str, x.shape))}), got {probes.shape}"
+        )
     fx, jv = jax.vmap(lambda e: jax.jvp(f, (x,), (e,)), out_axes=(None, 0))(probes)
     axes = tuple(range(1, probes.ndim))
     return fx, jnp.mean(jnp.sum(jv * probes, axis=axes))
 
 
-def sample_probes(key: jax.Array, shape, n_probes: int, kind: str = "rademacher", dtype=jnp.float32):
+def sample_probes(
+    key: jax.Array, shape, n_probes: int, kind: str = "rademacher", dtype=jnp.float32
+):
     """(n_probes, *shape) probes with E[e e^T] = I: kind 'rademacher' (+-1) or 'gaussian'."""
     if kind not in PROBES:
         raise ValueError(f"divergence: expected one of {PROBES}, got {kind!r}")

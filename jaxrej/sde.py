@@ -35,7 +35,9 @@ class SDE:
         """log N(z; 0, prior_std^2 I) for one example z (any shape) -> scalar."""
         s = self.prior_std
         d = z.size
-        return -0.5 * jnp.sum(jnp.square(z)) / s**2 - d * (0.5 * math.log(2 * math.pi) + math.log(s))
+        return -0.5 * jnp.sum(jnp.square(z)) / s**2 - d * (
+            0.5 * math.log(2 * math.pi) + math.log(s)
+        )
 
     def prior_sample(self, key, shape, dtype=jnp.float32):
         """A sample of the prior N(0, prior_std^2 I) with `shape`."""
@@ -127,7 +129,9 @@ class VESDE(SDE):
     def __post_init__(self):
         _check_positive(sigma_min=self.sigma_min, sigma_max=self.sigma_max)
         if self.sigma_max <= self.sigma_min:
-            raise ValueError(f"sigma_max: expected > sigma_min={self.sigma_min}, got {self.sigma_max}")
+            raise ValueError(
+                f"sigma_max: expected > sigma_min={self.sigma_min}, got {self.sigma_max}"
+            )
 
     @property
     def prior_std(self):
