@@ -1,10 +1,15 @@
 """jaxrej: generative classifiers with a reject option, in JAX."""
 
+from jaxrej.class_likelihoods import (
+    ClassLikelihoods,
+    Screen,
+    class_log_likelihood_result,
+    class_log_likelihoods,
+)
 from jaxrej.divergence import exact_trace, hutchinson_trace, sample_probes
 from jaxrej.likelihood import (
     LikelihoodResult,
     bits_per_dim,
-    class_log_likelihoods,
     log_likelihood,
     marginal_log_likelihood,
 )
@@ -21,6 +26,9 @@ __all__ = [
     "LikelihoodResult",
     "log_likelihood",
     "class_log_likelihoods",
+    "class_log_likelihood_result",
+    "ClassLikelihoods",
+    "Screen",
     "marginal_log_likelihood",
     "bits_per_dim",
 ]

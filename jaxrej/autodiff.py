@@ -10,6 +10,7 @@ of steps) or "direct" (needed for forward-over-reverse second derivatives).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -30,15 +31,57 @@ def hvp(f: Callable[[jax.Array], jax.Array], x: jax.Array, v: jax.Array) -> jax.
     return jax.jvp(jax.grad(f), (x,), (v,))[1]
 
 
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "score_fn",
+        "sde",
+        "divergence",
+        "n_probes",
+        "solver",
+        "adjoint",
+        "n_steps",
+        "max_steps",
+        "num_classes",
+    ),
+)
 def log_likelihood_and_grad(
-    score_fn: Callable, params, sde: SDE, x: jax.Array, y: jax.Array, *, key: jax.Array, **options
+    score_fn: Callable,
+    params,
+    sde: SDE,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    key: jax.Array,
+    divergence: str = "rademacher",
+    n_probes: int = 1,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-5,
+    solver: str = "tsit5",
+    adjoint: str = "checkpoint",
+    n_steps: int | None = None,
+    max_steps: int = 4096,
+    num_classes: int | None = None,
 ) -> tuple[LikelihoodResult, jax.Array]:
-    """(LikelihoodResult (B,), d logp / dx (B, *event)) in one differentiated solve.
+    """(LikelihoodResult (B,), d logp / dx (B, *event)) in one jitted, differentiated solve.
 
     Examples are independent, so the gradient of the batch sum is the per-example gradient.
     Where a solve failed (`ok` False) the gradient is NaN, never a silent zero.
-    Options are those of `jaxrej.log_likelihood` (adjoint="checkpoint" | "backsolve" | "direct").
+    Options are those of `jaxrej.log_likelihood`; adjoint="checkpoint" | "backsolve" | "direct".
     """
+    options = dict(
+        divergence=divergence,
+        n_probes=n_probes,
+        rtol=rtol,
+        atol=atol,
+        eps=eps,
+        solver=solver,
+        adjoint=adjoint,
+        n_steps=n_steps,
+        max_steps=max_steps,
+        num_classes=num_classes,
+    )
 
     def total(x_):
         res = log_likelihood(score_fn, params, sde, x_, y, key=key, **options)

@@ -1,0 +1,311 @@
+"""jaxrej's class log-likelihoods against the score_sde / SBGC reference pipeline, on one workload.
+
+Run:  python -m benchmarks.likelihood_speed [--workdir runs/digits_default] [--n 16] [--quick]
+
+Workload: a trained conditional score model of the digits data (a `jaxrej train` workdir), the
+first `n` test digits spread over the split, every class, exact divergence, rtol = atol = 1e-5.
+
+Reference ("scipy"): score_sde's likelihood.py and the SBGC paper's code -- the whole batch of
+B * C solves flattened into one ODE state, `scipy.integrate.solve_ivp(method="RK45")` on the host,
+calling a jitted drift + divergence on the device at every evaluation (one shared step size).
+Truth ("tight"): jaxrej in float64 with Dopri8 at rtol = atol = 1e-8, for every pair within
+`TIGHT_WINDOW` nats of its example's best class in the scipy result (pairs further down change
+log p(x) by < exp(-TIGHT_WINDOW) and cannot win; their scipy values stand in).
+
+Writes benchmarks/results/likelihood_speed.json and .md; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.integrate import solve_ivp
+from scipy.special import logsumexp
+
+import jaxrej
+from jaxrej.autodiff import log_likelihood_and_grad
+from jaxrej.divergence import exact_trace
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+TIGHT_WINDOW = 20.0
+TOL = 1e-5
+
+
+def load_workload(workdir: str, n: int):
+    from jaxrej.data import digits
+    from jaxrej.data.preprocessing import dequantize
+    from jaxrej.training.workdir import load_score_model
+
+    if not os.path.isdir(workdir):
+        raise SystemExit(
+            f"no trained run at {workdir!r}: train one first with\n"
+            f"  jaxrej train --config configs/digits_sbgc.py --workdir {workdir}"
+        )
+    score_fn, params, sde, config = load_score_model(workdir)
+    images, labels = digits.load("test")
+    idx = np.linspace(0, len(labels) - 1, n).round().astype(int)
+    x = dequantize(jnp.asarray(images[idx]), digits.N_LEVELS, key=jax.random.key(0))
+    return score_fn, params, sde, x, labels[idx], int(config["data"]["num_classes"])
+
+
+def device_name() -> str:
+    d = jax.devices()[0]
+    cpu = f"{os.cpu_count()} cores" if d.platform == "cpu" else ""
+    return f"{d.platform.upper()} {d.device_kind} {cpu}".strip() + f" ({platform.machine()})"
+
+
+def timed(fn, repeats: int):
+    """(median seconds over `repeats` runs after one warm-up run, last output)."""
+    out = jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def scipy_reference(score_fn, params, sde, x, num_classes, eps=1e-5):
+    """score_sde's pipeline: one flattened ODE for all B * C pairs, RK45 on the host."""
+    b, c = x.shape[0], num_classes
+    event = x.shape[1:]
+    d = int(np.prod(event))
+    xs = jnp.repeat(x, c, axis=0)
+    ys = jnp.tile(jnp.arange(c), b)
+    p = b * c
+
+    @jax.jit
+    def field(t, state):
+        z = state[: p * d].reshape((p, *event))
+
+        def one(zi, yi):
+            return exact_trace(
+                lambda u: (
+                    sde.drift(u, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, u, t, yi)
+                ),
+                zi,
+            )
+
+        v, div = jax.vmap(one)(z, ys)
+        return jnp.concatenate([v.reshape(-1), div])
+
+    nfe = [0]
+
+    def f(t, s):
+        nfe[0] += 1
+        return np.asarray(field(jnp.float32(t), jnp.asarray(s, jnp.float32)), np.float64)
+
+    y0 = np.concatenate([np.asarray(xs, np.float64).reshape(-1), np.zeros(p)])
+    f(eps, y0)  # compile outside the timing, as score_sde's users would after the first batch
+
+    def run():
+        nfe[0] = 0
+        sol = solve_ivp(f, (eps, sde.T), y0, rtol=TOL, atol=TOL, method="RK45")
+        z = sol.y[:, -1]
+        zt = z[: p * d].reshape(p, d)
+        prior = jax.vmap(sde.prior_logp)(jnp.asarray(zt))
+        return (np.asarray(prior, np.float64) + z[p * d :]).reshape(b, c)
+
+    t0 = time.perf_counter()
+    logp = run()
+    return time.perf_counter() - t0, logp, nfe[0]
+
+
+def tight_reference(score_fn, params, sde, x, approx):
+    """float64 Dopri8 at 1e-8 for the pairs within TIGHT_WINDOW of each example's best."""
+    want = approx >= approx.max(axis=1, keepdims=True) - TIGHT_WINDOW
+    pairs = np.argwhere(want)
+    out = approx.copy()
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        res = jaxrej.log_likelihood(
+            score_fn,
+            p64,
+            sde,
+            jnp.asarray(x, jnp.float64)[pairs[:, 0]],
+            jnp.asarray(pairs[:, 1]),
+            key=jax.random.key(0),
+            divergence="exact",
+            rtol=1e-8,
+            atol=1e-8,
+            solver="dopri8",
+        )
+        if not bool(res.ok.all()):
+            raise RuntimeError("the tight reference failed on some pair")
+        out[want] = np.asarray(res.logp)
+    return out, int(want.sum())
+
+
+def accuracy_vs(logp, tight):
+    """max |delta logp| of the predicted class and of log p(x), and argmax agreement, vs tight."""
+    pred_t = tight.argmax(1)
+    rows = np.arange(len(tight))
+    return {
+        "max_abs_err_pred_class": float(np.max(np.abs(logp[rows, pred_t] - tight[rows, pred_t]))),
+        "max_abs_err_marginal": float(np.max(np.abs(logsumexp(logp, 1) - logsumexp(tight, 1)))),
+        "argmax_agree": int(np.sum(logp.argmax(1) == pred_t)),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default="runs/digits_default")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="skip the slow all-class jaxrej variant")
+    args = ap.parse_args(argv)
+    load0 = os.getloadavg()[0]
+    score_fn, params, sde, x, labels, c = load_workload(args.workdir, args.n)
+    b = x.shape[0]
+    key = jax.random.key(1)
+    rows = []
+
+    print(
+        f"workload: {b} test digits x {c} classes, exact divergence, rtol=atol={TOL}; {device_name()}"
+    )
+    t_ref, ref, nfe_ref = scipy_reference(score_fn, params, sde, x, c)
+    print(f"scipy reference: {t_ref:.1f} s, {nfe_ref} shared evaluations")
+    t0 = time.perf_counter()
+    tight, n_tight = tight_reference(score_fn, params, sde, x, ref)
+    print(f"tight float64 reference on {n_tight} pairs: {time.perf_counter() - t0:.1f} s")
+    rows.append(dict(method="scipy RK45, flattened batch (score_sde)", seconds=t_ref, speedup=1.0,
+                     exact_solves=b * c, nfe_per_solve=nfe_ref, **accuracy_vs(ref, tight)))  # fmt: skip
+
+    common = dict(num_classes=c, key=key, divergence="exact", rtol=TOL, atol=TOL)
+    variants = {
+        "jaxrej, every class, one vmapped call": dict(),
+        "jaxrej, cascade: Rademacher screen (1e-2, margin 40) -> exact": dict(
+            screen=jaxrej.Screen(margin=40.0), chunk_size=16
+        ),
+        "jaxrej, cascade: Rademacher (1e-2, 40) -> exact 1e-3 (10) -> exact": dict(
+            screen=[
+                jaxrej.Screen(margin=40.0),
+                jaxrej.Screen(margin=10.0, divergence="exact", rtol=1e-3, atol=1e-3),
+            ],
+            chunk_size=16,
+        ),
+    }
+    if args.quick:
+        variants.pop("jaxrej, every class, one vmapped call")
+    for name, opts in variants.items():
+        repeats = 1 if not opts else args.repeats
+        seconds, res = timed(
+            lambda o=opts: jaxrej.class_log_likelihood_result(
+                score_fn, params, sde, x, **common, **o
+            ),
+            repeats,
+        )
+        logp = np.asarray(res.logp, np.float64)
+        refined = np.asarray(res.refined)
+        rows.append(dict(method=name, seconds=seconds, speedup=t_ref / seconds, exact_solves=int(refined.sum()),
+                         nfe_per_solve=float(np.asarray(res.nfe)[refined].mean()), **accuracy_vs(logp, tight)))  # fmt: skip
+        print(rows[-1])
+
+    # Exact vs Hutchinson, per example (true class only).
+    per_example = []
+    y = jnp.asarray(labels)
+    for div, k in [("exact", 1), ("rademacher", 1), ("rademacher", 4), ("gaussian", 1)]:
+        s, r = timed(
+            lambda d=div, k=k: (
+                jaxrej.log_likelihood(
+                    score_fn,
+                    params,
+                    sde,
+                    x,
+                    y,
+                    key=key,
+                    divergence=d,
+                    n_probes=k,
+                    rtol=TOL,
+                    atol=TOL,
+                ).logp
+            ),
+            args.repeats,
+        )
+        per_example.append(dict(divergence=div, n_probes=k, ms_per_example=1e3 * s / b))
+
+    # Input-gradient cost relative to the forward solve, and compiled temporary memory.
+    grads = []
+    for adjoint in ("checkpoint", "backsolve"):
+        opts = dict(key=key, divergence="exact", rtol=TOL, atol=TOL, adjoint=adjoint)
+        s_fwd, _ = timed(
+            lambda o=opts: jaxrej.log_likelihood(score_fn, params, sde, x, y, **o).logp,
+            args.repeats,
+        )
+        s_grad, _ = timed(
+            lambda o=opts: log_likelihood_and_grad(score_fn, params, sde, x, y, **o)[1],
+            args.repeats,
+        )
+        mem = {}
+        for max_steps in (256, 4096):
+
+            def loss(x_, o=opts, m=max_steps):
+                return jaxrej.log_likelihood(
+                    score_fn, params, sde, x_, y, max_steps=m, **o
+                ).logp.sum()
+
+            analysis = jax.jit(jax.grad(loss)).lower(x).compile().memory_analysis()
+            mem[max_steps] = None if analysis is None else int(analysis.temp_size_in_bytes)
+        grads.append(dict(adjoint=adjoint, forward_s=s_fwd, grad_s=s_grad, ratio=s_grad / s_fwd,
+                          temp_bytes_max_steps_256=mem[256], temp_bytes_max_steps_4096=mem[4096]))  # fmt: skip
+        print(grads[-1])
+
+    out = dict(
+        device=device_name(), load_average_start=load0, load_average_end=os.getloadavg()[0],
+        workload=dict(examples=b, classes=c, event_shape=list(x.shape[1:]), rtol=TOL, atol=TOL,
+                      workdir=args.workdir, tight_pairs=n_tight),
+        class_log_likelihoods=rows, per_example=per_example, input_gradient=grads,
+    )  # fmt: skip
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "likelihood_speed.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    md = render(out)
+    with open(os.path.join(RESULTS, "likelihood_speed.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
+def render(out) -> str:
+    w = out["workload"]
+    lines = [
+        f"Device: {out['device']}; load average {out['load_average_start']:.1f} at start, "
+        f"{out['load_average_end']:.1f} at end. Workload: {w['examples']} digits x {w['classes']} classes, "
+        f"exact divergence, rtol=atol={w['rtol']}; truth: float64 Dopri8 1e-8 on {w['tight_pairs']} pairs.",
+        "",
+        "| method | wall s | speed-up | exact solves | NFE / solve | max abs err, predicted class | "
+        "max abs err, log p(x) | argmax = truth |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in out["class_log_likelihoods"]:
+        lines.append(
+            f"| {r['method']} | {r['seconds']:.2f} | {r['speedup']:.1f}x | {r['exact_solves']} | "
+            f"{r['nfe_per_solve']:.0f} | {r['max_abs_err_pred_class']:.3f} | {r['max_abs_err_marginal']:.3f} | "
+            f"{r['argmax_agree']}/{w['examples']} |"
+        )
+    lines += ["", "| divergence | probes | ms / example (true class, 1e-5) |", "|---|---|---|"]
+    for r in out["per_example"]:
+        lines.append(f"| {r['divergence']} | {r['n_probes']} | {r['ms_per_example']:.1f} |")
+    lines += [
+        "",
+        "| adjoint | forward s | forward + input gradient s | ratio | temp MB, max_steps=256 | "
+        "temp MB, max_steps=4096 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in out["input_gradient"]:
+        mb = lambda v: "n/a" if v is None else f"{v / 2**20:.1f}"  # noqa: E731
+        lines.append(
+            f"| {r['adjoint']} | {r['forward_s']:.2f} | {r['grad_s']:.2f} | {r['ratio']:.2f} | "
+            f"{mb(r['temp_bytes_max_steps_256'])} | {mb(r['temp_bytes_max_steps_4096'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
