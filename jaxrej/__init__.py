@@ -1,5 +1,7 @@
 """jaxrej: generative classifiers with a reject option, in JAX."""
 
+from jaxrej import classifiers, heads, metrics, reject
+
 from jaxrej.class_likelihoods import (
     ClassLikelihoods,
     Screen,

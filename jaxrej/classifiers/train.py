@@ -1,0 +1,154 @@
+"""Training and inference for the base classifiers: one compiled region per call.
+
+`train` runs every epoch and step inside `lax.scan` (Adam(W) via optax, softmax cross-entropy,
+a fresh permutation per epoch from `fold_in(key, epoch)`; the last partial batch of an epoch
+is dropped). `apply` returns logits and penultimate features in padded fixed-size batches,
+so one compilation serves any N.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+__all__ = ["ClassifierState", "make_model", "init", "train", "apply", "predict"]
+
+
+@struct.dataclass
+class ClassifierState:
+    """params, batch_stats ({} when the model has no BatchNorm), and the per-epoch mean loss."""
+
+    params: Any
+    batch_stats: Any
+    losses: jax.Array
+
+
+def make_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """'mlp' | 'cnn' | 'resnet' -> the flax module (kwargs go to its constructor)."""
+    from jaxrej.classifiers.cnn import CNN
+    from jaxrej.classifiers.mlp import MLP
+    from jaxrej.classifiers.resnet import ResNet
+
+    models = {"mlp": MLP, "cnn": CNN, "resnet": ResNet}
+    if name not in models:
+        raise ValueError(f"model: expected one of {sorted(models)}, got {name!r}")
+    return models[name](num_classes=num_classes, **kwargs)
+
+
+def init(model: nn.Module, example: jax.Array, *, key: jax.Array) -> ClassifierState:
+    """Initial state from one batch-shaped example (B, *event)."""
+    variables = model.init(key, jnp.asarray(example, jnp.float32), train=False)
+    return ClassifierState(
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        losses=jnp.zeros((0,)),
+    )
+
+
+def _loss(model, params, batch_stats, x, y, train):
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+        (logits, _), new = model.apply(variables, x, train=train, mutable=["batch_stats"])
+        batch_stats = new["batch_stats"]
+    else:
+        logits, _ = model.apply(variables, x, train=train)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, batch_stats
+
+
+@partial(jax.jit, static_argnames=("model", "epochs", "batch_size", "optimizer"))
+def _train(model, state, images, labels, key, *, epochs, batch_size, optimizer):
+    n = images.shape[0]
+    steps = n // batch_size
+    opt_state = optimizer.init(state.params)
+
+    def step(carry, idx):
+        params, batch_stats, opt_state = carry
+        x, y = images[idx], labels[idx]
+        (loss, batch_stats), grads = jax.value_and_grad(
+            lambda p: _loss(model, p, batch_stats, x, y, True), has_aux=True
+        )(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+    def epoch(carry, e):
+        perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: steps * batch_size]
+        carry, losses = jax.lax.scan(step, carry, perm.reshape(steps, batch_size))
+        return carry, jnp.mean(losses)
+
+    (params, batch_stats, _), losses = jax.lax.scan(
+        epoch, (state.params, state.batch_stats, opt_state), jnp.arange(epochs)
+    )
+    return ClassifierState(params=params, batch_stats=batch_stats, losses=losses)
+
+
+def train(
+    model: nn.Module,
+    state: ClassifierState,
+    images: jax.Array,
+    labels: jax.Array,
+    *,
+    key: jax.Array,
+    epochs: int,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+) -> ClassifierState:
+    """Minimise the mean softmax cross-entropy with AdamW; images (N, *event) float, labels (N,).
+
+    Returns the final state; `losses` (epochs,) holds each epoch's mean training loss.
+    """
+    n = np.shape(images)[0]
+    if np.shape(labels) != (n,):
+        raise ValueError(f"labels: expected shape ({n},), got {np.shape(labels)}")
+    if not (isinstance(batch_size, int) and 1 <= batch_size <= n):
+        raise ValueError(f"batch_size: expected an int in [1, {n}], got {batch_size!r}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
+    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
+    return _train(
+        model,
+        state,
+        jnp.asarray(images, jnp.float32),
+        jnp.asarray(labels, jnp.int32),
+        key,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+    )
+
+
+@partial(jax.jit, static_argnames=("model", "batch_size"))
+def _apply(model, state, images, *, batch_size):
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+
+    def one(x):
+        return model.apply(variables, x, train=False)
+
+    n = images.shape[0]
+    pad = (-n) % batch_size
+    x = jnp.concatenate([images, jnp.zeros((pad, *images.shape[1:]), images.dtype)])
+    logits, feats = jax.lax.map(one, x.reshape(-1, batch_size, *images.shape[1:]))
+    return logits.reshape(-1, logits.shape[-1])[:n], feats.reshape(-1, feats.shape[-1])[:n]
+
+
+def apply(
+    model: nn.Module, state: ClassifierState, images: jax.Array, *, batch_size: int = 256
+) -> tuple[jax.Array, jax.Array]:
+    """(logits (N, C), penultimate features (N, F)) in eval mode (BatchNorm running stats)."""
+    return _apply(model, state, jnp.asarray(images, jnp.float32), batch_size=batch_size)
+
+
+def predict(model: nn.Module, state: ClassifierState, images: jax.Array) -> jax.Array:
+    """argmax of the logits, (N,) int32."""
+    return jnp.argmax(apply(model, state, images)[0], axis=-1).astype(jnp.int32)

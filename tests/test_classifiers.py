@@ -1,0 +1,76 @@
+"""Base classifiers: shapes, the logits/feature relation, padded batching, training on digits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrej import classifiers as C
+from jaxrej.data import digits
+
+SMALL = {
+    "mlp": {"hidden": (32, 16)},
+    "cnn": {"channels": (4, 8), "dense": 16},
+    "resnet": {"channels": (4, 8), "blocks": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = digits.load("train")
+    xt, yt = digits.load("test")
+    return x / 16.0, y, xt / 16.0, yt
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_shapes_and_logits_are_linear_in_features(name, data):
+    x = jnp.asarray(data[0][:10], jnp.float32)
+    m = C.make_model(name, 10, **SMALL[name])
+    st = C.init(m, x[:2], key=jax.random.key(0))
+    logits, feats = C.apply(m, st, x, batch_size=4)  # 10 rows in padded batches of 4
+    width = SMALL[name].get("dense") or (SMALL[name].get("hidden") or SMALL[name]["channels"])[-1]
+    assert logits.shape == (10, 10) and feats.shape == (10, width)
+    # the last layer is Dense: logits = features @ W + b, with W, b read from the params
+    dense = [k for k in st.params if k.startswith("Dense")]
+    last = st.params[sorted(dense, key=lambda k: int(k.split("_")[1]))[-1]]
+    np.testing.assert_allclose(logits, feats @ last["kernel"] + last["bias"], rtol=1e-5, atol=1e-5)
+    # padded batching = one direct call on the whole batch (eval mode)
+    variables = {"params": st.params} | ({"batch_stats": st.batch_stats} if st.batch_stats else {})
+    direct, _ = m.apply(variables, x, train=False)
+    np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_training_learns_digits(data):
+    x, y, xt, yt = data
+    m = C.make_model("mlp", 10, hidden=(64,))
+    st = C.init(m, x[:2], key=jax.random.key(0))
+    st = C.train(m, st, x, y, key=jax.random.key(1), epochs=15, batch_size=64, learning_rate=3e-3)
+    losses = np.asarray(st.losses)
+    assert losses.shape == (15,) and losses[-1] < 0.25 * losses[0]
+    assert float(np.mean(np.asarray(C.predict(m, st, xt)) == yt)) > 0.9
+
+
+def test_resnet_batchnorm_statistics_are_trained(data):
+    x, y, _, _ = data
+    m = C.make_model("resnet", 10, **SMALL["resnet"])
+    st0 = C.init(m, x[:2], key=jax.random.key(0))
+    st = C.train(m, st0, x[:256], y[:256], key=jax.random.key(1), epochs=1, batch_size=64)
+    mean0 = jax.tree.leaves(st0.batch_stats)[0]
+    mean1 = jax.tree.leaves(st.batch_stats)[0]
+    assert float(jnp.max(jnp.abs(mean1 - mean0))) > 1e-4
+    # eval mode: an example's output does not depend on the rest of its batch
+    a, _ = C.apply(m, st, x[:8], batch_size=8)
+    b, _ = C.apply(m, st, x[:1], batch_size=8)
+    np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input(data):
+    x, y, _, _ = data
+    m = C.make_model("mlp", 10)
+    st = C.init(m, x[:2], key=jax.random.key(0))
+    with pytest.raises(ValueError, match="labels"):
+        C.train(m, st, x, y[:-1], key=jax.random.key(0), epochs=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        C.train(m, st, x, y, key=jax.random.key(0), epochs=1, batch_size=0)
+    with pytest.raises(ValueError, match="model"):
+        C.make_model("vit", 10)

@@ -1,0 +1,114 @@
+"""Every metric against scikit-learn / scipy on random and hand-made inputs."""
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from jaxrej import metrics as M
+
+
+def _random(seed, n=300, ties=False):
+    rng = np.random.default_rng(seed)
+    pos = rng.random(n) < 0.6
+    s = rng.normal(size=n) + 0.8 * pos
+    if ties:
+        s = np.round(s, 1)  # many tied scores across both populations
+    return s, pos
+
+
+@pytest.mark.parametrize("seed,ties", [(0, False), (1, True), (2, True)])
+def test_auroc_and_ap_match_sklearn(seed, ties):
+    s, pos = _random(seed, ties=ties)
+    assert M.auroc(s, pos) == pytest.approx(skm.roc_auc_score(pos, s), abs=1e-12)
+    assert M.aupr_in(s, pos) == pytest.approx(skm.average_precision_score(pos, s), abs=1e-12)
+    assert M.aupr_out(s, pos) == pytest.approx(skm.average_precision_score(~pos, -s), abs=1e-12)
+
+
+def test_auroc_hand_made():
+    # positives {3, 2}, negatives {2, 1}: pairs (3>2, 3>1, 2=2 -> 1/2, 2>1) = 3.5 / 4
+    assert M.auroc([3, 2, 2, 1], [True, True, False, False]) == 0.875
+
+
+@pytest.mark.parametrize("seed,ties", [(0, False), (3, True)])
+@pytest.mark.parametrize("tpr", [0.95, 0.5, 0.8])
+def test_fpr_at_tpr_matches_sklearn_roc_curve(seed, ties, tpr):
+    s, pos = _random(seed, ties=ties)
+    fpr, tprs, _ = skm.roc_curve(pos, s, drop_intermediate=False)
+    expected = fpr[np.argmax(tprs >= tpr)]
+    assert M.fpr_at_tpr(s, pos, tpr) == pytest.approx(expected, abs=1e-12)
+
+
+def test_fpr_at_tpr_hand_made():
+    # 20 positives scored 1..20, 4 negatives scored 0.5, 1.5, 2.5, 30.
+    # 95% TPR needs 19 positives accepted: threshold 2 -> negatives 2.5 and 30 accepted: 2/4.
+    s = np.r_[np.arange(1, 21), [0.5, 1.5, 2.5, 30.0]]
+    pos = np.r_[np.ones(20, bool), np.zeros(4, bool)]
+    assert M.fpr_at_tpr(s, pos) == 0.5
+
+
+def _aurc_brute(s, err):
+    total, prev = 0.0, 0.0
+    for t in np.sort(np.unique(s))[::-1]:
+        acc = s >= t
+        cov = acc.mean()
+        total += (cov - prev) * err[acc].mean()
+        prev = cov
+    return total
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_risk_coverage_and_aurc(ties):
+    s, ok = _random(5, n=120, ties=ties)
+    err = ~ok
+    cov, risk = M.risk_coverage(s, err)
+    assert cov[-1] == 1.0 and risk[-1] == pytest.approx(err.mean())
+    assert M.aurc(s, err) == pytest.approx(_aurc_brute(s, err), abs=1e-12)
+    if not ties:  # Geifman's definition: mean of the top-k risks
+        order = np.argsort(-s)
+        topk = np.cumsum(err[order]) / np.arange(1, s.size + 1)
+        assert M.aurc(s, err) == pytest.approx(topk.mean(), abs=1e-12)
+
+
+def test_aurc_hand_made():
+    # sorted by confidence: correct, wrong, correct, wrong -> risks 0, 1/2, 1/3, 1/2
+    s = [4.0, 3.0, 2.0, 1.0]
+    err = [False, True, False, True]
+    assert M.aurc(s, err) == pytest.approx((0 + 1 / 2 + 1 / 3 + 1 / 2) / 4)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_mann_whitney_matches_scipy(ties):
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=40), rng.normal(0.5, size=55)
+    if ties:
+        x, y = np.round(x), np.round(y)
+    u, p = M.mann_whitney_u(x, y)
+    ref = stats.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic")
+    assert u == pytest.approx(ref.statistic, abs=1e-9)
+    assert p == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_accuracy_acc_left_rejection_rate():
+    pred = np.array([0, 1, 2, 2, 1])
+    lab = np.array([0, 1, 1, 2, 0])
+    rej = np.array([False, False, True, False, True])
+    assert M.accuracy(pred, lab) == 0.6
+    assert M.acc_left(pred, lab, rej) == 1.0
+    assert M.rejection_rate(rej) == 0.4
+    assert np.isnan(M.acc_left(pred, lab, np.ones(5, bool)))
+
+
+def test_nan_scores_are_least_confident():
+    s = np.array([np.nan, 0.1, 0.9, 0.5])
+    pos = np.array([False, True, True, False])
+    assert M.auroc(s, pos) == pytest.approx(skm.roc_auc_score(pos, [-1e300, 0.1, 0.9, 0.5]))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="positive"):
+        M.auroc([1.0, 2.0], [True, True])
+    with pytest.raises(ValueError, match="tpr"):
+        M.fpr_at_tpr([1.0, 2.0], [True, False], tpr=1.5)
+    with pytest.raises(ValueError, match="scores"):
+        M.auroc(np.zeros((2, 2)), [True, False])
