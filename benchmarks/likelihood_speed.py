@@ -202,23 +202,21 @@ def main(argv=None):
                      exact_solves=b * c, nfe_per_solve=nfe_ref, **accuracy_vs(ref, tight)))  # fmt: skip
 
     common = dict(num_classes=c, key=key, divergence="exact", rtol=TOL, atol=TOL)
+    rademacher = jaxrej.Screen(margin=40.0)  # 1 Rademacher probe, rtol=atol=1e-2, Dopri5
+    exact_1e3 = jaxrej.Screen(margin=10.0, divergence="exact", rtol=1e-3, atol=1e-3)
     variants = {
-        "jaxrej, every class, one vmapped call": dict(),
-        "jaxrej, cascade: Rademacher screen (1e-2, margin 40) -> exact": dict(
-            screen=jaxrej.Screen(margin=40.0), chunk_size=16
+        "jaxrej, every class, one vmapped call (Tsit5)": dict(solver="tsit5"),
+        "jaxrej, cascade: Rademacher 1e-2 (margin 40) -> exact (Dopri5)": dict(
+            solver="dopri5", screen=rademacher, chunk_size=16
         ),
-        "jaxrej, cascade: Rademacher (1e-2, 40) -> exact 1e-3 (10) -> exact": dict(
-            screen=[
-                jaxrej.Screen(margin=40.0),
-                jaxrej.Screen(margin=10.0, divergence="exact", rtol=1e-3, atol=1e-3),
-            ],
-            chunk_size=16,
+        "jaxrej, cascade: Rademacher 1e-2 (40) -> exact 1e-3 (10) -> exact (Dopri5)": dict(
+            solver="dopri5", screen=[rademacher, exact_1e3], chunk_size=16
         ),
     }
     if args.quick:
-        variants.pop("jaxrej, every class, one vmapped call")
+        variants.pop("jaxrej, every class, one vmapped call (Tsit5)")
     for name, opts in variants.items():
-        repeats = 1 if not opts else args.repeats
+        repeats = 1 if "screen" not in opts else args.repeats
         seconds, res = timed(
             lambda o=opts: jaxrej.class_log_likelihood_result(
                 score_fn, params, sde, x, **common, **o

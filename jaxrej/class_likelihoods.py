@@ -45,7 +45,7 @@ class Screen(struct.PyTreeNode):
     n_probes: int = struct.field(pytree_node=False, default=1)
     rtol: float = struct.field(pytree_node=False, default=1e-2)
     atol: float = struct.field(pytree_node=False, default=1e-2)
-    solver: str = struct.field(pytree_node=False, default="tsit5")
+    solver: str = struct.field(pytree_node=False, default="dopri5")
 
     def __post_init__(self):
         if not (

@@ -165,3 +165,24 @@ def test_failed_example_gets_nan_gradient(problem):
     )
     assert not bool(res.ok[1])
     assert np.isnan(np.asarray(g[1])).all() and np.isfinite(np.asarray(g)[[0, 2]]).all()
+
+
+def test_backsolve_refuses_parameter_gradients(problem):
+    """The continuous adjoint here is for inputs only: asking it for d/dparams is a clear error."""
+    mus, covs, x, y = problem
+    params = (jnp.asarray(mus, jnp.float32), jnp.asarray(covs, jnp.float32))
+
+    def loss(p):
+        return jaxrej.log_likelihood(
+            make_score_fn("vp", (D,)),
+            p,
+            SDE,
+            jnp.asarray(x, jnp.float32),
+            jnp.asarray(y),
+            key=KEY,
+            divergence="exact",
+            adjoint="backsolve",
+        ).logp.sum()
+
+    with pytest.raises(ValueError, match="backsolve"):
+        jax.grad(loss)(params)
