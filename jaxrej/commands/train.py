@@ -1,0 +1,179 @@
+"""`jaxrej train --config CONFIG --workdir DIR [--config.a.b=v ...]`: DSM training of a
+class-conditional score model; resumes from DIR's latest checkpoint if DIR holds the same run.
+
+Writes DIR/config.json (once), DIR/checkpoints/, DIR/metrics.jsonl and DIR/train.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import numpy as np
+
+from jaxrej.cli import load_config
+
+# fields a resumed run may change without invalidating its checkpoints
+RESUMABLE_FIELDS = {
+    "training": {"n_iters", "log_every", "eval_every", "checkpoint_every", "max_to_keep"},
+    "eval": None,  # the whole section (scoring settings)
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", required=True, help="ml_collections config file (get_config())")
+    parser.add_argument("--workdir", required=True, help="run folder (created if missing)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _comparable(cfg: dict) -> dict:
+    out = {}
+    for section, value in cfg.items():
+        if section in RESUMABLE_FIELDS and RESUMABLE_FIELDS[section] is None:
+            continue
+        if section in RESUMABLE_FIELDS and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in RESUMABLE_FIELDS[section]}
+        out[section] = value
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _normalise(obj):
+    """JSON round-trip form (tuples -> lists) so stored and new configs compare equal."""
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
+def prepare(config) -> dict:
+    """Validate a ConfigDict into plain values: (cfg dict, TrainOptions, data, eval settings)."""
+    from jaxrej.data.registry import load_dataset
+    from jaxrej.training.loop import TrainOptions
+    from jaxrej.training.workdir import build_net, build_sde
+
+    cfg = config.to_dict()
+    for section in ("data", "sde", "model", "training", "eval"):
+        if section not in cfg:
+            raise ValueError(f"config: missing section {section!r}")
+    known = {f.name for f in dataclasses.fields(TrainOptions)}
+    unknown = set(cfg["training"]) - known
+    if unknown:
+        raise ValueError(f"training: unknown field(s) {sorted(unknown)}")
+    opts = TrainOptions(**cfg["training"])
+    check_eval(cfg["eval"])
+    sde_cfg = dict(cfg["sde"])
+    sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
+    d = cfg["data"]
+    kw = {"data_dir": d.get("data_dir") or None, "path": d.get("path") or None}
+    train = load_dataset(d["dataset"], d.get("train_split", "train"), **kw)
+    evals = load_dataset(d["dataset"], d["eval_split"], **kw) if d.get("eval_split") else None
+    d["num_classes"] = int(train.num_classes)
+    d["n_levels"] = int(train.n_levels)
+    d["event_shape"] = list(train.images.shape[1:])
+    model = dict(cfg["model"])
+    net = build_net(model.pop("name"), num_classes=train.num_classes, **model)
+    if not isinstance(cfg.get("seed", 0), int):
+        raise ValueError(f"seed: expected an int, got {cfg.get('seed')!r}")
+    return {
+        "cfg": _normalise(cfg),
+        "opts": opts,
+        "train": train,
+        "eval": evals,
+        "net": net,
+        "sde": sde,
+    }
+
+
+def check_eval(e: dict) -> None:
+    """ValueError naming a bad eval.* value."""
+    if e.get("divergence") not in ("exact", "rademacher", "gaussian"):
+        raise ValueError(
+            f"eval.divergence: expected exact|rademacher|gaussian, got {e.get('divergence')!r}"
+        )
+    if e.get("dequantize") not in ("uniform", "center"):
+        raise ValueError(f"eval.dequantize: expected uniform|center, got {e.get('dequantize')!r}")
+    for k in ("batch_size", "n_probes"):
+        v = e.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"eval.{k}: expected an int >= 1, got {v!r}")
+    if (
+        e.get("chunk_size", 0) is None
+        or not isinstance(e.get("chunk_size", 0), int)
+        or e.get("chunk_size", 0) < 0
+    ):
+        raise ValueError(
+            f"eval.chunk_size: expected an int >= 0 (0: one chunk), got {e.get('chunk_size')!r}"
+        )
+    m = e.get("screen_margin", 0.0)
+    if not (isinstance(m, (int, float)) and m >= 0 and math.isfinite(m)):
+        raise ValueError(f"eval.screen_margin: expected nats >= 0 (0: no screening), got {m!r}")
+    for k in ("rtol", "atol", "eps") + (("screen_tol",) if m > 0 else ()):
+        v = e.get(k)
+        if not (isinstance(v, (int, float)) and 0 < v < 1):
+            raise ValueError(f"eval.{k}: expected a number in (0, 1), got {v!r}")
+
+
+def run(args) -> dict:
+    from jaxrej.models.score import init_params, make_score_fn
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR, atomic_write_json
+    from jaxrej.training.loop import train
+    from jaxrej.training.workdir import CONFIG_FILE, read_config
+
+    config = load_config(args.config, args.overrides)
+    p = prepare(config)
+    cfg, opts = p["cfg"], p["opts"]
+    workdir = args.workdir
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir: {workdir!r} exists and is not a directory")
+    cfg_path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.isfile(cfg_path):
+        old = read_config(workdir)
+        a, b = _flatten(_comparable(old)), _flatten(_comparable(cfg))
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if diff:
+            raise ValueError(
+                f"workdir: {workdir!r} holds a run with a different config (differs in {diff}); "
+                "use a new --workdir (nothing was changed)"
+            )
+    elif os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+        raise ValueError(
+            f"workdir: {workdir!r} has checkpoints but no {CONFIG_FILE}; refusing to touch it"
+        )
+    os.makedirs(workdir, exist_ok=True)
+    if not os.path.isfile(cfg_path):
+        atomic_write_json(cfg_path, cfg)
+
+    key = jax.random.key(cfg.get("seed", 0))
+    init_key, train_key = jax.random.split(key)
+    net, sde, data, evals = p["net"], p["sde"], p["train"], p["eval"]
+    params = init_params(net, data.images.shape[1:], key=init_key)
+    n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+    state, summary = train(
+        workdir=workdir,
+        score_fn=make_score_fn(net, sde),
+        sde=sde,
+        init_params=params,
+        images=data.images,
+        labels=data.labels,
+        n_levels=data.n_levels,
+        opts=opts,
+        key=train_key,
+        eval_images=None if evals is None else evals.images,
+        eval_labels=None if evals is None else evals.labels,
+        progress=not args.no_progress,
+    )
+    summary.update({"workdir": workdir, "n_params": n_params, "n_train": int(data.images.shape[0]),
+                    "devices": str(jax.devices())})  # fmt: skip
+    atomic_write_json(os.path.join(workdir, "train.json"), summary)
+    return summary

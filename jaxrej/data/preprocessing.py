@@ -1,0 +1,59 @@
+"""Scaling and dequantization conventions -- the ONE place they are defined.
+
+Images are stored as integers k in {0, ..., n_levels - 1} (uint8). Models see floats in [0, 1]:
+
+    train (uniform dequantization):  x = (k + u) / n_levels,  u ~ U[0, 1)^D
+    eval  ("uniform"):               the same, with a fixed key (an unbiased one-sample estimate)
+    eval  ("center"):                x = (k + 1/2) / n_levels
+
+With uniform dequantization the discrete log-likelihood satisfies (Theis et al. 2016)
+    log P(k) >= E_u[ log p(x) ] + D log n_levels,
+so bits/dim = -(log p(x) + D log n_levels) / (D log 2) for densities on [0, 1]^D
+(`jaxrej.bits_per_dim` applies that offset).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEQUANTIZE = ("uniform", "center")
+
+
+def check_images(images, n_levels: int, name: str = "images") -> None:
+    """ValueError unless `images` are integers in [0, n_levels)."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer pixel levels, got dtype {images.dtype}")
+    if images.size and (images.min() < 0 or images.max() >= n_levels):
+        raise ValueError(
+            f"{name}: expected levels in [0, {n_levels - 1}], got [{images.min()}, {images.max()}]"
+        )
+
+
+def dequantize(images: jax.Array, n_levels: int, *, key: jax.Array) -> jax.Array:
+    """Integer levels (any shape) -> float32 (k + u) / n_levels in [0, 1), u ~ U[0, 1)."""
+    u = jax.random.uniform(key, images.shape, jnp.float32)
+    return (images.astype(jnp.float32) + u) / n_levels
+
+
+def center(images: jax.Array, n_levels: int) -> jax.Array:
+    """Integer levels -> float32 (k + 1/2) / n_levels, the bin centres."""
+    return (images.astype(jnp.float32) + 0.5) / n_levels
+
+
+def to_model_input(images: jax.Array, n_levels: int, *, mode: str, key: jax.Array | None = None):
+    """`dequantize` (mode "uniform", needs key) or `center` (mode "center")."""
+    if mode == "uniform":
+        if key is None:
+            raise ValueError("key: mode 'uniform' needs a key")
+        return dequantize(images, n_levels, key=key)
+    if mode == "center":
+        return center(images, n_levels)
+    raise ValueError(f"dequantize: expected one of {DEQUANTIZE}, got {mode!r}")
+
+
+def quantize(x: jax.Array, n_levels: int) -> jax.Array:
+    """Inverse map: floats in [0, 1] -> integer levels floor(x n_levels), clipped to the range."""
+    return jnp.clip(jnp.floor(x * n_levels), 0, n_levels - 1).astype(jnp.int32)

@@ -1,0 +1,376 @@
+"""The training loop: optax Adam with linear warm-up and global-norm clipping, an EMA of the
+params, ONE jitted train step, periodic evaluation, orbax checkpoints, resume, JSON-lines
+metrics and a progress bar.
+
+Determinism: the batch and the noise at step s are pure functions of (data, key, s)
+(per-epoch permutations from fold_in(data_key, epoch), per-step keys from fold_in(step_key, s)),
+so a run resumed from a checkpoint ends with exactly the params of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxrej.data.batching import padded_batches
+from jaxrej.data.preprocessing import check_images, dequantize
+from jaxrej.training.checkpoint import (
+    CHECKPOINT_DIR,
+    atomic_write_text,
+    checkpoint_manager,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from jaxrej.training.losses import REDUCES, WEIGHTINGS, dsm_loss
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@struct.dataclass
+class TrainState:
+    """step (), params, ema_params (EMA of params), opt_state (optax)."""
+
+    step: jax.Array
+    params: object
+    ema_params: object
+    opt_state: object
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """Plain values that define a DSM training run; __post_init__ names any bad value."""
+
+    n_iters: int = 20_000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    weight_decay: float = 0.0
+    weighting: str = "plain"
+    importance_sampling: bool = False
+    reduce: str = "mean"
+    eps: float = 1e-5
+    log_every: int = 100
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    max_to_keep: int = 3
+
+    def __post_init__(self):
+        def pos_int(name, allow_zero=False):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
+                raise ValueError(
+                    f"training.{name}: expected an int >= {0 if allow_zero else 1}, got {v!r}"
+                )
+
+        for n in (
+            "n_iters",
+            "batch_size",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "max_to_keep",
+        ):
+            pos_int(n)
+        pos_int("warmup", allow_zero=True)
+        for n in ("lr", "grad_clip"):
+            v = getattr(self, n)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"training.{n}: expected a positive finite number, got {v!r}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
+            raise ValueError(f"training.ema_decay: expected 0 <= decay < 1, got {self.ema_decay!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"training.weight_decay: expected >= 0, got {self.weight_decay!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(
+                f"training.weighting: expected one of {WEIGHTINGS}, got {self.weighting!r}"
+            )
+        if self.reduce not in REDUCES:
+            raise ValueError(f"training.reduce: expected one of {REDUCES}, got {self.reduce!r}")
+        if self.importance_sampling and self.weighting != "likelihood":
+            raise ValueError(
+                "training.importance_sampling: only defined with training.weighting='likelihood'"
+            )
+        if not (isinstance(self.eps, float) and 0.0 < self.eps < 1.0):
+            raise ValueError(f"training.eps: expected a float in (0, 1), got {self.eps!r}")
+
+
+def make_optimizer(
+    *, lr: float, warmup: int, grad_clip: float, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    """clip_by_global_norm(grad_clip) then Adam(W) with lr ramped linearly over `warmup` steps."""
+    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else optax.constant_schedule(lr)
+    adam = (
+        optax.adamw(schedule, weight_decay=weight_decay)
+        if weight_decay > 0
+        else optax.adam(schedule)
+    )
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+
+
+def init_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    """Step 0: params (copied, so the jitted step may donate them), EMA = params, optimizer init."""
+    params = jax.tree_util.tree_map(jnp.array, params)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree_util.tree_map(jnp.copy, params),
+        opt_state=optimizer.init(params),
+    )
+
+
+def batch_indices(step: jax.Array, n: int, batch_size: int, *, key: jax.Array) -> jax.Array:
+    """Rows of step `step`: the (step mod E)-th slice of permutation fold_in(key, step // E),
+    E = n // batch_size steps per epoch (the remainder rows of each epoch are skipped)."""
+    per_epoch = n // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+    return jax.lax.dynamic_slice(perm, ((step % per_epoch) * batch_size,), (batch_size,))
+
+
+def optimizer_from_options(opts: TrainOptions) -> optax.GradientTransformation:
+    return make_optimizer(
+        lr=opts.lr, warmup=opts.warmup, grad_clip=opts.grad_clip, weight_decay=opts.weight_decay
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("score_fn", "sde", "opts", "n_levels"), donate_argnums=(0,)
+)
+def _train_step(state: TrainState, images, labels, key, *, score_fn, sde, opts, n_levels):
+    optimizer = optimizer_from_options(opts)
+    data_key, step_key = jax.random.split(key)
+    idx = batch_indices(state.step, images.shape[0], opts.batch_size, key=data_key)
+    k = jax.random.fold_in(step_key, state.step)
+    dq_key, loss_key = jax.random.split(k)
+    x = dequantize(images[idx], n_levels, key=dq_key)
+    y = labels[idx]
+
+    def loss_fn(params):
+        return dsm_loss(
+            score_fn,
+            params,
+            sde,
+            x,
+            y,
+            key=loss_key,
+            weighting=opts.weighting,
+            importance_sampling=opts.importance_sampling,
+            eps=opts.eps,
+            reduce=opts.reduce,
+        )
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    d = opts.ema_decay
+    ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params)
+    new = TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+    return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+def make_train_step(score_fn: Callable, sde, opts: TrainOptions, *, n_levels: int) -> Callable:
+    """The jitted step (state, images, labels, key) -> (state, metrics); state is donated.
+
+    images: (N, *event) integer levels of the whole training set (device-resident);
+    labels: (N,). The step gathers its batch (`batch_indices`), dequantizes it
+    (preprocessing.dequantize), takes one step of `optimizer_from_options(opts)` on the DSM
+    loss and updates the EMA:  ema <- decay * ema + (1 - decay) * params.
+    One compilation is shared by every call with the same (score_fn, sde, opts, n_levels).
+    """
+    return functools.partial(_train_step, score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+
+
+@functools.partial(jax.jit, static_argnames=("score_fn", "sde", "opts", "n_levels"))
+def _eval_loss(params, images, labels, mask, key, *, score_fn, sde, opts, n_levels):
+    dq_key, loss_key = jax.random.split(key)
+    x = dequantize(images, n_levels, key=dq_key)
+    mean = dsm_loss(
+        score_fn,
+        params,
+        sde,
+        x,
+        labels,
+        key=loss_key,
+        weighting=opts.weighting,
+        importance_sampling=opts.importance_sampling,
+        eps=opts.eps,
+        reduce=opts.reduce,
+        mask=mask,
+    )
+    n = jnp.sum(mask)
+    return mean * n, n
+
+
+def make_eval_loss(score_fn: Callable, sde, opts: TrainOptions, *, n_levels: int) -> Callable:
+    """jitted (params, images, labels, mask, key) -> (sum of per-example DSM losses, count),
+    the training objective (same weighting/sampling) on dequantized inputs."""
+    return functools.partial(_eval_loss, score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+
+
+def evaluate_loss(eval_fn, params, images, labels, *, batch_size: int, key: jax.Array) -> float:
+    """Mean DSM loss over a whole split, in fixed-size padded batches with per-batch keys."""
+    total, count = 0.0, 0.0
+    for i, ((xb, yb), mask) in enumerate(padded_batches(images, labels, batch_size=batch_size)):
+        s, n = eval_fn(params, xb, yb, mask, jax.random.fold_in(key, i))
+        total += float(s)
+        count += float(n)
+    return total / count
+
+
+def _all_finite(tree) -> bool:
+    return bool(
+        jax.device_get(
+            jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+        )
+    )
+
+
+def _read_metrics(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill: drop it and everything after
+    return rows
+
+
+def train(
+    *,
+    workdir: str,
+    score_fn: Callable,
+    sde,
+    init_params,
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_levels: int,
+    opts: TrainOptions,
+    key: jax.Array,
+    eval_images: np.ndarray | None = None,
+    eval_labels: np.ndarray | None = None,
+    progress: bool = True,
+    on_step: Callable[[TrainState], None] | None = None,
+) -> tuple[TrainState, dict]:
+    """Train (or resume) a DSM score model; returns (final state, summary dict).
+
+    workdir must exist. If workdir/checkpoints holds a checkpoint, training resumes from
+    the latest one (the caller checks that the run's config matches). Checkpoints every
+    `opts.checkpoint_every` steps and at the end; metrics as JSON lines in workdir/metrics.jsonl.
+    `on_step(state)` is called after every step (tests use it to simulate a kill).
+    """
+    if not os.path.isdir(workdir):
+        raise ValueError(f"workdir: no such directory {workdir!r}")
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    check_images(images, n_levels)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"labels: expected {images.shape[0]} rows, got {labels.shape[0]}")
+    if images.shape[0] < opts.batch_size:
+        raise ValueError(
+            f"training.batch_size: {opts.batch_size} exceeds the {images.shape[0]} training examples"
+        )
+    state = init_train_state(init_params, optimizer_from_options(opts))
+    ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+    metrics_path = os.path.join(workdir, METRICS_FILE)
+    mngr = checkpoint_manager(ckpt_dir, max_to_keep=opts.max_to_keep)
+    start = 0
+    if mngr.latest_step() is not None:
+        state, start = restore_checkpoint(ckpt_dir, state)
+        kept = [r for r in _read_metrics(metrics_path) if r.get("step", 0) <= start]
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    elif os.path.exists(metrics_path):
+        atomic_write_text(metrics_path, "")
+    train_key, eval_key = jax.random.split(key)
+    step_fn = make_train_step(score_fn, sde, opts, n_levels=n_levels)
+    eval_fn = None
+    if eval_images is not None:
+        eval_fn = make_eval_loss(score_fn, sde, opts, n_levels=n_levels)
+    dev_images = jnp.asarray(images.astype(np.uint8 if n_levels <= 256 else np.int32))
+    dev_labels = jnp.asarray(labels.astype(np.int32))
+    summary = {"start_step": start, "n_iters": opts.n_iters}
+    t0 = time.perf_counter()
+    acc_loss, acc_n = 0.0, 0
+    last = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=opts.n_iters, initial=start, desc="train", dynamic_ncols=True)
+    try:
+        with open(metrics_path, "a") as mf:
+            for step in range(start, opts.n_iters):
+                state, m = step_fn(state, dev_images, dev_labels, train_key)
+                if on_step is not None:
+                    on_step(state)
+                acc_loss = acc_loss + m["loss"]
+                acc_n += 1
+                s = step + 1
+                row = None
+                if s % opts.log_every == 0 or s == opts.n_iters:
+                    loss = float(acc_loss) / acc_n
+                    if not math.isfinite(loss):
+                        raise ValueError(
+                            f"training diverged: loss is {loss} at step {s} (lower training.lr?); "
+                            f"no checkpoint written after step {mngr.latest_step()}"
+                        )
+                    row = {
+                        "step": s,
+                        "loss": loss,
+                        "grad_norm": float(m["grad_norm"]),
+                        "time_s": round(time.perf_counter() - t0, 3),
+                    }
+                    acc_loss, acc_n = 0.0, 0
+                if eval_fn is not None and (s % opts.eval_every == 0 or s == opts.n_iters):
+                    row = row or {"step": s}
+                    row["eval_loss_ema"] = evaluate_loss(
+                        eval_fn,
+                        state.ema_params,
+                        eval_images,
+                        eval_labels,
+                        batch_size=opts.batch_size,
+                        key=eval_key,
+                    )
+                if row is not None:
+                    mf.write(json.dumps(row) + "\n")
+                    mf.flush()
+                    last = row
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
+                if s % opts.checkpoint_every == 0 or s == opts.n_iters:
+                    if not _all_finite(state.params):
+                        raise ValueError(
+                            f"training diverged: non-finite params at step {s} (lower training.lr?); "
+                            f"no checkpoint written after step {mngr.latest_step()}"
+                        )
+                    save_checkpoint(mngr, s, state)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        mngr.close()
+    summary.update(
+        {
+            "final_step": int(state.step),
+            "train_time_s": round(time.perf_counter() - t0, 2),
+            "last_metrics": last,
+        }
+    )
+    return state, summary

@@ -1,0 +1,95 @@
+"""A training run on disk, and the objects built from its plain-value settings.
+
+workdir/config.json        the run's config (plain JSON, written once, atomically)
+workdir/checkpoints/<s>/   orbax TrainState checkpoints
+workdir/metrics.jsonl      JSON lines: step, loss, grad_norm, eval_loss_ema, time_s
+workdir/<command>.json     each command's summary (train.json, score.json)
+
+score_fn, params, sde, config = load_score_model("runs/digits_default")
+score_fn(params, x, t, y)   # ONE example; params are the EMA params of the latest checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from jaxrej.sde import VESDE, VPSDE, SubVPSDE
+
+CONFIG_FILE = "config.json"
+SDES = {"vpsde": VPSDE, "subvpsde": SubVPSDE, "vesde": VESDE}
+
+
+def build_sde(name: str, **kwargs):
+    """VPSDE / SubVPSDE / VESDE from a name and its own fields (others are ignored)."""
+    if name not in SDES:
+        raise ValueError(f"sde.name: expected one of {sorted(SDES)}, got {name!r}")
+    cls = SDES[name]
+    fields = {"vpsde": ("beta_min", "beta_max"), "subvpsde": ("beta_min", "beta_max"),
+              "vesde": ("sigma_min", "sigma_max")}[name]  # fmt: skip
+    try:
+        return cls(**{k: float(kwargs[k]) for k in fields if k in kwargs})
+    except ValueError as e:
+        raise ValueError(f"sde: {e}") from e
+
+
+def build_net(name: str, *, num_classes: int, **kwargs):
+    """The flax module for model `name` ("mlp" | "unet") with its fields as keyword values."""
+    if name == "mlp":
+        from jaxrej.models.mlp import ConditionalMLP as cls
+    elif name == "unet":
+        from jaxrej.models.unet import ConditionalUNet as cls
+    else:
+        raise ValueError(f"model.name: expected one of ['mlp', 'unet'], got {name!r}")
+    known = set(cls.__dataclass_fields__) - {"parent", "name", "num_classes"}
+    unknown = set(kwargs) - known
+    if unknown:
+        raise ValueError(
+            f"model: {name!r} has no field(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    return cls(num_classes=num_classes, **kwargs)
+
+
+def read_config(workdir: str) -> dict:
+    """The run's config.json; ValueError if the workdir or the file is missing or unreadable."""
+    if not os.path.isdir(workdir):
+        raise ValueError(f"workdir: no such directory {workdir!r}")
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"workdir: {workdir!r} has no {CONFIG_FILE} (not a training run)")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"workdir: cannot read {path!r}: {e}") from e
+
+
+def model_from_config(config: dict):
+    """(net, sde, event_shape, num_classes, n_levels) from a run's config dict."""
+    d = config["data"]
+    model = dict(config["model"])
+    net = build_net(model.pop("name"), num_classes=int(d["num_classes"]), **model)
+    sde_cfg = dict(config["sde"])
+    sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
+    return net, sde, tuple(d["event_shape"]), int(d["num_classes"]), int(d["n_levels"])
+
+
+def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None):
+    """(score_fn, params, sde, config) of a trained run: the EMA params (or raw, ema=False)
+    of the latest (or `step`) checkpoint. score_fn follows the contract (ONE example)."""
+    from jaxrej.models.score import init_params, make_score_fn
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
+    from jaxrej.training.loop import init_train_state, make_optimizer
+
+    config = read_config(workdir)
+    net, sde, event_shape, _, _ = model_from_config(config)
+    t = config["training"]
+    params = init_params(net, event_shape, key=jax.random.key(0))
+    opt = make_optimizer(lr=t["lr"], warmup=t["warmup"], grad_clip=t["grad_clip"],
+                         weight_decay=t.get("weight_decay", 0.0))  # fmt: skip
+    target = init_train_state(params, opt)
+    state, _ = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
+    return make_score_fn(net, sde), (state.ema_params if ema else state.params), sde, config

@@ -1,0 +1,92 @@
+"""`jaxrej bench`: name resolution, errors, and one benchmark end to end on a toy score."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxrej import cli
+from jaxrej.commands import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_available_lists_the_benchmarks():
+    names = bench.available()
+    for n in ("solver_tolerance", "hutchinson", "adjoint", "scaling", "likelihood_speed"):
+        assert n in names
+    assert "__init__" not in names
+
+
+def test_unknown_name_is_a_clear_error(capsys):
+    assert cli.main(["bench", "no_such_bench"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown benchmark 'no_such_bench'" in err
+    assert "solver_tolerance" in err and "scaling" in err  # the available ones are listed
+
+
+def test_hutchinson_quick_through_the_cli(tmp_path, capsys):
+    # Toy Gaussian data: the exact score's Jacobian is c(t) * I for every class, so a Rademacher
+    # estimate (e^T c I e = c D) is exact, a Gaussian one is not, and probes shared across the
+    # classes of an example give every class the same error (the argmax margin is untouched).
+    rc = cli.main(["bench", "hutchinson", "--quick", "--n", "6", "--results-dir", str(tmp_path)])
+    assert rc == 0
+    out = json.loads((tmp_path / "hutchinson.json").read_text())
+    assert (tmp_path / "hutchinson.md").read_text().startswith("Device: ")
+    assert (tmp_path / "hutchinson.png").stat().st_size > 0
+    rows = out["rows"]
+    assert rows[0]["divergence"] == "exact" and rows[0]["err_rms"] == 0.0
+    for r in rows[1:]:
+        assert r["failed"] == 0
+        if r["divergence"] == "rademacher":
+            assert r["err_rms"] < 1e-3
+        else:
+            assert r["err_rms"] > 0.05
+            if r["probes"] == "shared":
+                assert r["margin_err_rms"] < 1e-3
+            else:
+                assert r["margin_err_rms"] > 0.05
+    # Gaussian errors shrink with more probes (1 vs 4 probes, same examples).
+    g = {(r["n_probes"], r["probes"]): r["err_rms"] for r in rows if r["divergence"] == "gaussian"}
+    assert g[(4, "shared")] < g[(1, "shared")]
+
+
+def test_recommendation_is_the_loosest_setting_stable_under_tightening():
+    from benchmarks.solver_tolerance import recommend
+
+    def row(solver, tol, agree, nfe):
+        return dict(solver=solver, tol=tol, decision_agree=agree, failed=0, nfe_mean=nfe,
+                    logp_err_max=0.0)  # fmt: skip
+
+    rows = [
+        row("tsit5", 1e-2, 1.0, 40),  # passes, but 1e-3 below fails: not stable
+        row("tsit5", 1e-3, 0.97, 80),
+        row("tsit5", 1e-4, 1.0, 150),
+        row("tsit5", 1e-5, 1.0, 350),
+        row("dopri8", 1e-2, 0.9, 100),
+        row("dopri8", 1e-3, 1.0, 200),
+        row("dopri8", 1e-4, 1.0, 300),
+    ]
+    rec = recommend(rows, ("tsit5", "dopri8"))
+    assert (rec["solver"], rec["rtol"]) == ("tsit5", 1e-4)
+    assert recommend([row("tsit5", 1e-2, 0.5, 1)], ("tsit5",)) is None
+
+
+def test_flips_counts_label_and_reject_changes():
+    from benchmarks.solver_tolerance import flips
+
+    truth = (np.array([0, 1, 2, 3]), np.array([False, False, True, True]))
+    other = (np.array([0, 2, 1, 3]), np.array([False, False, True, False]))
+    # row 1: accepted with another label (flip); row 2: rejected in both (no flip, label moot);
+    # row 3: rejected -> accepted (flip).
+    np.testing.assert_array_equal(flips(other, truth), [False, True, False, True])
+
+
+@pytest.mark.parametrize("name", ["solver_tolerance", "hutchinson", "adjoint", "scaling"])
+def test_every_benchmark_has_a_main_and_a_quick_mode(name):
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(f"benchmarks.{name}")
+    assert "--quick" in inspect.getsource(mod.main)

@@ -1,0 +1,163 @@
+"""`jaxrej train` then `jaxrej score` end to end at toy size (digits, and a U-Net on mock mnist),
+plus the failure modes: bad config values, missing workdir, corrupt checkpoint, config clash."""
+
+import glob
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from jaxrej.cli import main
+
+TINY = [
+    "--config.model.hidden=16", "--config.model.n_blocks=1", "--config.model.emb_dim=8",
+    "--config.training.n_iters=6", "--config.training.batch_size=32", "--config.training.log_every=2",
+    "--config.training.eval_every=3", "--config.training.checkpoint_every=3",
+]  # fmt: skip
+FAST_SCORE = ["--config.eval.rtol=0.001", "--config.eval.atol=0.001", "--config.eval.batch_size=4"]
+
+
+def _hashes(folder):
+    return {
+        os.path.relpath(p, folder): hashlib.sha256(open(p, "rb").read()).hexdigest()
+        for p in sorted(glob.glob(os.path.join(folder, "**"), recursive=True))
+        if os.path.isfile(p)
+    }
+
+
+def test_train_then_score_digits(tmp_path, capsys):
+    wd = str(tmp_path / "run")
+    assert (
+        main(
+            ["train", "--config", "configs/digits_sbgc.py", "--workdir", wd, "--no-progress", *TINY]
+        )
+        == 0
+    )
+    train = json.load(open(os.path.join(wd, "train.json")))
+    assert train["final_step"] == 6 and train["n_train"] == 1437
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6"]
+    rows = [json.loads(s) for s in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [2, 3, 4, 6] and all(
+        math.isfinite(r.get("loss", 0)) for r in rows
+    )
+
+    assert (
+        main(
+            [
+                "score",
+                "--workdir",
+                wd,
+                "--split",
+                "test",
+                "--limit",
+                "6",
+                "--no-progress",
+                *FAST_SCORE,
+            ]
+        )
+        == 0
+    )
+    s = json.load(open(os.path.join(wd, "score.json")))
+    assert s["n"] == 6 and s["split"] == "test" and s["eval"]["rtol"] == 0.001
+    z = np.load(os.path.join(wd, "score_test.npz"))
+    lp, labels, pred = z["class_logp"], z["labels"], z["pred"]
+    assert lp.shape == (6, 10) and np.all(np.isfinite(lp))
+    # the summary is what the saved class log-likelihoods say (independent recomputation)
+    np.testing.assert_array_equal(pred, lp.argmax(1))
+    assert s["accuracy"] == pytest.approx(np.mean(pred == labels))
+    lse = np.log(np.exp(lp - lp.max(1, keepdims=True)).sum(1)) + lp.max(1) - np.log(10)
+    bpd = -lse / (64 * np.log(2)) + np.log2(17)
+    assert s["bits_per_dim"] == pytest.approx(bpd.mean(), rel=1e-5)
+    out = capsys.readouterr().out
+    assert '"accuracy"' in out and '"bits_per_dim"' in out
+
+    # resuming with more steps continues from step 6; a different model is refused, nothing changes
+    before = _hashes(wd)
+    rc = main(["train", "--config", "configs/digits_sbgc.py", "--workdir", wd, "--no-progress",
+               *TINY, "--config.model.hidden=32"])  # fmt: skip
+    assert rc == 2 and "model.hidden" in capsys.readouterr().err
+    assert _hashes(wd) == before
+    assert main(["train", "--config", "configs/digits_sbgc.py", "--workdir", wd, "--no-progress",
+                 *TINY, "--config.training.n_iters=9"]) == 0  # fmt: skip
+    train = json.load(open(os.path.join(wd, "train.json")))
+    assert train["start_step"] == 6 and train["final_step"] == 9
+
+    # a corrupt checkpoint: score fails with a clear error and leaves score.json as it was
+    before_score = open(os.path.join(wd, "score.json")).read()
+    for p in glob.glob(os.path.join(wd, "checkpoints", "9", "**"), recursive=True):
+        if os.path.isfile(p) and "METADATA" not in p:
+            open(p, "wb").write(b"not a checkpoint")
+    rc = main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint" in err and "step 9" in err
+    assert open(os.path.join(wd, "score.json")).read() == before_score
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [("--config.training.lr=-0.1", "training.lr"), ("--config.sde.name='cosine'", "sde.name"),
+     ("--config.model.name='resnet'", "model.name"), ("--config.data.dataset='imagenet'", "data.dataset"),
+     ("--config.eval.divergence='trace'", "eval.divergence"), ("--config.sde.beta_max=0.01", "beta_max"),
+     ("--config.training.batch_size=5000", "batch_size"), ("--config.model.hiden=3", "hiden")],
+)  # fmt: skip
+def test_bad_config_values(tmp_path, capsys, override, message):
+    wd = tmp_path / "run"
+    rc = main(
+        [
+            "train",
+            "--config",
+            "configs/digits_sbgc.py",
+            "--workdir",
+            str(wd),
+            "--no-progress",
+            *TINY,
+            override,
+        ]
+    )
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (wd / "checkpoints").exists()
+
+
+def test_missing_workdir_and_missing_checkpoint(tmp_path, capsys):
+    assert main(["score", "--workdir", str(tmp_path / "absent")]) == 2
+    assert "workdir" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text(open("configs/digits_sbgc.py").read()[:0] + "{broken")
+    assert main(["score", "--workdir", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_unet_toy_on_mock_mnist(tmp_path, capsys):
+    """The cifar10/mnist code path (U-Net, tfds source) at toy size on mock data."""
+    import tensorflow_datasets as tfds
+
+    wd = str(tmp_path / "run")
+    toy = ["--config.model.nf=4", "--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1",
+           "--config.model.attn_resolutions=(28,)", "--config.training.n_iters=2", "--config.training.batch_size=4",
+           "--config.training.log_every=1", "--config.training.eval_every=2", "--config.training.checkpoint_every=2",
+           "--config.training.warmup=1", "--config.data.eval_split=''"]  # fmt: skip
+    with tfds.testing.mock_data(num_examples=8, data_dir=str(tmp_path / "tfds")):
+        assert (
+            main(
+                [
+                    "train",
+                    "--config",
+                    "configs/mnist_sbgc.py",
+                    "--workdir",
+                    wd,
+                    "--no-progress",
+                    *toy,
+                ]
+            )
+            == 0
+        )
+    t = json.load(open(os.path.join(wd, "train.json")))
+    assert t["final_step"] == 2 and t["n_train"] == 8
+    cfg = json.load(open(os.path.join(wd, "config.json")))
+    assert cfg["model"]["name"] == "unet" and cfg["data"]["event_shape"] == [28, 28, 1]
+    assert (
+        cfg["training"]["weighting"] == "likelihood"
+        and cfg["training"]["importance_sampling"] is True
+    )

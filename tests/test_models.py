@@ -1,0 +1,159 @@
+"""Score networks: the score_fn contract, conditioning, embeddings, per-example independence."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrej.models.embeddings import GaussianFourierProjection, sinusoidal_embedding
+from jaxrej.models.mlp import ConditionalMLP
+from jaxrej.models.score import init_params, make_noise_fn, make_score_fn
+from jaxrej.models.unet import ConditionalUNet
+from jaxrej.sde import VESDE, VPSDE
+
+
+def _randomize(params, key, scale=0.2):
+    """Non-zero params everywhere (the output layers are zero-initialised)."""
+
+    @jax.jit
+    def f(params, key):
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        keys = jax.random.split(key, len(leaves))
+        new = [
+            x + scale * jax.random.normal(k, x.shape, x.dtype)
+            for x, k in zip(leaves, keys, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(tree, new)
+
+    return f(params, key)
+
+
+NETS = [
+    (ConditionalMLP(num_classes=3, hidden=32, n_blocks=2, emb_dim=16), (8, 8, 1)),
+    (
+        ConditionalMLP(
+            num_classes=3, hidden=32, n_blocks=1, emb_dim=16, time_embedding="sinusoidal"
+        ),
+        (5,),
+    ),
+    (
+        ConditionalUNet(
+            num_classes=3, nf=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)
+        ),
+        (8, 8, 3),
+    ),
+]
+
+
+@pytest.mark.parametrize("net,event", NETS, ids=["mlp-image", "mlp-vector", "unet-toy"])
+def test_score_fn_contract(net, event):
+    sde = VPSDE()
+    # random params of the right shapes (eval_shape: compiling a U-Net's init is slow on CPU)
+    shapes = jax.eval_shape(lambda: init_params(net, event, key=jax.random.key(0)))
+    params = _randomize(
+        jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes), jax.random.key(1)
+    )
+    score_fn = make_score_fn(net, sde)
+    eps_fn = make_noise_fn(net)
+    x = jax.random.uniform(jax.random.key(2), (4, *event))
+    t = jnp.array([0.01, 0.2, 0.5, 0.99])
+    y = jnp.array([0, 1, 2, 1])
+
+    # the probes as extra rows of ONE batched call (fewer network traces: compiling is slow here)
+    x0 = jnp.zeros_like(x).at[0].set(x[0])
+    xs = jnp.concatenate([x, x0, x[:1], x[:1]])  # rows 4-7: others zeroed; 8: label 1; 9: t 0.3
+    ts = jnp.concatenate([t, t, t[:1], jnp.array([0.3])])
+    ys = jnp.concatenate([y, y, jnp.array([1]), y[:1]])
+
+    @jax.jit  # everything in one compiled call
+    def outputs(params):
+        return {
+            "s0": score_fn(params, x[0], t[0], y[0]),  # ONE example
+            "batched": jax.vmap(score_fn, in_axes=(None, 0, 0, 0))(params, xs, ts, ys),
+            "eps": net.apply(params, xs, ts, ys),
+            "eps1": eps_fn(params, x[1], t[1], y[1]),
+            "tangent": jax.jvp(
+                lambda z: score_fn(params, z, t[0], y[0]), (x[0],), (jnp.ones(event),)
+            )[1],
+        }
+
+    o = jax.device_get(outputs(params))
+    assert o["s0"].shape == event and o["s0"].dtype == np.float32
+    # the noise parametrisation: score = -eps / std(t), eps from the batched network call
+    std = np.asarray(sde.std(ts)).reshape(-1, *[1] * len(event))
+    np.testing.assert_allclose(o["batched"], -o["eps"] / std, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(o["s0"], o["batched"][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(o["eps1"], o["eps"][1], rtol=1e-4, atol=1e-4)
+    # per-example: row 0 does not depend on the other rows of the batch
+    np.testing.assert_allclose(o["eps"][4], o["eps"][0], rtol=1e-4, atol=1e-4)
+    # the label and the time both condition the output
+    assert np.abs(o["eps"][8] - o["eps"][0]).max() > 1e-4
+    assert np.abs(o["eps"][9] - o["eps"][0]).max() > 1e-4
+    # differentiable in x (the likelihood needs Jacobian-vector products)
+    assert np.all(np.isfinite(o["tangent"])) and np.abs(o["tangent"]).max() > 0
+
+
+def test_zero_initialised_output_gives_zero_score():
+    net = ConditionalMLP(num_classes=2, hidden=16, n_blocks=1, emb_dim=8)
+    params = init_params(net, (4,), key=jax.random.key(0))
+    s = make_score_fn(net, VESDE())(params, jnp.ones(4), 0.5, 1)
+    np.testing.assert_array_equal(s, np.zeros(4))
+
+
+def test_sinusoidal_embedding_reference():
+    t = jnp.array([0.0, 0.25, 1.0])
+    dim = 8
+    got = np.asarray(sinusoidal_embedding(t, dim))
+    half = dim // 2
+    freqs = np.exp(-math.log(10000.0) * np.arange(half) / (half - 1))
+    ref = np.concatenate(
+        [np.sin(1000 * t[:, None] * freqs), np.cos(1000 * t[:, None] * freqs)], axis=1
+    )
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="dim"):
+        sinusoidal_embedding(t, 7)
+
+
+def test_fourier_projection_is_fixed_and_matches_formula():
+    mod = GaussianFourierProjection(dim=6, scale=3.0)
+    t = jnp.array([0.1, 0.7])
+    params = mod.init(jax.random.key(0), t)
+    w = np.asarray(params["params"]["W"])
+    ref = np.concatenate(
+        [np.sin(2 * np.pi * t[:, None] * w), np.cos(2 * np.pi * t[:, None] * w)], axis=1
+    )
+    np.testing.assert_allclose(mod.apply(params, t), ref, rtol=1e-5, atol=1e-6)
+    g = jax.grad(lambda p: mod.apply(p, t).sum())(params)
+    np.testing.assert_array_equal(g["params"]["W"], np.zeros_like(w))  # not trained
+
+
+def test_bad_model_settings_raise():
+    with pytest.raises(ValueError, match="time_embedding"):
+        init_params(
+            ConditionalMLP(num_classes=2, time_embedding="nope"), (4,), key=jax.random.key(0)
+        )
+    with pytest.raises(ValueError, match="divisible"):
+        init_params(
+            ConditionalUNet(num_classes=2, nf=8, ch_mult=(1, 2, 2)),
+            (6, 6, 1),
+            key=jax.random.key(0),
+        )
+
+
+def test_cifar10_config_parameter_count():
+    """The cifar10 config's U-Net has ~67M parameters (shapes only; nothing is allocated)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("c", "configs/cifar10_sbgc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m = mod.get_config().model.to_dict()
+    assert m.pop("name") == "unet"
+    net = ConditionalUNet(
+        num_classes=10, **{k: tuple(v) if isinstance(v, list) else v for k, v in m.items()}
+    )
+    shapes = jax.eval_shape(lambda: init_params(net, (32, 32, 3), key=jax.random.key(0)))
+    n = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
+    assert 60e6 < n < 75e6, n
