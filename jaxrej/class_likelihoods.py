@@ -25,10 +25,9 @@ from flax import struct
 
 from jaxrej.divergence import sample_probes
 from jaxrej.likelihood import (
-    _check_batch,
     _check_options,
-    _check_scalar,
     _solve_one,
+    check_solve,
 )
 from jaxrej.sde import SDE
 
@@ -199,11 +198,8 @@ def class_log_likelihood_result(
     """
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
-    _check_options(divergence, solver, adjoint, n_probes, n_steps, max_steps)
-    _check_batch(x, None, sde)
-    _check_scalar("eps", eps, 0.0, sde.T)
-    _check_scalar("rtol", rtol, 0.0, math.inf)
-    _check_scalar("atol", atol, 0.0, math.inf)
+    check_solve(x, None, sde, divergence=divergence, solver=solver, adjoint=adjoint, n_probes=n_probes,
+                n_steps=n_steps, max_steps=max_steps, rtol=rtol, atol=atol, eps=eps)  # fmt: skip
     screens = [] if screen is None else [screen] if isinstance(screen, Screen) else list(screen)
     for s in screens:
         if not isinstance(s, Screen):

@@ -90,6 +90,17 @@ def _check_batch(x, y, sde):
             raise ValueError(f"y: expected an integer dtype, got {jnp.asarray(y).dtype}")
 
 
+def check_solve(
+    x, y, sde, *, divergence, solver, adjoint, n_probes, n_steps, max_steps, rtol, atol, eps
+):
+    """ValueError naming the argument for any bad option, shape or dtype of a likelihood solve."""
+    _check_options(divergence, solver, adjoint, n_probes, n_steps, max_steps)
+    _check_batch(x, y, sde)
+    _check_scalar("eps", eps, 0.0, sde.T)
+    _check_scalar("rtol", rtol, 0.0, math.inf)
+    _check_scalar("atol", atol, 0.0, math.inf)
+
+
 def _solve_one(
     score_fn, params, sde, x, y, probes, rtol, atol, eps, *, solver, adjoint, n_steps, max_steps
 ):
@@ -216,11 +227,8 @@ def log_likelihood(
         products; memory grows with max_steps).
     num_classes: when given, a label outside [0, num_classes) gives ok=False and logp=NaN.
     """
-    _check_options(divergence, solver, adjoint, n_probes, n_steps, max_steps)
-    _check_batch(x, y, sde)
-    _check_scalar("eps", eps, 0.0, sde.T)
-    _check_scalar("rtol", rtol, 0.0, math.inf)
-    _check_scalar("atol", atol, 0.0, math.inf)
+    check_solve(x, y, sde, divergence=divergence, solver=solver, adjoint=adjoint, n_probes=n_probes,
+                n_steps=n_steps, max_steps=max_steps, rtol=rtol, atol=atol, eps=eps)  # fmt: skip
     return _log_likelihood(
         score_fn,
         params,

@@ -53,8 +53,8 @@ def _check_positive(**kw):
 
 
 @struct.dataclass
-class VPSDE(SDE):
-    """Variance-preserving SDE (DDPM in the continuum limit): f = -beta(t) x / 2, g = sqrt(beta(t))."""
+class _LinearBeta(SDE):
+    """beta(t) = beta_min + t (beta_max - beta_min), drift -beta(t) x / 2, prior N(0, I)."""
 
     beta_min: float = struct.field(pytree_node=False, default=0.1)
     beta_max: float = struct.field(pytree_node=False, default=20.0)
@@ -72,12 +72,17 @@ class VPSDE(SDE):
     def drift_coeff(self, t):
         return -0.5 * self.beta(t)
 
-    def diffusion(self, t):
-        return jnp.sqrt(self.beta(t))
-
     def log_mean_coeff(self, t):
         """log m(t) = -int_0^t beta / 2 = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2."""
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+
+@struct.dataclass
+class VPSDE(_LinearBeta):
+    """Variance-preserving SDE (DDPM in the continuum limit): f = -beta(t) x / 2, g = sqrt(beta(t))."""
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta(t))
 
     def std(self, t):
         """sqrt(1 - m(t)^2), computed as sqrt(-expm1(2 log m)) to stay accurate near t = 0."""
@@ -85,31 +90,12 @@ class VPSDE(SDE):
 
 
 @struct.dataclass
-class SubVPSDE(SDE):
+class SubVPSDE(_LinearBeta):
     """Sub-VP SDE: f = -beta(t) x / 2, g^2 = beta(t) (1 - exp(-2 int_0^t beta)); std(t) = 1 - m(t)^2."""
-
-    beta_min: float = struct.field(pytree_node=False, default=0.1)
-    beta_max: float = struct.field(pytree_node=False, default=20.0)
-
-    def __post_init__(self):
-        _check_positive(beta_min=self.beta_min, beta_max=self.beta_max)
-        if self.beta_max < self.beta_min:
-            raise ValueError(f"beta_max: expected >= beta_min={self.beta_min}, got {self.beta_max}")
-
-    prior_std = 1.0
-
-    def beta(self, t):
-        return self.beta_min + t * (self.beta_max - self.beta_min)
-
-    def drift_coeff(self, t):
-        return -0.5 * self.beta(t)
 
     def diffusion(self, t):
         # 1 - exp(-2 int beta) = -expm1(4 log m)
         return jnp.sqrt(self.beta(t) * -jnp.expm1(4.0 * self.log_mean_coeff(t)))
-
-    def log_mean_coeff(self, t):
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def std(self, t):
         return -jnp.expm1(2.0 * self.log_mean_coeff(t))

@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxrej.class_likelihoods import ClassLikelihoods
 from jaxrej.divergence import sample_probes
-from jaxrej.likelihood import _check_batch, _check_options, _check_scalar, _solve_one
+from jaxrej.likelihood import _solve_one, check_solve
 from jaxrej.sde import SDE
 
 AXIS = "batch"
@@ -135,11 +135,8 @@ def sharded_class_log_likelihood_result(
     """
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
-    _check_options(divergence, solver, adjoint, n_probes, n_steps, max_steps)
-    _check_batch(x, None, sde)
-    _check_scalar("eps", eps, 0.0, sde.T)
-    _check_scalar("rtol", rtol, 0.0, math.inf)
-    _check_scalar("atol", atol, 0.0, math.inf)
+    check_solve(x, None, sde, divergence=divergence, solver=solver, adjoint=adjoint, n_probes=n_probes,
+                n_steps=n_steps, max_steps=max_steps, rtol=rtol, atol=atol, eps=eps)  # fmt: skip
     mesh = batch_mesh() if mesh is None else mesh
     n_dev = _check_mesh(mesh)
 
