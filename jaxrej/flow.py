@@ -40,13 +40,21 @@ SOLVERS: dict[str, tuple[Callable[[], diffrax.AbstractSolver], int, int, int, bo
 }
 
 
+def _v(score_fn, sde, params, t, x, y):
+    return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, x, t, y)
+
+
+def _directions(x, probes):
+    """The trace's directions and weight: the basis (w = 1) or the K probes (w = 1/K)."""
+    if probes is None:
+        return jnp.eye(x.size, dtype=x.dtype).reshape((x.size, *x.shape)), 1.0
+    return probes, 1.0 / probes.shape[0]
+
+
 def velocity(score_fn, params, sde, y):
     """(t, x) -> v(x, t) = f(x, t) - g(t)^2 / 2 * score_fn(params, x, t, y), for one example."""
 
-    def v(t, x):
-        return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, x, t, y)
-
-    return v
+    return lambda t, x: _v(score_fn, sde, params, t, x, y)
 
 
 def velocity_and_divergence(score_fn, params, sde, y, probes):
@@ -78,10 +86,7 @@ def adjoint_field(score_fn, params, sde, y, probes):
         vt = lambda z: v(t, z)  # noqa: E731
         vx, pullback = jax.vjp(vt, x)
         (ja,) = pullback(a)
-        if probes is None:
-            dirs, w = jnp.eye(x.size, dtype=x.dtype).reshape((x.size, *x.shape)), 1.0
-        else:
-            dirs, w = probes, 1.0 / probes.shape[0]
+        dirs, w = _directions(x, probes)
 
         def hess_dir(e):
             return jax.jvp(lambda z: jax.vjp(vt, z)[1](e)[0], (x,), (e,))[1]
@@ -89,17 +94,6 @@ def adjoint_field(score_fn, params, sde, y, probes):
         return vx, ja + (c * w) * jnp.sum(jax.vmap(hess_dir)(dirs), axis=0)
 
     return field
-
-
-def _v(score_fn, sde, params, t, x, y):
-    return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, x, t, y)
-
-
-def _directions(x, probes):
-    """The trace's directions and weight: the basis (w = 1) or the K probes (w = 1/K)."""
-    if probes is None:
-        return jnp.eye(x.size, dtype=x.dtype).reshape((x.size, *x.shape)), 1.0
-    return probes, 1.0 / probes.shape[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
