@@ -1,16 +1,21 @@
-"""Input gradients through the probability-flow solve: checkpoint vs backsolve adjoints.
+"""Input gradients through the probability-flow solve: jaxrej's adjoints vs diffrax's.
 
-Run:  python -m benchmarks.adjoint [--workdir /tmp/model/digits_default] [--batch 1 8 32]
+Run:  python -m benchmarks.adjoint [--workdir runs/digits] [--batch 1 8 32]
       [--tol 1e-3 1e-5] [--repeats 3] [--quick]            (or: jaxrej bench adjoint ...)
 
-Workload: test digits (evenly spaced, dequantized with key 0) with their true labels, Rademacher
-divergence (1 probe, the library default), Tsit5, max_steps = 4096 (the default). For each batch
-size, tolerance and adjoint: the forward solve (`jaxrej.log_likelihood`) and the forward solve +
-input gradient (`jaxrej.autodiff.log_likelihood_and_grad`), medians over `repeats` runs after a
-compiling run; the tolerances are traced, so one compilation serves every tolerance. Memory:
-XLA's compiled temporary buffer size (`jax.jit(f).lower(x).compile().memory_analysis()`,
-`temp_size_in_bytes`) of the gradient and of the forward, per batch size (it does not depend on
-the tolerance's value). The two adjoints' gradients are compared (norm-relative difference).
+Workload: test digits (evenly spaced, dequantized with key 0) with their true labels, the
+library's default solver and Rademacher divergence (1 probe; `--divergence exact` for the exact
+trace), max_steps = 4096 (the default). For each batch size, tolerance and adjoint: the forward
+solve (`jaxrej.log_likelihood`) and the forward solve + input gradient, medians over `repeats` runs
+after a compiling run; the tolerances are traced, so one compilation serves every tolerance.
+Adjoints: jaxrej's "checkpoint" (recorded-grid discretise-then-optimise) and "backsolve"
+(continuous adjoint), via `jaxrej.autodiff.log_likelihood_and_grad`, and the reference a diffrax
+user would write: `jax.grad` through `diffrax.diffeqsolve` of the same augmented field with
+diffrax's default `RecursiveCheckpointAdjoint` ("diffrax"). Memory: XLA's compiled temporary
+buffer size (`jax.jit(f).lower(x).compile().memory_analysis()`, `temp_size_in_bytes`) of the
+gradient and of the forward, per batch size (it does not depend on the tolerance's value), at
+max_steps 4096 and 256. Every gradient is compared with the checkpoint adjoint's (norm-relative
+difference).
 
 Writes benchmarks/results/adjoint.json, .md and .png.
 """
@@ -18,19 +23,47 @@ Writes benchmarks/results/adjoint.json, .md and .png.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxrej
 from benchmarks.likelihood_speed import RESULTS, device_name, timed
-from benchmarks.solver_tolerance import digits_workload, toy_problem
+from benchmarks.solver_tolerance import digits_workload, example_probes, toy_problem
+from benchmarks.trained import WORKDIR
 from jaxrej.autodiff import log_likelihood_and_grad
 
-ADJOINTS = ("checkpoint", "backsolve")
+ADJOINTS = ("checkpoint", "backsolve", "diffrax")
+MAX_STEPS = (4096, 256)
+SOLVER = inspect.signature(jaxrej.log_likelihood).parameters["solver"].default
+
+
+def diffrax_grad(score_fn, params, sde, x, y, probes, tol, *, solver, max_steps=4096):
+    """(logp (B,), d logp / dx (B, *event)): jax.grad through diffeqsolve with diffrax's default
+    RecursiveCheckpointAdjoint and the plain field -- the reference for "checkpoint"."""
+    from jaxrej.flow import SOLVERS, velocity_and_divergence
+
+    def one(xi, yi, pi):
+        field = velocity_and_divergence(score_fn, params, sde, yi, pi)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, s, args: field(t, s[0])), SOLVERS[solver][0](),
+            t0=jnp.asarray(1e-5, xi.dtype), t1=jnp.asarray(sde.T, xi.dtype), dt0=None,
+            y0=(xi, jnp.zeros((), xi.dtype)), max_steps=max_steps, throw=False,
+            stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+        )  # fmt: skip
+        return sde.prior_logp(sol.ys[0][-1]) + sol.ys[1][-1]
+
+    def total(x_):
+        lp = jax.vmap(one)(x_, y, probes)
+        return lp.sum(), lp
+
+    g, lp = jax.grad(total, has_aux=True)(x)
+    return lp, g
 
 
 def temp_bytes(fn, x) -> int | None:
@@ -41,13 +74,14 @@ def temp_bytes(fn, x) -> int | None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="/tmp/model/digits_default")
+    ap.add_argument("--workdir", default=WORKDIR)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--tol", type=float, nargs="+", default=[1e-3, 1e-5])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="toy Gaussian score, batch 1 and 4")
     ap.add_argument("--out", default="adjoint")
     ap.add_argument("--results-dir", default=RESULTS)
+    ap.add_argument("--divergence", choices=("rademacher", "exact"), default="rademacher")
     args = ap.parse_args(argv)
     if any(b < 1 for b in args.batch) or any(not t > 0 for t in args.tol) or args.repeats < 1:
         raise ValueError("--batch >= 1, --tol > 0 and --repeats >= 1 expected")
@@ -60,54 +94,56 @@ def main(argv=None):
     else:
         score_fn, params, sde, x_all, y_all, c = digits_workload(args.workdir, "test", nmax)
         workload = f"digits 8x8 ({args.workdir}), {c} classes"
+    exact = args.divergence == "exact"
+    solver = SOLVER
     print(f"{workload}; batches {batches}, tolerances {args.tol}; {device_name()}")
     key = jax.random.key(0)
+    p_all = None if exact else jnp.asarray(example_probes(jax.random.key(1), x_all))
     rows = []
     for b in batches:
         x, y = x_all[:b], jnp.asarray(y_all[:b])
-        mem = {}
-        for adjoint in ADJOINTS:
+        probes = None if exact else p_all[:b]
+        opts = dict(key=key, divergence=args.divergence, probes=probes, solver=solver)
 
-            def loss(x_, adjoint=adjoint):
-                r = jaxrej.log_likelihood(score_fn, params, sde, x_, y, key=key, adjoint=adjoint,
-                                          rtol=1e-3, atol=1e-3)  # fmt: skip
-                return r.logp.sum()
+        def grad_fn(adjoint, tol, max_steps=4096):
+            if adjoint == "diffrax":
+                return lambda x_: diffrax_grad(score_fn, params, sde, x_, y, probes, tol,
+                                               solver=solver, max_steps=max_steps)  # fmt: skip
+            return lambda x_: log_likelihood_and_grad(score_fn, params, sde, x_, y, rtol=tol,
+                                                      atol=tol, adjoint=adjoint,
+                                                      max_steps=max_steps, **opts)  # fmt: skip
 
-            mem[adjoint] = temp_bytes(jax.grad(loss), x)
-        mem["forward"] = temp_bytes(lambda x_: jaxrej.log_likelihood(
-            score_fn, params, sde, x_, y, key=key, rtol=1e-3, atol=1e-3).logp, x)  # fmt: skip
+        def forward(tol, max_steps=4096):
+            return lambda x_: jaxrej.log_likelihood(score_fn, params, sde, x_, y, rtol=tol,
+                                                    atol=tol, max_steps=max_steps, **opts).logp  # fmt: skip
+
+        mem = {(a, m): temp_bytes(grad_fn(a, 1e-3, m), x) for a in ADJOINTS for m in MAX_STEPS}
+        mem.update({("forward", m): temp_bytes(forward(1e-3, m), x) for m in MAX_STEPS})
         for tol in args.tol:
             t = jnp.float32(tol)
-            opts = dict(key=key, rtol=t, atol=t)
-            s_fwd, res = timed(
-                lambda o=opts: jaxrej.log_likelihood(score_fn, params, sde, x, y, **o).logp,
-                args.repeats,
-            )
+            fwd = jax.jit(forward(t))
+            s_fwd, _, _ = timed(lambda f=fwd: f(x), args.repeats)
             grads = {}
             for adjoint in ADJOINTS:
-                s_grad, (r, g) = timed(
-                    lambda o=opts, a=adjoint: log_likelihood_and_grad(
-                        score_fn, params, sde, x, y, adjoint=a, **o
-                    ),
-                    args.repeats,
-                )
-                grads[adjoint] = np.asarray(g)
+                gf = jax.jit(grad_fn(adjoint, t))
+                s_grad, _, out = timed(lambda f=gf: f(x), args.repeats)
+                g = np.asarray(out[1])
+                grads[adjoint] = g
                 rows.append(dict(
                     batch=b, tol=tol, adjoint=adjoint, forward_s=s_fwd, grad_s=s_grad,
                     ratio=s_grad / s_fwd, ms_per_example_grad=1e3 * s_grad / b,
-                    nfe_forward=float(np.asarray(r.nfe).mean()),
-                    temp_bytes_grad=mem[adjoint], temp_bytes_forward=mem["forward"],
-                    grad_ok=bool(np.isfinite(grads[adjoint]).all()),
+                    **{f"temp_bytes_grad_{m}": mem[(adjoint, m)] for m in MAX_STEPS},
+                    **{f"temp_bytes_forward_{m}": mem[("forward", m)] for m in MAX_STEPS},
+                    grad_ok=bool(np.isfinite(g).all()),
+                    grad_rel_diff_vs_checkpoint=float(
+                        np.linalg.norm(g - grads["checkpoint"]) / np.linalg.norm(grads["checkpoint"])
+                    ),
                 ))  # fmt: skip
                 print({k: v for k, v in rows[-1].items()})
-            gc, gb = grads["checkpoint"], grads["backsolve"]
-            rel = float(np.linalg.norm(gc - gb) / np.linalg.norm(gc))
-            for r in rows[-2:]:
-                r["grad_rel_diff_checkpoint_vs_backsolve"] = rel
     out = dict(
         device=device_name(), load_average_start=list(load0), load_average_end=list(os.getloadavg()),
-        workload=dict(description=workload, divergence="rademacher (1 probe)", solver="tsit5",
-                      max_steps=4096, repeats=args.repeats, quick=args.quick),
+        workload=dict(description=workload, divergence=args.divergence + ("" if exact else " (1 probe)"),
+                      solver=solver, max_steps=4096, repeats=args.repeats, quick=args.quick),
         rows=rows,
     )  # fmt: skip
     write(args.out, out, args.results_dir)
@@ -137,15 +173,15 @@ def render(out) -> str:
         f"{w['divergence']}, {w['solver']}, max_steps={w['max_steps']}, medians of {w['repeats']}.",
         "",
         "| batch | rtol=atol | adjoint | forward s | forward + grad s | ratio | ms / example (grad) | "
-        "NFE (fwd) | temp MB grad | temp MB forward | grad rel. diff ckpt vs backsolve |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "temp MB grad, max_steps 4096 / 256 | temp MB forward | grad rel. diff vs checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in out["rows"]:
         lines.append(
             f"| {r['batch']} | {r['tol']:g} | {r['adjoint']} | {r['forward_s']:.3f} | "
             f"{r['grad_s']:.3f} | {r['ratio']:.2f} | {r['ms_per_example_grad']:.1f} | "
-            f"{r['nfe_forward']:.0f} | {_mb(r['temp_bytes_grad'])} | {_mb(r['temp_bytes_forward'])} | "
-            f"{r['grad_rel_diff_checkpoint_vs_backsolve']:.1e} |"
+            f"{_mb(r['temp_bytes_grad_4096'])} / {_mb(r['temp_bytes_grad_256'])} | "
+            f"{_mb(r['temp_bytes_forward_4096'])} | {r['grad_rel_diff_vs_checkpoint']:.1e} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -158,21 +194,21 @@ def plot(out, path) -> None:
 
     rows = out["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for adjoint, color in zip(ADJOINTS, ("C0", "C1"), strict=True):
+    for adjoint, color in zip(ADJOINTS, ("C0", "C1", "C2"), strict=True):
         for tol, ls in zip(sorted({r["tol"] for r in rows}), ("-", "--", ":", "-."), strict=False):
             rs = [r for r in rows if r["adjoint"] == adjoint and r["tol"] == tol]
             axes[0].loglog([r["batch"] for r in rs], [r["ms_per_example_grad"] for r in rs], ls,
                            marker="o", color=color, label=f"{adjoint}, tol {tol:g}")  # fmt: skip
         rs = [r for r in rows if r["adjoint"] == adjoint and r["tol"] == rows[0]["tol"]]
-        if rs[0]["temp_bytes_grad"] is not None:
-            axes[1].loglog([r["batch"] for r in rs], [r["temp_bytes_grad"] / 2**20 for r in rs],
+        if rs[0]["temp_bytes_grad_4096"] is not None:
+            axes[1].loglog([r["batch"] for r in rs], [r["temp_bytes_grad_4096"] / 2**20 for r in rs],
                            marker="o", color=color, label=adjoint)  # fmt: skip
     rs = [r for r in rows if r["adjoint"] == "checkpoint" and r["tol"] == rows[0]["tol"]]
-    if rs[0]["temp_bytes_forward"] is not None:
-        axes[1].loglog([r["batch"] for r in rs], [r["temp_bytes_forward"] / 2**20 for r in rs],
+    if rs[0]["temp_bytes_forward_4096"] is not None:
+        axes[1].loglog([r["batch"] for r in rs], [r["temp_bytes_forward_4096"] / 2**20 for r in rs],
                        marker="o", color="k", label="forward only")  # fmt: skip
     axes[0].set(xlabel="batch", ylabel="ms per example (forward + grad)", title="gradient time")
-    axes[1].set(xlabel="batch", ylabel="compiled temp MB", title="temporary memory")
+    axes[1].set(xlabel="batch", ylabel="compiled temp MB", title="temporary memory, max_steps 4096")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.suptitle(f"{out['workload']['description']} -- {out['device']}", fontsize=9)

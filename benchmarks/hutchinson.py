@@ -1,6 +1,6 @@
 """Hutchinson divergence estimates vs the exact trace (the SBGC paper's Fig. 3 analogue).
 
-Run:  python -m benchmarks.hutchinson [--workdir /tmp/model/digits_default] [--n 24]
+Run:  python -m benchmarks.hutchinson [--workdir runs/digits] [--n 24]
       [--probes 1 4 16] [--tol 1e-3] [--quick]        (or: jaxrej bench hutchinson ...)
 
 Workload: `n` test digits (evenly spaced, dequantized with key 0), every class, Tsit5 at
@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks.likelihood_speed import RESULTS, device_name
 from benchmarks.solver_tolerance import digits_workload, example_probes, run_pairs, toy_problem
+from benchmarks.trained import WORKDIR
 
 _WARM: set = set()
 
@@ -77,7 +78,7 @@ def summarize(logp, exact, labels, seconds, nfe, n):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="/tmp/model/digits_default")
+    ap.add_argument("--workdir", default=WORKDIR)
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--probes", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--tol", type=float, default=1e-3)

@@ -1,6 +1,6 @@
 """jaxrej's class log-likelihoods against the score_sde / SBGC reference pipeline, on one workload.
 
-Run:  python -m benchmarks.likelihood_speed [--workdir runs/digits_default] [--n 16] [--quick]
+Run:  python -m benchmarks.likelihood_speed [--workdir runs/digits] [--n 16] [--quick]
 
 Workload: a trained conditional score model of the digits data (a `jaxrej train` workdir), the
 first `n` test digits spread over the split, every class, exact divergence, rtol = atol = 1e-5.
@@ -30,6 +30,7 @@ from scipy.integrate import solve_ivp
 from scipy.special import logsumexp
 
 import jaxrej
+from benchmarks.trained import WORKDIR, ensure_trained
 from jaxrej.autodiff import log_likelihood_and_grad
 from jaxrej.divergence import exact_trace
 
@@ -43,12 +44,7 @@ def load_workload(workdir: str, n: int):
     from jaxrej.data.preprocessing import dequantize
     from jaxrej.training.workdir import load_score_model
 
-    if not os.path.isdir(workdir):
-        raise SystemExit(
-            f"no trained run at {workdir!r}: train one first with\n"
-            f"  jaxrej train --config configs/digits_sbgc.py --workdir {workdir}"
-        )
-    score_fn, params, sde, config = load_score_model(workdir)
+    score_fn, params, sde, config = load_score_model(ensure_trained(workdir))
     images, labels = digits.load("test")
     idx = np.linspace(0, len(labels) - 1, n).round().astype(int)
     x = dequantize(jnp.asarray(images[idx]), digits.N_LEVELS, key=jax.random.key(0))
@@ -228,7 +224,7 @@ def accuracy_vs(logp, tight):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="runs/digits_default")
+    ap.add_argument("--workdir", default=WORKDIR)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="skip the slow all-class jaxrej variant")

@@ -1,6 +1,6 @@
 """Throughput of likelihood scoring against batch size, event dimension and number of classes.
 
-Run:  python -m benchmarks.scaling [--workdir /tmp/model/digits_default] [--repeats 3] [--quick]
+Run:  python -m benchmarks.scaling [--workdir runs/digits] [--repeats 3] [--quick]
       (or: jaxrej bench scaling ...)
 
 * Batch size: the trained digits model, `jaxrej.log_likelihood` on the true class, Rademacher
@@ -31,6 +31,7 @@ import numpy as np
 import jaxrej
 from benchmarks.likelihood_speed import RESULTS, device_name, timed
 from benchmarks.solver_tolerance import digits_workload
+from benchmarks.trained import WORKDIR
 from jaxrej.sharding import sharded_class_log_likelihoods
 
 
@@ -53,7 +54,7 @@ def synthetic_score(d: int, num_classes: int, hidden: int = 256, seed: int = 0):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="/tmp/model/digits_default")
+    ap.add_argument("--workdir", default=WORKDIR)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="synthetic only, small sizes")
     ap.add_argument("--out", default="scaling")
@@ -75,7 +76,7 @@ def main(argv=None):
         )
         for b in batches:
             x, y = x_all[:b], jnp.asarray(y_all[:b])
-            s, r = timed(lambda x=x, y=y: jaxrej.log_likelihood(
+            s, _, r = timed(lambda x=x, y=y: jaxrej.log_likelihood(
                 score_fn, params, sde_d, x, y, key=key, rtol=1e-3, atol=1e-3), rep)  # fmt: skip
             batch_rows.append(dict(batch=b, seconds=s, examples_per_s=b / s,
                                    nfe_mean=float(np.asarray(r.nfe).mean()),
@@ -92,7 +93,7 @@ def main(argv=None):
         for div in ("rademacher", "exact"):
             if div == "exact" and d > 256:
                 continue
-            s, r = timed(lambda sf=score_fn, p=params, x=x, div=div: jaxrej.log_likelihood(
+            s, _, r = timed(lambda sf=score_fn, p=params, x=x, div=div: jaxrej.log_likelihood(
                 sf, p, sde, x, y, key=key, divergence=div, n_steps=8), rep)  # fmt: skip
             nfe = float(np.asarray(r.nfe).mean())
             dim_rows.append(dict(d=d, divergence=div, batch=b, seconds=s, examples_per_s=b / s,
@@ -107,9 +108,9 @@ def main(argv=None):
     for c in classes:
         score_fn, params = synthetic_score(d, c)
         opts = dict(num_classes=c, key=key, n_steps=8)
-        s, _ = timed(lambda sf=score_fn, p=params, o=opts: jaxrej.class_log_likelihoods(
+        s, _, _ = timed(lambda sf=score_fn, p=params, o=opts: jaxrej.class_log_likelihoods(
             sf, p, sde, x, **o), rep)  # fmt: skip
-        s_sh, lp_sh = timed(lambda sf=score_fn, p=params, o=opts: sharded_class_log_likelihoods(
+        s_sh, _, lp_sh = timed(lambda sf=score_fn, p=params, o=opts: sharded_class_log_likelihoods(
             sf, p, sde, x, **o), rep)  # fmt: skip
         lp = np.asarray(jaxrej.class_log_likelihoods(score_fn, params, sde, x, **opts))
         class_rows.append(dict(classes=c, batch=b, d=d, seconds=s, examples_per_s=b / s,

@@ -1,7 +1,7 @@
 """Work-precision of the probability-flow solve: solvers x tolerances vs a float64 tight truth.
 
-Run:  python -m benchmarks.solver_tolerance [--workdir /tmp/model/digits_default] [--n-test 32]
-      [--n-train 32] [--quick]          (or: jaxrej bench solver_tolerance ...)
+Run:  python -m benchmarks.solver_tolerance [--workdir runs/digits] [--n-test 360]
+      [--n-train 400] [--quick]          (or: jaxrej bench solver_tolerance ...)
 
 Workload: `n_test` test and `n_train` training digits (evenly spaced over each split, dequantized
 with key 0), every class, Rademacher divergence with ONE probe per example shared by its classes
@@ -15,9 +15,10 @@ Truth: the same probes, float64, Dopri8, rtol = atol = 1e-8 (cached in results/ 
 fingerprint of params, data and probes).
 
 Pairs: a float32 Tsit5 1e-5 screen keeps the (example, class) pairs within WINDOW nats of the
-example's best class; the others are set to -inf in every setting and in the truth (they cannot
-win an argmax nor set the predicted class's score; the table reports the largest error seen so
-the margin can be checked against it).
+example's best class; the others keep their screen value in every setting and in the truth (they
+cannot win an argmax nor set the predicted class's score; the table reports the largest error seen
+so the margin can be checked against it). They must stay finite: `jaxrej.reject` rejects a row
+with a non-finite score, so a -inf placeholder would reject every example in every setting.
 
 Reject decisions: per setting, per-class thresholds `jaxrej.reject.fit_class_thresholds` at the
 `percentile` on the training digits scored with that setting; `jaxrej.reject.decide` on the test
@@ -44,8 +45,8 @@ import numpy as np
 
 import jaxrej
 from benchmarks.likelihood_speed import RESULTS, device_name, fingerprint
+from benchmarks.trained import WORKDIR, ensure_trained
 from jaxrej.divergence import sample_probes
-from jaxrej.likelihood import _solve_one
 
 WINDOW = 30.0
 ADAPTIVE = ("tsit5", "dopri5", "dopri8")
@@ -85,9 +86,7 @@ def digits_workload(workdir: str, split: str, n: int, key: int = 0):
     from jaxrej.data.preprocessing import dequantize
     from jaxrej.training.workdir import load_score_model
 
-    if not os.path.isdir(workdir):
-        raise SystemExit(f"no trained run at {workdir!r}: train one with `jaxrej train`")
-    score_fn, params, sde, config = load_score_model(workdir)
+    score_fn, params, sde, config = load_score_model(ensure_trained(workdir))
     images, labels = digits.load(split)
     idx = np.linspace(0, len(labels) - 1, n).round().astype(int)
     x = dequantize(jnp.asarray(images[idx]), digits.N_LEVELS, key=jax.random.key(key))
@@ -114,16 +113,15 @@ def solve_pairs(score_fn, params, sde, x, y, probes, rtol, atol, eps, *, solver,
                 max_steps=4096, exact=False):  # fmt: skip
     """(logp, nfe, ok), each (P,), for pairs x: (P, *event), y: (P,), probes: (P, K, *event).
 
-    The engine's own per-example solve (`jaxrej.likelihood._solve_one`) under vmap, with the
-    probes given explicitly; rtol / atol / eps are traced (one compilation per static setting).
+    `jaxrej.log_likelihood` with the probes given explicitly (ignored when `exact`); rtol / atol /
+    eps are traced (one compilation per static setting).
     """
-    solve = functools.partial(
-        _solve_one, score_fn, params, sde, rtol=rtol, atol=atol, eps=eps, solver=solver,
-        adjoint="checkpoint", n_steps=n_steps, max_steps=max_steps,
+    res = jaxrej.log_likelihood(
+        score_fn, params, sde, x, y, key=jax.random.key(0),
+        divergence="exact" if exact else "rademacher", probes=None if exact else probes,
+        rtol=rtol, atol=atol, eps=eps, solver=solver, n_steps=n_steps, max_steps=max_steps,
     )  # fmt: skip
-    if exact:
-        return jax.vmap(lambda xi, yi: solve(xi, yi, None))(x, y)
-    return jax.vmap(solve)(x, y, probes)
+    return res.logp, res.nfe, res.ok
 
 
 def run_pairs(score_fn, params, sde, x, pairs, probes, *, solver, tol=None, n_steps=None,
@@ -148,8 +146,9 @@ def run_pairs(score_fn, params, sde, x, pairs, probes, *, solver, tol=None, n_st
     return tuple(np.asarray(a) for a in jax.block_until_ready(out))
 
 
-def scatter(values, pairs, shape, fill=-np.inf):
-    out = np.full(shape, fill, np.float64)
+def scatter(values, pairs, fill):
+    """A float64 copy of `fill` (N, C) with `values` put at `pairs` (P, 2)."""
+    out = np.array(fill, np.float64)
     out[pairs[:, 0], pairs[:, 1]] = values
     return out
 
@@ -212,9 +211,9 @@ def flips(a, b) -> np.ndarray:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="/tmp/model/digits_default")
-    ap.add_argument("--n-test", type=int, default=32)
-    ap.add_argument("--n-train", type=int, default=32)
+    ap.add_argument("--workdir", default=WORKDIR)
+    ap.add_argument("--n-test", type=int, default=360)
+    ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--percentile", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true",
                     help="toy Gaussian score (no model), 3 tolerances, 2 step counts")  # fmt: skip
@@ -234,6 +233,7 @@ def main(argv=None):
     n_tr, n_te = args.n_train, args.n_test
     if args.quick:
         tols, steps = (1e-2, 1e-4, 1e-6), (8, 64)
+        n_tr, n_te = min(n_tr, 32), min(n_te, 32)
         score_fn, params, sde, x, labels, c = toy_problem(n_tr + n_te, seed=0)
         x_tr, y_tr, x_te, y_te = x[:n_tr], labels[:n_tr], x[n_tr:], labels[n_tr:]
         workload = f"toy Gaussian, D={x.shape[1]}, {c} classes"
@@ -254,7 +254,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     lp, _, ok = run_pairs(score_fn, params, sde, x, all_pairs, probes, solver="tsit5",
                           tol=args.screen_tol, exact=exact)  # fmt: skip
-    screen = scatter(lp, all_pairs, (n, c), np.nan)
+    screen = scatter(lp, all_pairs, np.full((n, c), np.nan))
     best = np.nanmax(screen, 1, keepdims=True)
     keep = ~(screen < best - WINDOW)  # NaN (failed) pairs are kept
     pairs = np.argwhere(keep)
@@ -264,7 +264,7 @@ def main(argv=None):
 
     truth_lp, truth_s = tight_truth(score_fn, params, sde, x, pairs, probes, exact=exact,
                                     results=args.results_dir)  # fmt: skip
-    truth = scatter(truth_lp, pairs, (n, c))
+    truth = scatter(truth_lp, pairs, screen)
     print(f"truth (float64 Dopri8 1e-8): {truth_s:.1f} s")
     truth_dec = decisions(truth[n_tr:], truth[:n_tr], y_tr, args.percentile)
     marg_truth = np.asarray(jaxrej.marginal_log_likelihood(jnp.asarray(truth)))
@@ -285,7 +285,7 @@ def main(argv=None):
         lp, nfe, ok = run_pairs(score_fn, params, sde, x, pairs, probes, solver=solver, tol=tol,
                                 n_steps=k, exact=exact)  # fmt: skip
         seconds = time.perf_counter() - t0
-        est = scatter(np.where(ok, lp, np.nan), pairs, (n, c))
+        est = scatter(np.where(ok, lp, np.nan), pairs, screen)
         err = np.abs(lp - truth_lp)
         marg = np.asarray(jaxrej.marginal_log_likelihood(jnp.asarray(est)))
         bpd_err = np.abs(marg - marg_truth) / (d * math.log(2))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrej.likelihood import LikelihoodResult, log_likelihood
+from jaxrej.likelihood import DEFAULT_SOLVER, DEFAULT_TOL, LikelihoodResult, log_likelihood
 from jaxrej.sde import SDE
 
 
@@ -55,14 +55,15 @@ def log_likelihood_and_grad(
     key: jax.Array,
     divergence: str = "rademacher",
     n_probes: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float = DEFAULT_TOL,
+    atol: float = DEFAULT_TOL,
     eps: float = 1e-5,
-    solver: str = "tsit5",
+    solver: str = DEFAULT_SOLVER,
     adjoint: str = "checkpoint",
     n_steps: int | None = None,
     max_steps: int = 4096,
     num_classes: int | None = None,
+    probes: jax.Array | None = None,
 ) -> tuple[LikelihoodResult, jax.Array]:
     """(LikelihoodResult (B,), d logp / dx (B, *event)) in one jitted, differentiated solve.
 
@@ -81,6 +82,7 @@ def log_likelihood_and_grad(
         n_steps=n_steps,
         max_steps=max_steps,
         num_classes=num_classes,
+        probes=probes,
     )
 
     def total(x_):

@@ -25,6 +25,8 @@ from flax import struct
 
 from jaxrej.divergence import sample_probes
 from jaxrej.likelihood import (
+    DEFAULT_SOLVER,
+    DEFAULT_TOL,
     _check_options,
     _solve_one,
     check_solve,
@@ -107,15 +109,24 @@ def _solve_pairs(
     max_steps,
 ):
     """Solve pairs (x[ex[i]], cls[i]); probes depend on (key, example), shared across classes."""
-    xs = x[ex]
+    return solve_pairs(score_fn, params, sde, x[ex], ex, cls, key, rtol, atol, eps,
+                       divergence=divergence, n_probes=n_probes, solver=solver, adjoint=adjoint,
+                       n_steps=n_steps, max_steps=max_steps)  # fmt: skip
+
+
+def solve_pairs(score_fn, params, sde, xs, ids, cls, key, rtol, atol, eps, *, divergence,
+                n_probes, solver, adjoint, n_steps, max_steps):  # fmt: skip
+    """(logp, nfe, ok), each (R,), of the pairs (xs[r], cls[r]): the un-jitted body that the
+    local and the sharded scorers share. The probes of pair r depend on (key, ids[r]) alone, so
+    the classes of one example share them (ids: (R,) example indices; xs: (R, *event))."""
     if divergence == "exact":
         probes = None
     else:
         probes = jax.vmap(
             lambda i: sample_probes(
-                jax.random.fold_in(key, i), x.shape[1:], n_probes, divergence, x.dtype
+                jax.random.fold_in(key, i), xs.shape[1:], n_probes, divergence, xs.dtype
             )
-        )(ex)
+        )(ids)
     solve = functools.partial(
         _solve_one,
         score_fn,
@@ -180,10 +191,10 @@ def class_log_likelihood_result(
     chunk_size: int | None = None,
     divergence: str = "rademacher",
     n_probes: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float = DEFAULT_TOL,
+    atol: float = DEFAULT_TOL,
     eps: float = 1e-5,
-    solver: str = "tsit5",
+    solver: str = DEFAULT_SOLVER,
     adjoint: str = "checkpoint",
     n_steps: int | None = None,
     max_steps: int = 4096,

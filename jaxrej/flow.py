@@ -1,4 +1,4 @@
-"""The augmented probability-flow ODE for ONE example, its solve, and its continuous adjoint.
+"""The augmented probability-flow ODE for ONE example, its solve, and its adjoints.
 
 State (x, delta) on t in [eps, T]:
 
@@ -6,8 +6,9 @@ State (x, delta) on t in [eps, T]:
 
 and log p_eps(x | y) = log p_T(x(T)) + delta(T) (Chen et al. 2018, Thm. 1; Song et al. 2021, eq. 39).
 
-`solve` differentiates through the solver (diffrax's checkpoint or direct adjoints). `solve_backsolve`
-is the continuous adjoint for d logp / dx only (Chen et al. 2018, Prop. 1): with
+Three ways to differentiate the solve: `solve_direct` (autodiff through diffrax; forward-mode
+too), `solve_checkpoint` (discretise-then-optimise over the accepted steps, see there) and
+`solve_backsolve`, the continuous adjoint for d logp / dx only (Chen et al. 2018, Prop. 1): with
 L = log p_T(x(T)) + int_eps^T div v dt and a(t) = dL/dx(t),
 
     a(T) = grad log p_T(x(T)),          da/dt = -(dv/dx)^T a - grad_x div v,
@@ -25,6 +26,7 @@ from collections.abc import Callable
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrej.divergence import exact_trace, hutchinson_trace
 
@@ -72,79 +74,35 @@ def velocity_and_divergence(score_fn, params, sde, y, probes):
     return field
 
 
-def adjoint_field(score_fn, params, sde, y, probes):
-    """(t, x, a, c) -> (v, a^T dv/dx + c grad_x div v), the right-hand side of the adjoint ODE.
+def field_vjp(score_fn, sde, params, t, x, y, probes, a, c, want_params=False):
+    """(v, a^T dv/dx + c grad_x div v, the same for params or None) at (t, x): the cotangents of
+    one vector-field evaluation (v, div v) for the cotangent (a, c).
 
     grad_x div v = w sum_k H_{e_k . v} e_k over the trace's directions e_k (the basis with w = 1 for
     the exact trace, the K probes with w = 1/K for Hutchinson): each term is a forward-over-reverse
-    product jvp(x -> (dv/dx)^T e_k, e_k). Measured 2-3x cheaper than reverse-mode differentiation
-    of the trace itself (reverse-over-reverse), with the same values.
+    product jvp(x -> (dv/dx)^T e_k, e_k), measured 2-3x cheaper than reverse-mode differentiation of
+    the trace (reverse-over-reverse). The params cotangent (only when `want_params`) is reverse-
+    over-forward through a forward-mode trace.
     """
-    v = velocity(score_fn, params, sde, y)
-
-    def field(t, x, a, c):
-        vt = lambda z: v(t, z)  # noqa: E731
-        vx, pullback = jax.vjp(vt, x)
-        (ja,) = pullback(a)
-        dirs, w = _directions(x, probes)
-
-        def hess_dir(e):
-            return jax.jvp(lambda z: jax.vjp(vt, z)[1](e)[0], (x,), (e,))[1]
-
-        return vx, ja + (c * w) * jnp.sum(jax.vmap(hess_dir)(dirs), axis=0)
-
-    return field
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def field_with_fast_vjp(score_fn, sde, params, t, x, y, probes):
-    """(v, div v) at (t, x), with a reverse rule that avoids reverse-over-reverse (see below)."""
-    return velocity_and_divergence(score_fn, params, sde, y, probes)(t, x)
-
-
-def _fast_fwd(score_fn, sde, params, t, x, y, probes):
-    want_params = any(p.perturbed for p in jax.tree_util.tree_leaves(params))
-    strip = lambda tree: jax.tree_util.tree_map(lambda p: p.value, tree)  # noqa: E731
-    params, t, x, y, probes = map(strip, (params, t, x, y, probes))
-    out = velocity_and_divergence(score_fn, params, sde, y, probes)(t, x)
-    return out, (params, t, x, y, probes, want_params)
-
-
-def _fast_bwd(score_fn, sde, residuals, cotangents):
-    """(a, c) -> a^T d(v)/d(t, x, params) + c d(div v)/d(t, x, params).
-
-    For (t, x), d(div v) = w sum_k H_{e_k . v} e_k by forward-over-reverse products; for params
-    (only when they are differentiated) reverse-over-forward through a forward-mode trace.
-    """
-    params, t, x, y, probes, want_params = residuals
-    a, c = cotangents
-    a = jnp.zeros_like(x) if isinstance(a, jax.custom_derivatives.SymbolicZero) else a
-    c = jnp.zeros((), x.dtype) if isinstance(c, jax.custom_derivatives.SymbolicZero) else c
-    f = lambda tt, z: _v(score_fn, sde, params, tt, z, y)  # noqa: E731
-    _, pullback = jax.vjp(f, t, x)
-    gt, gx = pullback(a)
+    f = lambda z: _v(score_fn, sde, params, t, z, y)  # noqa: E731
+    vx, pullback = jax.vjp(f, x)
+    (gx,) = pullback(a)
     dirs, w = _directions(x, probes)
 
     def hess_dir(e):
-        return jax.jvp(lambda z: jax.vjp(f, t, z)[1](e), (x,), (e,))[1]
+        return jax.jvp(lambda z: jax.vjp(f, z)[1](e)[0], (x,), (e,))[1]
 
-    ht, hx = jax.vmap(hess_dir)(dirs)
-    gt = gt + c * w * jnp.sum(ht)
-    gx = gx + c * w * jnp.sum(hx, axis=0)
+    gx = gx + (c * w) * jnp.sum(jax.vmap(hess_dir)(dirs), axis=0)
     gp = None
     if want_params:
 
-        def v_and_div_fwd(p):
-            vt = lambda z: _v(score_fn, sde, p, t, z, y)  # noqa: E731
-            vx, jd = jax.vmap(lambda e: jax.jvp(vt, (x,), (e,)), out_axes=(None, 0))(dirs)
-            return vx, w * jnp.sum(jd * dirs)
+        def v_and_div(p):
+            vp = lambda z: _v(score_fn, sde, p, t, z, y)  # noqa: E731
+            vz, jd = jax.vmap(lambda e: jax.jvp(vp, (x,), (e,)), out_axes=(None, 0))(dirs)
+            return vz, w * jnp.sum(jd * dirs)
 
-        _, pull_p = jax.vjp(v_and_div_fwd, params)
-        (gp,) = pull_p((a, c))
-    return gp, gt, gx, None, None
-
-
-field_with_fast_vjp.defvjp(_fast_fwd, _fast_bwd, symbolic_zeros=True)
+        (gp,) = jax.vjp(v_and_div, params)[1]((a, c))
+    return vx, gx, gp
 
 
 def _controller(rtol, atol, t0, t1, n_steps):
@@ -154,17 +112,11 @@ def _controller(rtol, atol, t0, t1, n_steps):
 
 
 def _forward(
-    score_fn, sde, solver, n_steps, max_steps, adjoint, params, x, y, probes, rtol, atol, eps
-):
-    """Solve (x, 0) from eps to T: returns (x(T), delta(T), nfe, solver succeeded).
-
-    Under the checkpoint adjoint the field carries the forward-over-reverse reverse rule; the
-    direct adjoint keeps the plain field, which forward-mode (e.g. Hessian-vector products) needs.
-    """
-    if isinstance(adjoint, diffrax.RecursiveCheckpointAdjoint):
-        field = lambda t, z: field_with_fast_vjp(score_fn, sde, params, t, z, y, probes)  # noqa: E731
-    else:
-        field = velocity_and_divergence(score_fn, params, sde, y, probes)
+    score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps, *,
+    saveat=None, adjoint=None,
+):  # fmt: skip
+    """Solve (x, 0) from eps to T: returns (diffrax solution, nfe, solver succeeded)."""
+    field = velocity_and_divergence(score_fn, params, sde, y, probes)
     make_solver, per_step, init_adaptive, init_fixed, _ = SOLVERS[solver]
     t0, t1 = jnp.asarray(eps, x.dtype), jnp.asarray(sde.T, x.dtype)
     controller, dt0 = _controller(rtol, atol, t0, t1, n_steps)
@@ -175,74 +127,159 @@ def _forward(
         t1=t1,
         dt0=dt0,
         y0=(x, jnp.zeros((), x.dtype)),
+        saveat=saveat or diffrax.SaveAt(t1=True),
         stepsize_controller=controller,
-        adjoint=adjoint,
+        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(),
         max_steps=max_steps,
         throw=False,
     )
     nfe = (init_adaptive if n_steps is None else init_fixed) + per_step * sol.stats["num_steps"]
-    return sol.ys[0][-1], sol.ys[1][-1], nfe, sol.result == diffrax.RESULTS.successful
+    return sol, nfe, sol.result == diffrax.RESULTS.successful
 
 
-def solve(
-    score_fn, sde, solver, n_steps, max_steps, adjoint, params, x, y, probes, rtol, atol, eps
+def _strip(tree):
+    """The values of custom_vjp primals (symbolic_zeros=True wraps them)."""
+    return jax.tree_util.tree_map(lambda p: p.value, tree)
+
+
+def _perturbed(tree) -> bool:
+    return any(p.perturbed for p in jax.tree_util.tree_leaves(tree))
+
+
+def _nan_unless(ok, tree):
+    return jax.tree_util.tree_map(lambda g: jnp.where(ok, g, jnp.nan), tree)
+
+
+def solve_direct(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps):
+    """(logp, nfe, succeeded) for one example, differentiated by plain autodiff through diffrax
+    (DirectAdjoint: supports forward-over-reverse, e.g. Hessian-vector products)."""
+    sol, nfe, ok = _forward(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
+                            atol, eps, adjoint=diffrax.DirectAdjoint())  # fmt: skip
+    return sde.prior_logp(sol.ys[0][-1]) + sol.ys[1][-1], nfe, ok
+
+
+# ------------------------------------------------------------------ discretise-then-optimise
+
+
+def _tableau(solver):
+    """(a (s, s), b (s,), c (s,), needed (s,)) of the solver's Runge-Kutta step; `needed[i]` is
+    False for a stage nothing in the step uses (the FSAL stage of Tsit5 and Dopri5/8)."""
+    if solver == "euler":
+        a, b, c = np.zeros((1, 1)), np.ones(1), np.zeros(1)
+    else:
+        tab = SOLVERS[solver][0]().tableau
+        b = np.asarray(tab.b_sol)
+        a = np.zeros((b.size, b.size))
+        for i, row in enumerate(tab.a_lower):
+            a[i + 1, : len(row)] = row
+        c = np.concatenate([[0.0], np.asarray(tab.c)])
+    needed = [bool(b[i] != 0 or np.any(a[i + 1 :, i] != 0)) for i in range(b.size)]
+    return a, b, c, needed
+
+
+def _step_vjp(score_fn, sde, solver, params, y, probes, t, h, x, a_next, c, want_params):
+    """Cotangents (x, params) of one Runge-Kutta step x_n -> (x_{n+1}, delta increment) from
+    those of its outputs (a_next, c). The step size h is a constant, as in diffrax (its
+    controller stops gradients). Stages are recomputed from x_n by the velocity alone."""
+    a, b, c_nodes, needed = _tableau(solver)
+    stages, k = [None] * b.size, [None] * b.size
+    for i in range(b.size):
+        if needed[i]:
+            stages[i] = x + h * sum(
+                (a[i, j] * k[j] for j in range(i) if a[i, j]), jnp.zeros_like(x)
+            )
+            k[i] = _v(score_fn, sde, params, t + c_nodes[i] * h, stages[i], y)
+    stage_ct = [None] * b.size
+    g_x, g_p = a_next, None
+    for i in reversed(range(b.size)):
+        if not needed[i]:
+            continue
+        k_ct = (h * b[i]) * a_next
+        for j in range(i + 1, b.size):
+            if a[j, i] and stage_ct[j] is not None:
+                k_ct = k_ct + (h * a[j, i]) * stage_ct[j]
+        _, stage_ct[i], gp = field_vjp(score_fn, sde, params, t + c_nodes[i] * h, stages[i], y,
+                                       probes, k_ct, c * h * b[i], want_params)  # fmt: skip
+        g_x = g_x + stage_ct[i]
+        g_p = gp if g_p is None else jax.tree_util.tree_map(jnp.add, g_p, gp)
+    return g_x, g_p
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def solve_checkpoint(
+    score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
 ):
-    """(logp, nfe, succeeded) for one example; adjoint in ('checkpoint', 'direct')."""
-    adj = (
-        diffrax.RecursiveCheckpointAdjoint() if adjoint == "checkpoint" else diffrax.DirectAdjoint()
-    )
-    x_t, delta, nfe, success = _forward(
-        score_fn, sde, solver, n_steps, max_steps, adj, params, x, y, probes, rtol, atol, eps
-    )
-    return sde.prior_logp(x_t) + delta, nfe, success
+    """As `solve_direct`, differentiated by discretise-then-optimise on the accepted steps: the
+    forward pass stores x at every accepted step (max_steps x D per example), the reverse pass
+    recomputes each step's stages from it and backpropagates through the Runge-Kutta step with
+    `field_vjp`. The gradient is that of the computed number (step sizes held constant, as in
+    diffrax) -- no re-solve, and no divergence recomputed in the reverse pass."""
+    return solve_direct(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
+                        atol, eps)  # fmt: skip
+
+
+def _checkpoint_fwd(
+    score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
+):
+    want_params = _perturbed(params)
+    params, x, y, probes, rtol, atol, eps = map(_strip, (params, x, y, probes, rtol, atol, eps))
+    sol, nfe, ok = _forward(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
+                            atol, eps, saveat=diffrax.SaveAt(t0=True, steps=True))  # fmt: skip
+    n = sol.stats["num_accepted_steps"]
+    logp = sde.prior_logp(sol.ys[0][n]) + sol.ys[1][n]
+    return (logp, nfe, ok), (params, y, probes, sol.ts, sol.ys[0], n, ok, want_params)
+
+
+def _checkpoint_bwd(score_fn, sde, solver, n_steps, max_steps, residuals, cotangents):
+    params, y, probes, ts, xs, n, ok, want_params = residuals
+    ct = cotangents[0]
+    if isinstance(ct, jax.custom_derivatives.SymbolicZero):
+        ct = jnp.zeros((), xs.dtype)
+    zeros_p = jax.tree_util.tree_map(jnp.zeros_like, params) if want_params else None
+
+    def back_one_step(carry):
+        i, g_x, g_p = carry
+        i = i - 1
+        g_x, gp = _step_vjp(score_fn, sde, solver, params, y, probes, ts[i], ts[i + 1] - ts[i],
+                            xs[i], g_x, ct, want_params)  # fmt: skip
+        if want_params:
+            g_p = jax.tree_util.tree_map(jnp.add, g_p, gp)
+        return i, g_x, g_p
+
+    a_t = ct * jax.grad(sde.prior_logp)(xs[n])
+    _, g_x, g_p = jax.lax.while_loop(lambda c: c[0] > 0, back_one_step, (n, a_t, zeros_p))
+    valid = ok | (ct == 0)  # a failed solve's gradient is NaN, never a silent number
+    return (_nan_unless(valid, g_p), _nan_unless(valid, g_x), None, None, None, None, None)
+
+
+solve_checkpoint.defvjp(_checkpoint_fwd, _checkpoint_bwd, symbolic_zeros=True)
+
+
+# ------------------------------------------------------------------ continuous adjoint
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
 def solve_backsolve(
     score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
 ):
-    """As `solve`, differentiated by the continuous adjoint (w.r.t. x only)."""
-    return _backsolve_fwd_values(
-        score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
-    )[0]
-
-
-def _backsolve_fwd_values(
-    score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
-):
-    x_t, delta, nfe, success = _forward(
-        score_fn,
-        sde,
-        solver,
-        n_steps,
-        max_steps,
-        diffrax.RecursiveCheckpointAdjoint(),
-        params,
-        x,
-        y,
-        probes,
-        rtol,
-        atol,
-        eps,
-    )
-    return (sde.prior_logp(x_t) + delta, nfe, success), x_t
+    """As `solve_direct`, differentiated by the continuous adjoint (w.r.t. x only)."""
+    return solve_direct(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
+                        atol, eps)  # fmt: skip
 
 
 def _backsolve_fwd(
     score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
 ):
-    for p in jax.tree_util.tree_leaves(params):
-        if p.perturbed:
-            raise ValueError(
-                "adjoint: 'backsolve' differentiates log p(x|y) with respect to x only; "
-                "use adjoint='checkpoint' for gradients with respect to params"
-            )
-    strip = lambda tree: jax.tree_util.tree_map(lambda p: p.value, tree)  # noqa: E731
-    params, x, y, probes, rtol, atol, eps = map(strip, (params, x, y, probes, rtol, atol, eps))
-    out, x_t = _backsolve_fwd_values(
-        score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
-    )
-    return out, (params, x_t, y, probes, rtol, atol, eps)
+    if _perturbed(params):
+        raise ValueError(
+            "adjoint: 'backsolve' differentiates log p(x|y) with respect to x only; "
+            "use adjoint='checkpoint' for gradients with respect to params"
+        )
+    params, x, y, probes, rtol, atol, eps = map(_strip, (params, x, y, probes, rtol, atol, eps))
+    sol, nfe, ok = _forward(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
+                            atol, eps)  # fmt: skip
+    x_t = sol.ys[0][-1]
+    return (sde.prior_logp(x_t) + sol.ys[1][-1], nfe, ok), (params, x_t, y, probes, rtol, atol, eps)
 
 
 def _backsolve_bwd(score_fn, sde, solver, n_steps, max_steps, residuals, cotangents):
@@ -250,10 +287,9 @@ def _backsolve_bwd(score_fn, sde, solver, n_steps, max_steps, residuals, cotange
     ct = cotangents[0]
     if isinstance(ct, jax.custom_derivatives.SymbolicZero):
         ct = jnp.zeros((), x_t.dtype)
-    field = adjoint_field(score_fn, params, sde, y, probes)
 
     def backward(t, state, args):
-        v, ja = field(t, state[0], state[1], ct)
+        v, ja, _ = field_vjp(score_fn, sde, params, t, state[0], y, probes, state[1], ct)
         return v, -ja
 
     a_t = ct * jax.grad(sde.prior_logp)(x_t)

@@ -27,9 +27,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxrej.class_likelihoods import ClassLikelihoods
-from jaxrej.divergence import sample_probes
-from jaxrej.likelihood import _solve_one, check_solve
+from jaxrej.class_likelihoods import ClassLikelihoods, solve_pairs
+from jaxrej.likelihood import DEFAULT_SOLVER, DEFAULT_TOL, check_solve
 from jaxrej.sde import SDE
 
 AXIS = "batch"
@@ -57,33 +56,27 @@ def _sharded_solver(score_fn, sde, mesh, num_classes, divergence, n_probes, solv
     """A jitted shard_map'ed function (params, x, idx, key, rtol, atol, eps) -> (logp, nfe, ok)."""
 
     def local(params, x, idx, key, rtol, atol, eps):
-        # x: (b_local, *event), idx: (b_local,) global example indices.
-        solve = functools.partial(
-            _solve_one,
+        # x: (b_local, *event), idx: (b_local,) global example indices; every class of each.
+        b = x.shape[0]
+        out = solve_pairs(
             score_fn,
             params,
             sde,
-            rtol=rtol,
-            atol=atol,
-            eps=eps,
+            jnp.repeat(x, num_classes, axis=0),
+            jnp.repeat(idx, num_classes),
+            jnp.tile(jnp.arange(num_classes, dtype=jnp.int32), b),
+            jax.random.fold_in(key, 0),  # the first (and only) pass, as unsharded
+            rtol,
+            atol,
+            eps,
+            divergence=divergence,
+            n_probes=n_probes,
             solver=solver,
             adjoint=adjoint,
             n_steps=n_steps,
             max_steps=max_steps,
         )
-        pass_key = jax.random.fold_in(key, 0)  # the first (and only) pass, as unsharded
-
-        def per_example(xi, i):
-            if divergence == "exact":
-                probes = None
-            else:
-                probes = sample_probes(
-                    jax.random.fold_in(pass_key, i), xi.shape, n_probes, divergence, xi.dtype
-                )
-            classes = jnp.arange(num_classes, dtype=jnp.int32)
-            return jax.vmap(lambda c: solve(xi, c, probes))(classes)
-
-        return jax.vmap(per_example)(x, idx)
+        return tuple(o.reshape(b, num_classes) for o in out)
 
     mapped = jax.shard_map(
         local,
@@ -119,10 +112,10 @@ def sharded_class_log_likelihood_result(
     mesh: Mesh | None = None,
     divergence: str = "rademacher",
     n_probes: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float = DEFAULT_TOL,
+    atol: float = DEFAULT_TOL,
     eps: float = 1e-5,
-    solver: str = "tsit5",
+    solver: str = DEFAULT_SOLVER,
     adjoint: str = "checkpoint",
     n_steps: int | None = None,
     max_steps: int = 4096,

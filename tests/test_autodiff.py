@@ -189,10 +189,10 @@ def test_backsolve_refuses_parameter_gradients(problem):
 
 
 @pytest.mark.parametrize("probes", [None, "rademacher"])
-def test_fast_field_vjp_matches_plain_autodiff(probes):
-    """The field's forward-over-reverse rule equals reverse-mode AD of the plain field, for the
-    cotangents of x, t and params, with the exact trace and with Hutchinson probes."""
-    from jaxrej.flow import field_with_fast_vjp, velocity_and_divergence
+def test_field_vjp_matches_plain_autodiff(probes):
+    """field_vjp's forward-over-reverse cotangents equal reverse-mode AD of the plain field (v,
+    div v), for x and params, with the exact trace and with Hutchinson probes."""
+    from jaxrej.flow import field_vjp, velocity_and_divergence
 
     with jax.enable_x64(True):
         params = _mlp_params(jnp.float64)
@@ -203,41 +203,58 @@ def test_fast_field_vjp_matches_plain_autodiff(probes):
             e = jaxrej.sample_probes(jax.random.key(3), (D,), 5, probes, jnp.float64)
         a = jnp.asarray([0.3, -1.1, 0.6])
         c = jnp.asarray(0.7)
-
-        def plain(p, tt, z):
-            return velocity_and_divergence(_mlp_score, p, SDE, 1, e)(tt, z)
-
-        def fast(p, tt, z):
-            return field_with_fast_vjp(_mlp_score, SDE, p, tt, z, 1, e)
-
-        out_p, pull_p = jax.vjp(plain, params, t, x)
-        out_f, pull_f = jax.vjp(fast, params, t, x)
-        np.testing.assert_allclose(out_f[1], out_p[1], rtol=1e-12)
-        for got, want in zip(
-            jax.tree_util.tree_leaves(pull_f((a, c))),
-            jax.tree_util.tree_leaves(pull_p((a, c))),
-            strict=True,
-        ):
+        out, pull = jax.vjp(
+            lambda p, z: velocity_and_divergence(_mlp_score, p, SDE, 1, e)(t, z), params, x
+        )
+        want_p, want_x = pull((a, c))
+        v, got_x, got_p = field_vjp(_mlp_score, SDE, params, t, x, 1, e, a, c, True)
+        np.testing.assert_allclose(v, out[0], rtol=1e-12)
+        np.testing.assert_allclose(got_x, want_x, rtol=1e-9)
+        for got, want in zip(got_p, want_p, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
-        # x alone (params not differentiated): the parameter branch is skipped, x and t still agree.
-        gx_f = jax.grad(lambda z: fast(params, t, z)[1] + jnp.dot(a, fast(params, t, z)[0]))(x)
-        gx_p = jax.grad(lambda z: plain(params, t, z)[1] + jnp.dot(a, plain(params, t, z)[0]))(x)
-        np.testing.assert_allclose(gx_f, gx_p, rtol=1e-9)
+        assert field_vjp(_mlp_score, SDE, params, t, x, 1, e, a, c)[2] is None
 
 
-def test_checkpoint_parameter_gradient_matches_direct_adjoint():
-    """d/dparams of the log-likelihood through the checkpoint adjoint (custom field rule) equals
-    the direct adjoint's plain autodiff of the same solve."""
+@pytest.mark.parametrize(
+    "solver, n_steps, probes",
+    [("tsit5", None, None), ("dopri5", None, "rademacher"), ("dopri8", None, None),
+     ("heun", None, "gaussian"), ("euler", 16, None)],
+)  # fmt: skip
+def test_checkpoint_adjoint_equals_autodiff_through_the_solver(solver, n_steps, probes):
+    """The recorded-grid reverse pass (solve_checkpoint) gives the gradient of the computed number
+    w.r.t. x and params: equal to plain autodiff through diffrax (DirectAdjoint) in float64."""
+    from jaxrej.flow import solve_checkpoint, solve_direct
+
+    with jax.enable_x64(True):
+        params = _mlp_params(jnp.float64)
+        x = jnp.asarray(np.random.default_rng(8).normal(size=D), jnp.float64)
+        e = None
+        if probes:
+            e = jaxrej.sample_probes(jax.random.key(3), (D,), 2, probes, jnp.float64)
+
+        def logp(solve, p, z):
+            return solve(_mlp_score, SDE, solver, n_steps, 256, p, z, 1, e, 1e-4, 1e-4, 1e-5)
+
+        assert bool(logp(solve_direct, params, x)[2])  # the solve succeeded
+        want = jax.grad(lambda p, z: logp(solve_direct, p, z)[0], argnums=(0, 1))(params, x)
+        got = jax.grad(lambda p, z: logp(solve_checkpoint, p, z)[0], argnums=(0, 1))(params, x)
+        np.testing.assert_allclose(
+            logp(solve_checkpoint, params, x)[0], logp(solve_direct, params, x)[0]
+        )
+        for g, w in zip(
+            jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
+        ):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+
+
+def test_checkpoint_gradient_of_a_failed_solve_is_nan():
+    """A solve that hits max_steps gives a NaN gradient, not the gradient of a truncated solve."""
+    from jaxrej.flow import solve_checkpoint
+
     params = _mlp_params(jnp.float32)
-    x = jnp.asarray(np.random.default_rng(8).normal(size=(2, D)), jnp.float32)
-    y = jnp.array([0, 1])
-
-    def loss(p, adjoint):
-        return jaxrej.log_likelihood(
-            _mlp_score, p, SDE, x, y, key=KEY, divergence="exact", adjoint=adjoint, max_steps=512
-        ).logp.sum()
-
-    g_ck = jax.grad(loss)(params, "checkpoint")
-    g_di = jax.grad(loss)(params, "direct")
-    for a, b in zip(jax.tree_util.tree_leaves(g_ck), jax.tree_util.tree_leaves(g_di), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+    x = jnp.asarray(np.random.default_rng(8).normal(size=D), jnp.float32)
+    g = jax.grad(
+        lambda z: solve_checkpoint(_mlp_score, SDE, "tsit5", None, 3, params, z, 1, None, 1e-6,
+                                   1e-6, 1e-5)[0]
+    )(x)  # fmt: skip
+    assert bool(jnp.all(jnp.isnan(g)))

@@ -142,6 +142,8 @@ def test_class_log_likelihoods_and_marginal(problem):
         num_classes=C,
         key=KEY,
         divergence="exact",
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert ll.shape == (len(x), C)
     truth = np.stack(
@@ -349,3 +351,23 @@ def test_bad_shapes_raise(problem):
         jaxrej.class_log_likelihoods(sf, p, sde, xs, num_classes=0, key=KEY)
     with pytest.raises(ValueError, match="x_shape"):
         jaxrej.bits_per_dim(jnp.zeros(2), ())
+
+
+def test_given_probes_scaled_basis_give_the_exact_trace(problem):
+    """Hutchinson with the K = D probes sqrt(D) e_k is the exact trace: (1/D) sum_k D J_kk = tr J.
+    So `probes=` must reproduce divergence='exact'; bad probes raise naming the argument."""
+    mus, covs, x, y = problem
+    sf, p, sde = make_score_fn("vp", (D,)), _params(mus, covs), SDES["vp"]
+    xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y)
+    basis = math.sqrt(D) * jnp.broadcast_to(jnp.eye(D), (len(y), D, D))
+    tol = dict(rtol=1e-6, atol=1e-6)
+    got = jaxrej.log_likelihood(sf, p, sde, xs, ys, key=KEY, divergence="rademacher", probes=basis,
+                                **tol)  # fmt: skip
+    want = jaxrej.log_likelihood(sf, p, sde, xs, ys, key=KEY, divergence="exact", **tol)
+    np.testing.assert_allclose(got.logp, want.logp, rtol=1e-5)
+    with pytest.raises(ValueError, match="probes"):
+        jaxrej.log_likelihood(sf, p, sde, xs, ys, key=KEY, divergence="exact", probes=basis)
+    with pytest.raises(ValueError, match="probes"):
+        jaxrej.log_likelihood(sf, p, sde, xs, ys, key=KEY, probes=basis[:, :, :2])
+    with pytest.raises(ValueError, match="n_probes"):
+        jaxrej.log_likelihood(sf, p, sde, xs, ys, key=KEY, n_probes=2, probes=basis)

@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
         [closed_form_logp("vp", mus, covs, x, np.full(B, c), 1e-5, 1.0) for c in range(C)], 1)
     out = {"n_devices": len(jax.devices()), "truth": truth.tolist()}
     for div in ("exact", "rademacher", "gaussian"):
-        opts = dict(num_classes=C, key=key, divergence=div, n_probes=2)
+        opts = dict(num_classes=C, key=key, divergence=div, n_probes=2, rtol=1e-5, atol=1e-5)
         ref = jaxrej.class_log_likelihood_result(score_fn, params, sde, xj, **opts)
         sh = sharded_class_log_likelihood_result(score_fn, params, sde, xj, mesh=batch_mesh(), **opts)
         out[div] = {
@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent(
     for n in (4, 1):
         sh = sharded_class_log_likelihood_result(
             score_fn, params, sde, xj, mesh=batch_mesh(jax.devices()[:n]),
-            num_classes=C, key=key, divergence="rademacher", n_probes=2)
+            num_classes=C, key=key, divergence="rademacher", n_probes=2, rtol=1e-5, atol=1e-5)
         out[f"rademacher_{n}dev"] = np.asarray(sh.logp).tolist()
     print("RESULT" + json.dumps(out))
     """
