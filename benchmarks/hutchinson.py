@@ -1,10 +1,10 @@
 """Hutchinson divergence estimates vs the exact trace (the SBGC paper's Fig. 3 analogue).
 
 Run:  python -m benchmarks.hutchinson [--workdir runs/digits] [--n 24]
-      [--probes 1 4 16] [--tol 1e-3] [--quick]        (or: jaxrej bench hutchinson ...)
+      [--probes 1 4 16] [--tol 1e-4] [--quick]        (or: jaxrej bench hutchinson ...)
 
-Workload: `n` test digits (evenly spaced, dequantized with key 0), every class, Tsit5 at
-rtol = atol = `tol` for every variant (the same solver setting, so the differences are the
+Workload: `n` test digits (evenly spaced, dequantized with key 0), every class, the library's
+default solver at rtol = atol = `tol` (default: the library's) for every variant (the same solver setting, so the differences are the
 estimator's). Variants: the exact trace; Rademacher and Gaussian probes with K probes averaged,
 either the same K probes for all classes of an example ("shared", what
 `jaxrej.class_log_likelihoods` does) or independent probes per (example, class) pair.
@@ -31,6 +31,8 @@ import numpy as np
 from benchmarks.likelihood_speed import RESULTS, device_name
 from benchmarks.solver_tolerance import digits_workload, example_probes, run_pairs, toy_problem
 from benchmarks.trained import WORKDIR
+from jaxrej.divergence import exact_trace, hutchinson_trace, hutchpp_trace, sample_probes
+from jaxrej.likelihood import DEFAULT_SOLVER, DEFAULT_TOL
 
 _WARM: set = set()
 
@@ -40,7 +42,7 @@ def run_variant(score_fn, params, sde, x, pairs, probes, tol, exact=False):
     n, c = x.shape[0], int(pairs[:, 1].max()) + 1
     xp = np.asarray(x)[pairs[:, 0]]
     own = np.stack([np.arange(len(pairs)), pairs[:, 1]], 1)
-    fn = lambda: run_pairs(score_fn, params, sde, xp, own, probes, solver="tsit5", tol=tol,  # noqa: E731
+    fn = lambda: run_pairs(score_fn, params, sde, xp, own, probes, solver=DEFAULT_SOLVER, tol=tol,  # noqa: E731
                            exact=exact)  # fmt: skip
     shape = (len(pairs), probes.shape[1], exact)
     if shape not in _WARM:  # compile + warm up once per static shape (kinds and modes share it)
@@ -52,6 +54,44 @@ def run_variant(score_fn, params, sde, x, pairs, probes, tol, exact=False):
     out = np.full((n, c), np.nan)
     out[pairs[:, 0], pairs[:, 1]] = np.where(ok, lp, np.nan)
     return out, seconds, float(nfe.mean())
+
+
+POINT_TIMES = (0.05, 0.3, 0.7)
+BUDGETS = (3, 6, 12, 24)  # Jacobian-vector products per estimate (exact: D)
+
+
+def pointwise_variance(score_fn, params, sde, x, labels, draws=256, seed=7):
+    """Per-evaluation variance of Hutchinson (Rademacher, M probes) and Hutch++ (M/3 sketch, M/3
+    for Q, M/3 probes) at equal products M, at points x_t = mean(t) x + std(t) z of the true class's
+    probability-flow field; the exact trace (D products) is the truth. Rows per (t, M)."""
+    from jaxrej.flow import velocity
+
+    rows, key = [], jax.random.key(seed)
+    for t in POINT_TIMES:
+        tt = jnp.float32(t)
+        kz, key = jax.random.split(key)
+        mean, std = sde.marginal(jnp.asarray(x), tt)
+        xt = mean + std * jax.random.normal(kz, x.shape)
+        for m in (m for m in BUDGETS if m // 3 <= x[0].size):  # a sketch has at most D vectors
+            var_h, var_pp, exact_all = [], [], []
+            for i in range(x.shape[0]):
+                v = velocity(score_fn, params, sde, jnp.int32(labels[i]))
+                f = lambda z, v=v: v(tt, z)  # noqa: E731
+                exact_all.append(float(exact_trace(f, xt[i])[1]))
+                keys = jax.random.split(jax.random.fold_in(key, 1000 * m + i), draws)
+                shape = xt.shape[1:]
+                hu = jax.vmap(
+                    lambda k, f=f, i=i: hutchinson_trace(f, xt[i], sample_probes(k, shape, m))[1]
+                )
+                pp = jax.vmap(lambda k, f=f, i=i: hutchpp_trace(
+                    f, xt[i], *jnp.split(sample_probes(k, shape, 2 * (m // 3)), 2))[1])  # fmt: skip
+                var_h.append(float(np.var(np.asarray(hu(keys)))))
+                var_pp.append(float(np.var(np.asarray(pp(keys)))))
+            rows.append(dict(t=t, products=m, exact_trace_mean=float(np.mean(exact_all)),
+                             hutchinson_var=float(np.mean(var_h)), hutchpp_var=float(np.mean(var_pp)),
+                             ratio=float(np.mean(var_pp) / np.mean(var_h)) if np.mean(var_h) > 0 else None))  # fmt: skip
+            print(rows[-1])
+    return rows
 
 
 def summarize(logp, exact, labels, seconds, nfe, n):
@@ -81,7 +121,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default=WORKDIR)
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--probes", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--tol", type=float, default=DEFAULT_TOL)
     ap.add_argument("--quick", action="store_true", help="toy Gaussian score, probes 1 and 4")
     ap.add_argument("--out", default="hutchinson")
     ap.add_argument("--results-dir", default=RESULTS)
@@ -99,7 +139,9 @@ def main(argv=None):
         workload = f"digits 8x8 ({args.workdir}), {c} classes"
     n = x.shape[0]
     pairs = np.argwhere(np.ones((n, c), bool))
-    print(f"{workload}: {n} test examples x {c} classes, tsit5 {args.tol:g}; {device_name()}")
+    print(
+        f"{workload}: {n} test examples x {c} classes, {DEFAULT_SOLVER} {args.tol:g}; {device_name()}"
+    )
 
     dummy = np.zeros((len(pairs), 1, *x.shape[1:]), np.float32)
     exact, s_exact, nfe_exact = run_variant(score_fn, params, sde, x, pairs, dummy, args.tol,
@@ -122,9 +164,12 @@ def main(argv=None):
                 print(f"{kind:10s} K={k:2d} {mode:11s} acc {r['accuracy']:.3f} "
                       f"err {r['err_mean']:+.2f}+-{r['err_se']:.2f} rms {r['err_rms']:.2f} "
                       f"margin rms {r['margin_err_rms']:.2f}  {r['ms_per_example']:.0f} ms/ex")  # fmt: skip
+    points = pointwise_variance(score_fn, params, sde, x[: min(n, 8)], labels[: min(n, 8)],
+                                draws=32 if args.quick else 256)  # fmt: skip
     out = dict(
         device=device_name(), load_average_start=list(load0), load_average_end=list(os.getloadavg()),
-        workload=dict(description=workload, n=n, classes=c, solver="tsit5", rtol=args.tol,
+        pointwise=points,
+        workload=dict(description=workload, n=n, classes=c, solver=DEFAULT_SOLVER, rtol=args.tol,
                       atol=args.tol, eps=1e-5, quick=args.quick),
         rows=rows,
     )  # fmt: skip
@@ -162,6 +207,21 @@ def render(out) -> str:
             f"{r['argmax_agree_exact']:.3f} | {r['logp_true_mean']:.2f} +- {r['logp_true_se']:.2f} | "
             f"{r['err_mean']:+.3f} +- {r['err_se']:.3f} | {r['err_rms']:.3f} | "
             f"{r['margin_err_rms']:.3f} | {r['ms_per_example']:.0f} | {r['nfe_mean']:.0f} |"
+        )
+    lines += [
+        "",
+        "Per-evaluation variance of the divergence estimate at equal Jacobian-vector products M "
+        f"(points x_t of {min(w['n'], 8)} test digits, true class; exact trace = D products):",
+        "",
+        "| t | products M | mean exact trace | Hutchinson (Rademacher, M probes) variance | "
+        "Hutch++ (M/3 sketch + M/3 + M/3 probes) variance | Hutch++ / Hutchinson |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in out.get("pointwise", []):
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(
+            f"| {r['t']:g} | {r['products']} | {r['exact_trace_mean']:.1f} | "
+            f"{r['hutchinson_var']:.3g} | {r['hutchpp_var']:.3g} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -50,6 +50,12 @@ def test_hutchinson_quick_through_the_cli(tmp_path, capsys):
     # Gaussian errors shrink with more probes (1 vs 4 probes, same examples).
     g = {(r["n_probes"], r["probes"]): r["err_rms"] for r in rows if r["divergence"] == "gaussian"}
     assert g[(4, "shared")] < g[(1, "shared")]
+    # Pointwise: Rademacher Hutchinson is exact on c(t) I; Hutch++ is exact once its sketch spans
+    # R^D (M = 12 products, 4 sketch vectors, D = 4) and not before (its projected probes are no
+    # longer +-1).
+    for r in out["pointwise"]:
+        assert r["hutchinson_var"] < 1e-10
+        assert (r["hutchpp_var"] < 1e-8) == (r["products"] // 3 == 4)
 
 
 def test_recommendation_is_the_loosest_setting_stable_under_tightening():
@@ -90,3 +96,29 @@ def test_every_benchmark_has_a_main_and_a_quick_mode(name):
 
     mod = importlib.import_module(f"benchmarks.{name}")
     assert "--quick" in inspect.getsource(mod.main)
+
+
+def test_adjoint_quick_gradients_agree_with_diffrax(tmp_path):
+    """The toy run end to end: every adjoint's input gradient is finite and equals the reference
+    (autodiff through diffrax's own checkpointed solve) up to the solver's tolerance."""
+    from benchmarks import adjoint
+
+    out = adjoint.main(
+        ["--quick", "--tol", "1e-4", "--repeats", "1", "--results-dir", str(tmp_path)]
+    )
+    assert (tmp_path / "adjoint.md").read_text().startswith("Device: ")
+    assert {r["adjoint"] for r in out["rows"]} == {"checkpoint", "backsolve", "diffrax"}
+    for r in out["rows"]:
+        assert r["grad_ok"]
+        bound = (
+            1e-4 if r["adjoint"] == "diffrax" else 1e-2
+        )  # same discrete map vs continuous adjoint
+        assert r["grad_rel_diff_vs_checkpoint"] < bound
+
+
+def test_scaling_quick_sharded_equals_unsharded(tmp_path):
+    from benchmarks import scaling
+
+    out = scaling.main(["--quick", "--repeats", "1", "--results-dir", str(tmp_path)])
+    assert out["classes"] and all(r["sharded_max_abs_diff"] < 1e-4 for r in out["classes"])
+    assert all(r["ok"] for r in out["event_dim"])

@@ -5,7 +5,7 @@ workdir/checkpoints/<s>/   orbax TrainState checkpoints
 workdir/metrics.jsonl      JSON lines: step, loss, grad_norm, eval_loss_ema, time_s
 workdir/<command>.json     each command's summary (train.json, score.json)
 
-score_fn, params, sde, config = load_score_model("runs/digits_default")
+score_fn, params, sde, config = load_score_model("runs/digits")
 score_fn(params, x, t, y)   # ONE example; params are the EMA params of the latest checkpoint
 """
 
