@@ -147,12 +147,12 @@ def render(out) -> str:
         f"(shared CPU); medians of {out['repeats']}.",
     ]
     if out["batch"]:
-        lines += ["", "Batch size (digits model, true class, Rademacher, Tsit5 1e-3):", "",
+        lines += ["", "Batch size (digits model, true class, Rademacher, library default Dopri5 1e-4):", "",
                   "| batch | s | examples / s | NFE mean (max) |", "|---|---|---|---|"]  # fmt: skip
         for r in out["batch"]:
             lines.append(f"| {r['batch']} | {r['seconds']:.3f} | {r['examples_per_s']:.1f} | "
                          f"{r['nfe_mean']:.0f} ({r['nfe_max']}) |")  # fmt: skip
-    lines += ["", "Event dimension (synthetic MLP score, 8 fixed Tsit5 steps = 49 evaluations):", "",
+    lines += ["", "Event dimension (synthetic MLP score, 8 fixed Dopri5 steps = 49 evaluations):", "",
               "| D | divergence | batch | s | examples / s | us / evaluation / example |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for r in out["event_dim"]:

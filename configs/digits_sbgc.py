@@ -56,8 +56,10 @@ def get_config():
     config.eval.batch_size = 72  # 5 batches of the 360 test digits
     config.eval.divergence = "exact"
     config.eval.n_probes = 1
-    config.eval.rtol = 1e-5
-    config.eval.atol = 1e-5
+    # the library default (benchmarks/solver_tolerance.py: 0 reject-decision flips vs a float64
+    # 1e-8 truth, exact trace and Rademacher alike)
+    config.eval.rtol = 1e-4
+    config.eval.atol = 1e-4
     config.eval.eps = 1e-5
     config.eval.dequantize = "uniform"
     config.eval.chunk_size = 0  # pairs per compiled solve (0: all pairs of a batch at once)
