@@ -253,10 +253,10 @@ def main(argv=None):
     variants = {
         "jaxrej, every class, one vmapped call (Tsit5)": dict(solver="tsit5"),
         "jaxrej, cascade: Rademacher 1e-2 (margin 40) -> exact (Dopri5)": dict(
-            solver="dopri5", screen=rademacher, chunk_size=16
+            solver="dopri5", screen=rademacher
         ),
         "jaxrej, cascade: Rademacher 1e-2 (40) -> exact 1e-3 (10) -> exact (Dopri5)": dict(
-            solver="dopri5", screen=[rademacher, exact_1e3], chunk_size=16
+            solver="dopri5", screen=[rademacher, exact_1e3]
         ),
     }
     if args.quick:
