@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
 
 import diffrax
@@ -34,6 +33,7 @@ import numpy as np
 
 import jaxrej
 from benchmarks.likelihood_speed import RESULTS, device_name, timed
+from benchmarks.report import write_report
 from benchmarks.solver_tolerance import digits_workload, example_probes, toy_problem
 from benchmarks.trained import WORKDIR
 from jaxrej.autodiff import log_likelihood_and_grad
@@ -146,19 +146,8 @@ def main(argv=None):
                       solver=solver, max_steps=4096, repeats=args.repeats, quick=args.quick),
         rows=rows,
     )  # fmt: skip
-    write(args.out, out, args.results_dir)
+    write_report(args.out, out, args.results_dir, render, plot)
     return out
-
-
-def write(stem, out, results):
-    os.makedirs(results, exist_ok=True)
-    with open(os.path.join(results, f"{stem}.json"), "w") as f:
-        json.dump(out, f, indent=2)
-    md = render(out)
-    with open(os.path.join(results, f"{stem}.md"), "w") as f:
-        f.write(md)
-    plot(out, os.path.join(results, f"{stem}.png"))
-    print(md)
 
 
 def _mb(v):

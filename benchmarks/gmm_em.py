@@ -26,6 +26,7 @@ import numpy as np
 import sklearn
 from sklearn.mixture import GaussianMixture
 
+from benchmarks.report import write_report
 from jaxrej.heads import gmm
 
 DEVICE = "CPU, 2 cores"
@@ -154,14 +155,10 @@ def main(argv=None):
         "repeats": {"K=10": repeats, "K=100": min(repeats, args.repeats_large)},
         "results": results,
     }
-    if not args.quick:
-        out = os.path.join(HERE, "results")
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "gmm_em.json"), "w") as f:
-            json.dump(res, f, indent=2)
-        with open(os.path.join(out, "gmm_em.md"), "w") as f:
-            f.write(to_markdown(res))
-    print(to_markdown(res))
+    if args.quick:
+        print(to_markdown(res))
+    else:
+        write_report("gmm_em", res, os.path.join(HERE, "results"), to_markdown)
     return res
 
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.likelihood_speed import RESULTS, device_name
+from benchmarks.report import write_report
 from benchmarks.solver_tolerance import digits_workload, example_probes, run_pairs, toy_problem
 from benchmarks.trained import WORKDIR
 from jaxrej.divergence import exact_trace, hutchinson_trace, hutchpp_trace, sample_probes
@@ -173,21 +174,8 @@ def main(argv=None):
                       atol=args.tol, eps=1e-5, quick=args.quick),
         rows=rows,
     )  # fmt: skip
-    write(args.out, out, args.results_dir)
+    write_report(args.out, out, args.results_dir, render, plot)
     return out
-
-
-def write(stem, out, results):
-    import json
-
-    os.makedirs(results, exist_ok=True)
-    with open(os.path.join(results, f"{stem}.json"), "w") as f:
-        json.dump(out, f, indent=2)
-    md = render(out)
-    with open(os.path.join(results, f"{stem}.md"), "w") as f:
-        f.write(md)
-    plot(out, os.path.join(results, f"{stem}.png"))
-    print(md)
 
 
 def render(out) -> str:

@@ -18,7 +18,6 @@ Writes benchmarks/results/likelihood_speed.json and .md; prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -30,6 +29,7 @@ from scipy.integrate import solve_ivp
 from scipy.special import logsumexp
 
 import jaxrej
+from benchmarks.report import write_report
 from benchmarks.trained import WORKDIR, ensure_trained
 from jaxrej.autodiff import log_likelihood_and_grad
 from jaxrej.divergence import exact_trace
@@ -336,13 +336,7 @@ def main(argv=None):
                       workdir=args.workdir, tight_pairs=n_tight),
         class_log_likelihoods=rows, per_example=per_example, input_gradient=grads,
     )  # fmt: skip
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "likelihood_speed.json"), "w") as f:
-        json.dump(out, f, indent=2)
-    md = render(out)
-    with open(os.path.join(RESULTS, "likelihood_speed.md"), "w") as f:
-        f.write(md)
-    print(md)
+    write_report("likelihood_speed", out, RESULTS, render)
 
 
 def render(out) -> str:

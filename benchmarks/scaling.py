@@ -21,7 +21,6 @@ Medians over `repeats` runs after a compiling run. Writes benchmarks/results/sca
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 
@@ -31,6 +30,7 @@ import numpy as np
 
 import jaxrej
 from benchmarks.likelihood_speed import RESULTS, device_name, timed
+from benchmarks.report import write_report
 from benchmarks.solver_tolerance import digits_workload
 from benchmarks.trained import WORKDIR
 from jaxrej.sharding import sharded_class_log_likelihoods
@@ -125,19 +125,8 @@ def main(argv=None):
         load_average_start=list(load0), load_average_end=list(os.getloadavg()),
         repeats=rep, quick=args.quick, batch=batch_rows, event_dim=dim_rows, classes=class_rows,
     )  # fmt: skip
-    write(args.out, out, args.results_dir)
+    write_report(args.out, out, args.results_dir, render, plot)
     return out
-
-
-def write(stem, out, results):
-    os.makedirs(results, exist_ok=True)
-    with open(os.path.join(results, f"{stem}.json"), "w") as f:
-        json.dump(out, f, indent=2)
-    md = render(out)
-    with open(os.path.join(results, f"{stem}.md"), "w") as f:
-        f.write(md)
-    plot(out, os.path.join(results, f"{stem}.png"))
-    print(md)
 
 
 def render(out) -> str:

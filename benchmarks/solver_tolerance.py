@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 import time
@@ -45,6 +44,7 @@ import numpy as np
 
 import jaxrej
 from benchmarks.likelihood_speed import RESULTS, device_name, fingerprint
+from benchmarks.report import write_report
 from benchmarks.trained import WORKDIR, ensure_trained
 from jaxrej.divergence import sample_probes
 
@@ -318,7 +318,7 @@ def main(argv=None):
         compile_seconds={f"{s}/{k or 'adaptive'}": v for (s, k), v in compiled.items()},
         compilations=cache_sizes, rows=rows, recommendation=rec,
     )  # fmt: skip
-    write(args.out, out, args.results_dir)
+    write_report(args.out, out, args.results_dir, render, plot)
     return out
 
 
@@ -337,17 +337,6 @@ def recommend(rows, solvers, agree: float = AGREE):
         return None
     return dict(solver=best["solver"], rtol=best["tol"], atol=best["tol"], nfe_mean=best["nfe_mean"],
                 decision_agree=best["decision_agree"], logp_err_max=best["logp_err_max"])  # fmt: skip
-
-
-def write(stem: str, out: dict, results: str = RESULTS) -> None:
-    os.makedirs(results, exist_ok=True)
-    with open(os.path.join(results, f"{stem}.json"), "w") as f:
-        json.dump(out, f, indent=2)
-    md = render(out)
-    with open(os.path.join(results, f"{stem}.md"), "w") as f:
-        f.write(md)
-    plot(out, os.path.join(results, f"{stem}.png"))
-    print(md)
 
 
 def render(out) -> str:
