@@ -150,12 +150,20 @@ def _nan_unless(ok, tree):
     return jax.tree_util.tree_map(lambda g: jnp.where(ok, g, jnp.nan), tree)
 
 
-def solve_direct(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps):
-    """(logp, nfe, succeeded) for one example, differentiated by plain autodiff through diffrax
-    (DirectAdjoint: supports forward-over-reverse, e.g. Hessian-vector products)."""
+def _solve(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps,
+           adjoint=None):  # fmt: skip
+    """(logp, nfe, succeeded) for one example. The default adjoint compiles to a plain while loop
+    when nothing differentiates it: the forward pass of the checkpoint and backsolve adjoints."""
     sol, nfe, ok = _forward(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
-                            atol, eps, adjoint=diffrax.DirectAdjoint())  # fmt: skip
+                            atol, eps, adjoint=adjoint)  # fmt: skip
     return sde.prior_logp(sol.ys[0][-1]) + sol.ys[1][-1], nfe, ok
+
+
+def solve_direct(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps):
+    """As `_solve`, differentiated by plain autodiff through diffrax (DirectAdjoint: supports
+    forward-over-reverse, e.g. Hessian-vector products; its bounded loop is slower undifferentiated)."""
+    return _solve(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps,
+                  adjoint=diffrax.DirectAdjoint())  # fmt: skip
 
 
 # ------------------------------------------------------------------ discretise-then-optimise
@@ -188,7 +196,8 @@ def _step_vjp(score_fn, sde, solver, params, y, probes, t, h, x, a_next, c, want
             stages[i] = x + h * sum(
                 (a[i, j] * k[j] for j in range(i) if a[i, j]), jnp.zeros_like(x)
             )
-            k[i] = _v(score_fn, sde, params, t + c_nodes[i] * h, stages[i], y)
+            if np.any(a[i + 1 :, i]):  # later stages use k_i (x_{n+1} itself is not needed)
+                k[i] = _v(score_fn, sde, params, t + c_nodes[i] * h, stages[i], y)
     stage_ct = [None] * b.size
     g_x, g_p = a_next, None
     for i in reversed(range(b.size)):
@@ -214,8 +223,7 @@ def solve_checkpoint(
     recomputes each step's stages from it and backpropagates through the Runge-Kutta step with
     `field_vjp`. The gradient is that of the computed number (step sizes held constant, as in
     diffrax) -- no re-solve, and no divergence recomputed in the reverse pass."""
-    return solve_direct(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
-                        atol, eps)  # fmt: skip
+    return _solve(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps)
 
 
 def _checkpoint_fwd(
@@ -263,8 +271,7 @@ def solve_backsolve(
     score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
 ):
     """As `solve_direct`, differentiated by the continuous adjoint (w.r.t. x only)."""
-    return solve_direct(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol,
-                        atol, eps)  # fmt: skip
+    return _solve(score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps)
 
 
 def _backsolve_fwd(
