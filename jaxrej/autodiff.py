@@ -16,7 +16,13 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrej.likelihood import DEFAULT_SOLVER, DEFAULT_TOL, LikelihoodResult, log_likelihood
+from jaxrej.likelihood import (
+    DEFAULT_SOLVER,
+    DEFAULT_TOL,
+    STATIC_OPTIONS,
+    LikelihoodResult,
+    log_likelihood,
+)
 from jaxrej.sde import SDE
 
 
@@ -33,17 +39,7 @@ def hvp(f: Callable[[jax.Array], jax.Array], x: jax.Array, v: jax.Array) -> jax.
 
 @functools.partial(
     jax.jit,
-    static_argnames=(
-        "score_fn",
-        "sde",
-        "divergence",
-        "n_probes",
-        "solver",
-        "adjoint",
-        "n_steps",
-        "max_steps",
-        "num_classes",
-    ),
+    static_argnames=(*STATIC_OPTIONS, "num_classes"),
 )
 def log_likelihood_and_grad(
     score_fn: Callable,

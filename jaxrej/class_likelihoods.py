@@ -27,6 +27,7 @@ from jaxrej.divergence import sample_probes
 from jaxrej.likelihood import (
     DEFAULT_SOLVER,
     DEFAULT_TOL,
+    STATIC_OPTIONS,
     _check_options,
     _solve_one,
     check_solve,
@@ -78,16 +79,7 @@ class ClassLikelihoods(struct.PyTreeNode):
 
 @functools.partial(
     jax.jit,
-    static_argnames=(
-        "score_fn",
-        "sde",
-        "divergence",
-        "n_probes",
-        "solver",
-        "adjoint",
-        "n_steps",
-        "max_steps",
-    ),
+    static_argnames=STATIC_OPTIONS,
 )
 def _solve_pairs(
     score_fn,
