@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrej import rk
 from jaxrej.divergence import exact_trace, hutchinson_trace
 
 # name -> (solver factory, evaluations per step, evaluations before the first step with an
@@ -76,7 +77,8 @@ def velocity_and_divergence(score_fn, params, sde, y, probes):
 
 def field_vjp(score_fn, sde, params, t, x, y, probes, a, c, want_params=False):
     """(v, a^T dv/dx + c grad_x div v, the same for params or None) at (t, x): the cotangents of
-    one vector-field evaluation (v, div v) for the cotangent (a, c).
+    one vector-field evaluation (v, div v) for the cotangent (a, c). c=None stands for a zero
+    divergence cotangent known when tracing (a stage with zero weight): it skips the products below.
 
     grad_x div v = w sum_k H_{e_k . v} e_k over the trace's directions e_k (the basis with w = 1 for
     the exact trace, the K probes with w = 1/K for Hutchinson): each term is a forward-over-reverse
@@ -92,8 +94,12 @@ def field_vjp(score_fn, sde, params, t, x, y, probes, a, c, want_params=False):
     def hess_dir(e):
         return jax.jvp(lambda z: jax.vjp(f, z)[1](e)[0], (x,), (e,))[1]
 
-    gx = gx + (c * w) * jnp.sum(jax.vmap(hess_dir)(dirs), axis=0)
     gp = None
+    if c is None:
+        if want_params:
+            (gp,) = jax.vjp(lambda p: _v(score_fn, sde, p, t, x, y), params)[1](a)
+        return vx, gx, gp
+    gx = gx + (c * w) * jnp.sum(jax.vmap(hess_dir)(dirs), axis=0)
     if want_params:
 
         def v_and_div(p):
@@ -111,18 +117,28 @@ def _controller(rtol, atol, t0, t1, n_steps):
     return diffrax.ConstantStepSize(), (t1 - t0) / n_steps
 
 
+def _ode_solver(solver):
+    """The diffrax solver for the augmented ODE: `solver`'s method, skipping the divergences its
+    tableau never uses (jaxrej.rk) where there are any (Dopri5, Dopri8)."""
+    base = SOLVERS[solver][0]()
+    tableau = getattr(base, "tableau", None)
+    if tableau is not None and any(rk.divergence_unused(tableau)):
+        return rk.SkipDivergenceRK(base)
+    return base
+
+
 def _forward(
     score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps, *,
     saveat=None, adjoint=None,
 ):  # fmt: skip
     """Solve (x, 0) from eps to T: returns (diffrax solution, nfe, solver succeeded)."""
     field = velocity_and_divergence(score_fn, params, sde, y, probes)
-    make_solver, per_step, init_adaptive, init_fixed, _ = SOLVERS[solver]
+    _, per_step, init_adaptive, init_fixed, _ = SOLVERS[solver]
     t0, t1 = jnp.asarray(eps, x.dtype), jnp.asarray(sde.T, x.dtype)
     controller, dt0 = _controller(rtol, atol, t0, t1, n_steps)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, s, args: field(t, s[0])),
-        make_solver(),
+        rk.flow_term(field, velocity(score_fn, params, sde, y)),
+        _ode_solver(solver),
         t0=t0,
         t1=t1,
         dt0=dt0,
@@ -207,8 +223,9 @@ def _step_vjp(score_fn, sde, solver, params, y, probes, t, h, x, a_next, c, want
         for j in range(i + 1, b.size):
             if a[j, i] and stage_ct[j] is not None:
                 k_ct = k_ct + (h * a[j, i]) * stage_ct[j]
+        div_ct = c * h * b[i] if b[i] else None  # a zero-weight stage's divergence is unused
         _, stage_ct[i], gp = field_vjp(score_fn, sde, params, t + c_nodes[i] * h, stages[i], y,
-                                       probes, k_ct, c * h * b[i], want_params)  # fmt: skip
+                                       probes, k_ct, div_ct, want_params)  # fmt: skip
         g_x = g_x + stage_ct[i]
         g_p = gp if g_p is None else jax.tree_util.tree_map(jnp.add, g_p, gp)
     return g_x, g_p

@@ -213,6 +213,12 @@ def test_field_vjp_matches_plain_autodiff(probes):
         for got, want in zip(got_p, want_p, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
         assert field_vjp(_mlp_score, SDE, params, t, x, 1, e, a, c)[2] is None
+        # c=None (a zero divergence cotangent known when tracing) skips the divergence products
+        want_p0, want_x0 = pull((a, jnp.zeros_like(c)))
+        _, got_x0, got_p0 = field_vjp(_mlp_score, SDE, params, t, x, 1, e, a, None, True)
+        np.testing.assert_allclose(got_x0, want_x0, rtol=1e-12)
+        for got, want in zip(got_p0, want_p0, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,93 @@
+"""SkipDivergenceRK against diffrax's own solvers: the same method, fewer divergence evaluations."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrej.rk import SkipDivergenceRK, divergence_unused, flow_term
+
+D = 5
+W = 0.6 * np.random.default_rng(0).normal(size=(D, D))
+
+
+def _velocity(t, x):
+    return jnp.tanh(jnp.asarray(W, x.dtype) @ x) * jnp.cos(3.0 * t) - x
+
+
+def _field(counter=None):
+    def field(t, x):
+        if counter is not None:  # count divergence evaluations on the host
+            jax.debug.callback(lambda: counter.__setitem__(0, counter[0] + 1))
+        return _velocity(t, x), jnp.trace(jax.jacfwd(lambda z: _velocity(t, z))(x))
+
+    return field
+
+
+def test_unused_stages_of_the_tableaus():
+    """Dopri5's 2nd stage and Dopri8's 2nd-5th have zero solution and error weight; Tsit5 and Heun
+    use every stage; an FSAL last stage is never skipped (it is the next step's first stage)."""
+    assert divergence_unused(diffrax.Dopri5().tableau) == (False, True) + (False,) * 5
+    assert divergence_unused(diffrax.Dopri8().tableau) == (False,) + (True,) * 4 + (False,) * 9
+    assert not any(divergence_unused(diffrax.Tsit5().tableau))
+    assert not any(divergence_unused(diffrax.Heun().tableau))
+
+
+@pytest.mark.parametrize("solver", [diffrax.Dopri5, diffrax.Dopri8])
+@pytest.mark.parametrize("t0, t1", [(0.0, 2.0), (2.0, 0.0)])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_same_steps_and_solution_as_diffrax(solver, t0, t1, adaptive):
+    """float64: (x, delta) at every step equal diffrax's, forward and backward in time. Fixed
+    steps: to rounding. Adaptive (rtol = atol = 1e-7): the same number of steps, and times and
+    states equal to well within the tolerance (the controller amplifies the rounding of the error
+    estimate's cancelling sum: Dopri8's step sizes differ by ~1e-7 relative)."""
+    with jax.enable_x64(True):
+        x0 = jnp.linspace(-1.0, 1.0, D)
+        sols = []
+        for ours in (False, True):
+            term = (
+                flow_term(_field(), _velocity)
+                if ours
+                else diffrax.ODETerm(lambda t, s, args: _field()(t, s[0]))
+            )
+            sols.append(
+                diffrax.diffeqsolve(
+                    term,
+                    SkipDivergenceRK(solver()) if ours else solver(),
+                    t0=t0,
+                    t1=t1,
+                    dt0=None if adaptive else (t1 - t0) / 20,
+                    y0=(x0, jnp.zeros(())),
+                    stepsize_controller=diffrax.PIDController(rtol=1e-7, atol=1e-7)
+                    if adaptive
+                    else diffrax.ConstantStepSize(),
+                    saveat=diffrax.SaveAt(steps=True),
+                )
+            )
+        ref, got = sols
+        n = int(ref.stats["num_accepted_steps"])
+        assert n > 5
+        assert int(got.stats["num_steps"]) == int(ref.stats["num_steps"])
+        tol = 1e-6 if adaptive else 1e-12
+        np.testing.assert_allclose(got.ts[:n], ref.ts[:n], rtol=tol)
+        for g, r in zip(got.ys, ref.ys, strict=True):
+            np.testing.assert_allclose(g[:n], r[:n], rtol=tol, atol=tol)
+
+
+def test_divergence_skipped_at_unused_stages():
+    """Fixed Dopri5 steps: 5 divergences per step (not 6) plus the first stage; Dopri8: 9 of 13."""
+    for solver, per_step in ((diffrax.Dopri5, 5), (diffrax.Dopri8, 9)):
+        count = [0]
+        sol = diffrax.diffeqsolve(
+            flow_term(_field(count), _velocity),
+            SkipDivergenceRK(solver()),
+            t0=0.0,
+            t1=1.0,
+            dt0=0.1,
+            y0=(jnp.ones(D), jnp.zeros(())),
+            stepsize_controller=diffrax.ConstantStepSize(),
+        )
+        jax.block_until_ready(sol.ys)
+        jax.effects_barrier()
+        assert count[0] == 1 + per_step * int(sol.stats["num_steps"]), solver
