@@ -11,6 +11,10 @@ calling a jitted drift + divergence on the device at every evaluation (one share
 Truth ("tight"): jaxrej in float64 with Dopri8 at rtol = atol = 1e-8, for every pair within
 `TIGHT_WINDOW` nats of its example's best class in the scipy result (pairs further down change
 log p(x) by < exp(-TIGHT_WINDOW) and cannot win; their scipy values stand in).
+Timing: the reference and the screened cascades run in turn, `repeats` rounds (`interleaved`), and
+each reports its median; "paired speed-ups" are the per-round ratios, so that a machine whose speed
+drifts during the run (measured here: the same cascade at 2.1 s and 3.4 s ten minutes apart) slows
+both sides alike. The unscreened all-class variant is timed once.
 
 Writes benchmarks/results/likelihood_speed.json and .md; prints the table.
 """
@@ -33,6 +37,7 @@ from benchmarks.report import write_report
 from benchmarks.trained import WORKDIR, ensure_trained
 from jaxrej.autodiff import log_likelihood_and_grad
 from jaxrej.divergence import exact_trace
+from jaxrej.flow import divergence_evaluations
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 TIGHT_WINDOW = 20.0
@@ -73,8 +78,27 @@ def timed(fn, repeats: int):
     return float(np.median(wall)), float(np.median(cpu)), out
 
 
+def interleaved(fns: dict, repeats: int, warm: tuple = ()):
+    """{name: (median wall s, median CPU s, per-repeat wall s, last output)}, the callables timed in
+    turn `repeats` times (the names in `warm` run once untimed first), so that a machine whose
+    speed drifts slows every method alike and the ratios of medians stay fair."""
+    outs = {k: jax.block_until_ready(fns[k]()) for k in warm}
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            outs[k] = jax.block_until_ready(fn())
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return {k: (float(np.median(wall[k])), float(np.median(cpu[k])), wall[k], outs[k]) for k in fns}
+
+
 def scipy_reference(score_fn, params, sde, x, num_classes, eps=1e-5):
-    """score_sde's pipeline: one flattened ODE for all B * C pairs, RK45 on the host."""
+    """score_sde's pipeline: one flattened ODE for all B * C pairs, RK45 on the host.
+
+    Returns (run, nfe): run() -> (B, C) log-likelihoods, its field compiled; nfe[0] -> the shared
+    evaluations of the last run."""
     b, c = x.shape[0], num_classes
     event = x.shape[1:]
     d = int(np.prod(event))
@@ -114,9 +138,7 @@ def scipy_reference(score_fn, params, sde, x, num_classes, eps=1e-5):
         prior = jax.vmap(sde.prior_logp)(jnp.asarray(zt))
         return (np.asarray(prior, np.float64) + z[p * d :]).reshape(b, c)
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    logp = run()
-    return time.perf_counter() - t0, time.process_time() - c0, logp, nfe[0]
+    return run, nfe
 
 
 def fingerprint(params, x) -> str:
@@ -167,11 +189,12 @@ def tight_reference(score_fn, params, sde, x, approx):
     return out, int(want.sum())
 
 
-def exact_evaluations(score_fn, params, sde, x, common, opts, full) -> int:
-    """Exact-divergence evaluations a variant spends: the sum of NFE over its exact passes.
+def exact_evaluations(score_fn, params, sde, x, common, opts, full) -> float:
+    """Divergence work a variant spends, in exact-trace evaluations: each evaluation that computes
+    the divergence counts 1 in an exact pass and K / D in a pass with K Hutchinson probes (its
+    Jacobian-vector products against the exact trace's D); velocity-only stages (jaxrej.rk) count 0.
 
-    A hardware-independent measure of work (Hutchinson passes cost 1/D of an exact one and are not
-    counted). Recomputed by replaying the passes one at a time, untimed.
+    A hardware-independent measure of work, recomputed by replaying the passes one at a time, untimed.
     """
     screens = opts.get("screen")
     screens = (
@@ -181,32 +204,25 @@ def exact_evaluations(score_fn, params, sde, x, common, opts, full) -> int:
         if isinstance(screens, jaxrej.Screen)
         else list(screens)
     )
-    total, prev = 0, 0
+    d = int(np.prod(x.shape[1:]))
+    total, prev = 0.0, np.zeros((x.shape[0], common["num_classes"]), np.int64)
     for k in range(len(screens) + 1):
         head = dict(opts, screen=screens[:k] or None)
         if k < len(screens):  # stop after screen k: make it the final pass
             s = screens[k]
-            head = dict(
-                head,
-                divergence=s.divergence,
-                n_probes=s.n_probes,
-                rtol=s.rtol,
-                atol=s.atol,
-                solver=s.solver,
-            )
-            exact = s.divergence == "exact"
-        else:
-            exact = common["divergence"] == "exact"
+            head = dict(head, divergence=s.divergence, n_probes=s.n_probes, rtol=s.rtol,
+                        atol=s.atol, solver=s.solver)  # fmt: skip
+        merged = dict(common, **head)
         res = (
             full
             if k == len(screens)
-            else jaxrej.class_log_likelihood_result(
-                score_fn, params, sde, x, **dict(common, **head)
-            )
+            else jaxrej.class_log_likelihood_result(score_fn, params, sde, x, **merged)
         )
-        nfe = int(np.asarray(res.nfe).sum())
-        if exact:
-            total += nfe - prev
+        nfe = np.asarray(res.nfe, np.int64)
+        this = nfe - prev  # this pass's evaluations per pair (0: not solved in it)
+        divs = np.where(this > 0, divergence_evaluations(merged["solver"], this), 0)
+        weight = 1.0 if merged["divergence"] == "exact" else merged.get("n_probes", 1) / d
+        total += weight * float(divs.sum())
         prev = nfe
     return total
 
@@ -238,18 +254,12 @@ def main(argv=None):
     print(
         f"workload: {b} test digits x {c} classes, exact divergence, rtol=atol={TOL}; {device_name()}"
     )
-    t_ref, cpu_ref, ref, nfe_ref = scipy_reference(score_fn, params, sde, x, c)
-    print(f"scipy reference: {t_ref:.1f} s ({cpu_ref:.1f} CPU s), {nfe_ref} shared evaluations")
-    t0 = time.perf_counter()
-    tight, n_tight = tight_reference(score_fn, params, sde, x, ref)
-    print(f"tight float64 reference on {n_tight} pairs: {time.perf_counter() - t0:.1f} s")
-    rows.append(dict(method="scipy RK45, flattened batch (score_sde)", seconds=t_ref, speedup=1.0, cpu_seconds=cpu_ref,
-                     cpu_speedup=1.0, exact_evals=b * c * nfe_ref, exact_solves=b * c, nfe_per_solve=nfe_ref,
-                     **accuracy_vs(ref, tight)))  # fmt: skip
-
     common = dict(num_classes=c, key=key, divergence="exact", rtol=TOL, atol=TOL)
     rademacher = jaxrej.Screen(margin=40.0)  # 1 Rademacher probe, rtol=atol=1e-2, Dopri5
     exact_1e3 = jaxrej.Screen(margin=10.0, divergence="exact", rtol=1e-3, atol=1e-3)
+    # 16 probes shared by an example's classes: the class-gap error's RMS is 1.3 nats on this
+    # model (benchmarks/hutchinson.py, "RMS of margin error"), so 10 nats is ~7.5 RMS
+    rademacher16 = jaxrej.Screen(margin=10.0, n_probes=16, rtol=1e-3, atol=1e-3)
     variants = {
         "jaxrej, every class, one vmapped call (Tsit5)": dict(solver="tsit5"),
         "jaxrej, cascade: Rademacher 1e-2 (margin 40) -> exact (Dopri5)": dict(
@@ -258,21 +268,48 @@ def main(argv=None):
         "jaxrej, cascade: Rademacher 1e-2 (40) -> exact 1e-3 (10) -> exact (Dopri5)": dict(
             solver="dopri5", screen=[rademacher, exact_1e3]
         ),
+        "jaxrej, cascade: Rademacher 1e-2 (40) -> 16 Rademacher 1e-3 (10) -> exact (Dopri5)": dict(
+            solver="dopri5", screen=[rademacher, rademacher16]
+        ),
     }
     if args.quick:
         variants.pop("jaxrej, every class, one vmapped call (Tsit5)")
+    run_ref, nfe_ref = scipy_reference(score_fn, params, sde, x, c)
+    fns = {
+        name: (lambda o=opts: jaxrej.class_log_likelihood_result(score_fn, params, sde, x, **common, **o))
+        for name, opts in variants.items()
+        if "screen" in opts
+    }  # fmt: skip
+    ref_name = "scipy RK45, flattened batch (score_sde)"
+    timing = interleaved({ref_name: run_ref, **fns}, args.repeats, warm=tuple(fns))
+    for name, opts in variants.items():  # the unscreened variant is slow: one run
+        if "screen" not in opts:
+            seconds, cpu, res = timed(
+                lambda o=opts: jaxrej.class_log_likelihood_result(score_fn, params, sde, x, **common, **o),
+                1,
+            )  # fmt: skip
+            timing[name] = (seconds, cpu, [seconds], res)
+    t_ref, cpu_ref, walls_ref, ref = timing[ref_name]
+    print(f"scipy reference: {t_ref:.1f} s ({cpu_ref:.1f} CPU s), {nfe_ref[0]} shared evaluations")
+    t0 = time.perf_counter()
+    tight, n_tight = tight_reference(score_fn, params, sde, x, ref)
+    print(f"tight float64 reference on {n_tight} pairs: {time.perf_counter() - t0:.1f} s")
+    rows.append(dict(method=ref_name, seconds=t_ref, speedup=1.0, cpu_seconds=cpu_ref, cpu_speedup=1.0,
+                     speedup_range=[1.0, 1.0], exact_evals=float(b * c * nfe_ref[0]), exact_solves=b * c,
+                     nfe_per_solve=nfe_ref[0], **accuracy_vs(ref, tight)))  # fmt: skip
+
     for name, opts in variants.items():
-        repeats = 1 if "screen" not in opts else args.repeats
-        seconds, cpu, res = timed(
-            lambda o=opts: jaxrej.class_log_likelihood_result(
-                score_fn, params, sde, x, **common, **o
-            ),
-            repeats,
-        )
+        seconds, cpu, walls, res = timing[name]
         logp = np.asarray(res.logp, np.float64)
         refined = np.asarray(res.refined)
+        paired = (
+            [r / w for r, w in zip(walls_ref, walls, strict=True)]
+            if len(walls) == len(walls_ref)
+            else [t_ref / seconds]
+        )
         rows.append(dict(method=name, seconds=seconds, speedup=t_ref / seconds, cpu_seconds=cpu,
-                         cpu_speedup=cpu_ref / cpu, exact_evals=exact_evaluations(score_fn, params, sde, x, common, opts, res),
+                         cpu_speedup=cpu_ref / cpu, speedup_range=[min(paired), max(paired)],
+                         exact_evals=exact_evaluations(score_fn, params, sde, x, common, opts, res),
                          exact_solves=int(refined.sum()), nfe_per_solve=float(np.asarray(res.nfe)[refined].mean()),
                          **accuracy_vs(logp, tight)))  # fmt: skip
         print(rows[-1])
@@ -346,14 +383,15 @@ def render(out) -> str:
         f"{out['load_average_end']:.1f} at end. Workload: {w['examples']} digits x {w['classes']} classes, "
         f"exact divergence, rtol=atol={w['rtol']}; truth: float64 Dopri8 1e-8 on {w['tight_pairs']} pairs.",
         "",
-        "| method | wall s | speed-up | CPU s | CPU speed-up | exact-trace evaluations | exact solves at 1e-5 | "
+        "| method | wall s | speed-up | paired speed-ups | CPU s | CPU speed-up | exact-trace evaluations | exact solves at 1e-5 | "
         "NFE / solve (all passes) | max abs err, predicted class | max abs err, log p(x) | argmax = truth |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in out["class_log_likelihoods"]:
         lines.append(
-            f"| {r['method']} | {r['seconds']:.2f} | {r['speedup']:.1f}x | {r['cpu_seconds']:.1f} | "
-            f"{r['cpu_speedup']:.1f}x | {r['exact_evals']} | {r['exact_solves']} | "
+            f"| {r['method']} | {r['seconds']:.2f} | {r['speedup']:.1f}x | "
+            f"{r['speedup_range'][0]:.1f}-{r['speedup_range'][1]:.1f}x | {r['cpu_seconds']:.1f} | "
+            f"{r['cpu_speedup']:.1f}x | {r['exact_evals']:.0f} | {r['exact_solves']} | "
             f"{r['nfe_per_solve']:.0f} | {r['max_abs_err_pred_class']:.3f} | {r['max_abs_err_marginal']:.3f} | "
             f"{r['argmax_agree']}/{w['examples']} |"
         )

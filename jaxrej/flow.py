@@ -43,6 +43,15 @@ SOLVERS: dict[str, tuple[Callable[[], diffrax.AbstractSolver], int, int, int, bo
 }
 
 
+def divergence_evaluations(solver: str, nfe):
+    """How many of a solve's `nfe` evaluations computed the divergence: the others, at the stages
+    `_ode_solver` skips (jaxrej.rk), computed the velocity alone."""
+    make_solver, per_step, init, _, _ = SOLVERS[solver]
+    tableau = getattr(make_solver(), "tableau", None)
+    skipped = 0 if tableau is None else sum(rk.divergence_unused(tableau))
+    return nfe - skipped * ((nfe - init) // per_step)
+
+
 def _v(score_fn, sde, params, t, x, y):
     return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(params, x, t, y)
 

@@ -46,7 +46,8 @@ class LikelihoodResult:
     """Per-example results of a likelihood solve; every field has the batch shape.
 
     logp: log p(x(eps) | y) in nats; NaN where `ok` is False (never a silent number).
-    nfe:  vector-field evaluations (each one is f plus its divergence).
+    nfe:  vector-field evaluations: v plus its divergence, or v alone at the stages whose divergence
+          has zero weight (Dopri5: 1 of 6 per step; jaxrej.flow.divergence_evaluations counts them).
     ok:   the solver reached T with finite values, the input was finite and the label valid.
     """
 

@@ -91,3 +91,36 @@ def test_divergence_skipped_at_unused_stages():
         jax.block_until_ready(sol.ys)
         jax.effects_barrier()
         assert count[0] == 1 + per_step * int(sol.stats["num_steps"]), solver
+
+
+def test_divergence_skipped_under_vmap():
+    """Under vmap (as every jaxrej solve runs) the skip stays a branch, not a select that computes
+    both: a batched evaluation calls the host once, 1 + 5 per step for 10 Dopri5 steps."""
+    count = [0]
+
+    def solve(x0):
+        return diffrax.diffeqsolve(
+            flow_term(_field(count), _velocity),
+            SkipDivergenceRK(diffrax.Dopri5()),
+            t0=0.0,
+            t1=1.0,
+            dt0=0.1,
+            y0=(x0, jnp.zeros(())),
+            stepsize_controller=diffrax.ConstantStepSize(),
+        ).ys[1]
+
+    jax.block_until_ready(jax.jit(jax.vmap(solve))(jnp.ones((3, D))))
+    jax.effects_barrier()
+    assert count[0] == 1 + 5 * 10
+
+
+def test_divergence_evaluations_counts_the_skipped_stages():
+    """flow.divergence_evaluations: NFE minus one velocity-only stage per Dopri5 step (four for
+    Dopri8); solvers that use every stage's divergence are unchanged."""
+    from jaxrej.flow import divergence_evaluations
+
+    steps = np.array([0, 1, 40])
+    np.testing.assert_array_equal(divergence_evaluations("dopri5", 1 + 6 * steps), 1 + 5 * steps)
+    np.testing.assert_array_equal(divergence_evaluations("dopri8", 1 + 13 * steps), 1 + 9 * steps)
+    np.testing.assert_array_equal(divergence_evaluations("tsit5", 1 + 6 * steps), 1 + 6 * steps)
+    np.testing.assert_array_equal(divergence_evaluations("heun", 2 * steps), 2 * steps)
