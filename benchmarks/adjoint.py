@@ -6,8 +6,9 @@ Run:  python -m benchmarks.adjoint [--workdir runs/digits] [--batch 1 8 32]
 Workload: test digits (evenly spaced, dequantized with key 0) with their true labels, the
 library's default solver and Rademacher divergence (1 probe; `--divergence exact` for the exact
 trace), max_steps = 4096 (the default). For each batch size, tolerance and adjoint: the forward
-solve (`jaxrej.log_likelihood`) and the forward solve + input gradient, medians over `repeats` runs
-after a compiling run; the tolerances are traced, so one compilation serves every tolerance.
+solve (`jaxrej.log_likelihood`) and the forward solve + input gradient, medians over `repeats`
+rounds after a compiling run, the forward and the three gradients timed in turn in each round (a
+drifting machine speed then moves them alike); the tolerances are traced.
 Adjoints: jaxrej's "checkpoint" (recorded-grid discretise-then-optimise) and "backsolve"
 (continuous adjoint), via `jaxrej.autodiff.log_likelihood_and_grad`, and the reference a diffrax
 user would write: `jax.grad` through `diffrax.diffeqsolve` of the same augmented field with
@@ -23,6 +24,7 @@ Writes benchmarks/results/adjoint.json, .md and .png.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import os
 
@@ -32,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrej
-from benchmarks.likelihood_speed import RESULTS, device_name, timed
+from benchmarks.likelihood_speed import RESULTS, device_name, interleaved
 from benchmarks.report import write_report
 from benchmarks.solver_tolerance import digits_workload, example_probes, toy_problem
 from benchmarks.trained import WORKDIR
@@ -121,12 +123,14 @@ def main(argv=None):
         mem.update({("forward", m): temp_bytes(forward(1e-3, m), x) for m in MAX_STEPS})
         for tol in args.tol:
             t = jnp.float32(tol)
-            fwd = jax.jit(forward(t))
-            s_fwd, _, _ = timed(lambda f=fwd: f(x), args.repeats)
+            fns = {"forward": functools.partial(jax.jit(forward(t)), x)}
+            fns.update({a: functools.partial(jax.jit(grad_fn(a, t)), x) for a in ADJOINTS})
+            # timed in turn, so that a drifting machine speed moves forward and gradients alike
+            timing = interleaved(fns, args.repeats, warm=tuple(fns))
+            s_fwd = timing["forward"][0]
             grads = {}
             for adjoint in ADJOINTS:
-                gf = jax.jit(grad_fn(adjoint, t))
-                s_grad, _, out = timed(lambda f=gf: f(x), args.repeats)
+                s_grad, out = timing[adjoint][0], timing[adjoint][3]
                 g = np.asarray(out[1])
                 grads[adjoint] = g
                 rows.append(dict(

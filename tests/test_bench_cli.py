@@ -14,7 +14,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_available_lists_the_benchmarks():
     names = bench.available()
-    for n in ("solver_tolerance", "hutchinson", "adjoint", "scaling", "likelihood_speed"):
+    for n in (
+        "solver_tolerance",
+        "hutchinson",
+        "adjoint",
+        "scaling",
+        "likelihood_speed",
+        "rk_skip",
+    ):
         assert n in names
     assert "__init__" not in names
 
@@ -89,7 +96,9 @@ def test_flips_counts_label_and_reject_changes():
     np.testing.assert_array_equal(flips(other, truth), [False, True, False, True])
 
 
-@pytest.mark.parametrize("name", ["solver_tolerance", "hutchinson", "adjoint", "scaling"])
+@pytest.mark.parametrize(
+    "name", ["solver_tolerance", "hutchinson", "adjoint", "scaling", "rk_skip"]
+)
 def test_every_benchmark_has_a_main_and_a_quick_mode(name):
     import importlib
     import inspect
@@ -122,3 +131,19 @@ def test_scaling_quick_sharded_equals_unsharded(tmp_path):
     out = scaling.main(["--quick", "--repeats", "1", "--results-dir", str(tmp_path)])
     assert out["classes"] and all(r["sharded_max_abs_diff"] < 1e-4 for r in out["classes"])
     assert all(r["ok"] for r in out["event_dim"])
+
+
+def test_rk_skip_quick_same_method_fewer_divergences(tmp_path):
+    """The toy run end to end: with fixed steps jaxrej's step and diffrax's give the same log p
+    (float32 rounding) from 5 of 6 (Dopri5) and 9 of 13 (Dopri8) divergences per step."""
+    from benchmarks import rk_skip
+
+    out = rk_skip.main(["--quick", "--repeats", "1", "--results-dir", str(tmp_path)])
+    assert (tmp_path / "rk_skip.md").read_text().startswith("Device: ")
+    fixed = {r["solver"]: r for r in out["rows"] if r["steps"] == "fixed"}
+    n = rk_skip.N_FIXED
+    assert fixed["dopri5"]["divergences_diffrax"] == 1 + 6 * n
+    assert fixed["dopri5"]["divergences_jaxrej"] == 1 + 5 * n
+    assert fixed["dopri8"]["divergences_jaxrej"] == 1 + 9 * n
+    for r in out["rows"]:
+        assert r["max_abs_dlogp"] < (1e-3 if r["steps"] == "fixed" else 5e-2), r
