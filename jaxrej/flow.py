@@ -200,12 +200,7 @@ def _tableau(solver):
     if solver == "euler":
         a, b, c = np.zeros((1, 1)), np.ones(1), np.zeros(1)
     else:
-        tab = SOLVERS[solver][0]().tableau
-        b = np.asarray(tab.b_sol)
-        a = np.zeros((b.size, b.size))
-        for i, row in enumerate(tab.a_lower):
-            a[i + 1, : len(row)] = row
-        c = np.concatenate([[0.0], np.asarray(tab.c)])
+        a, b, _, c = rk.weights(SOLVERS[solver][0]().tableau)
     needed = [bool(b[i] != 0 or np.any(a[i + 1 :, i] != 0)) for i in range(b.size)]
     return a, b, c, needed
 

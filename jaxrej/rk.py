@@ -44,7 +44,7 @@ def flow_term(field: Callable, velocity: Callable) -> diffrax.ODETerm:
     return diffrax.ODETerm(vf)
 
 
-def _weights(tableau):
+def weights(tableau):
     """(a (s, s), b (s,), b_err (s,), c (s,)) of a diffrax explicit Butcher tableau, as numpy."""
     b = np.asarray(tableau.b_sol, np.float64)
     a = np.zeros((b.size, b.size))
@@ -57,7 +57,7 @@ def _weights(tableau):
 def divergence_unused(tableau) -> tuple[bool, ...]:
     """Per stage: True where the stage's divergence has zero weight in the solution and in the
     error estimate (and, for an FSAL method, the stage is not the next step's first stage)."""
-    _, b, b_err, _ = _weights(tableau)
+    _, b, b_err, _ = weights(tableau)
     last = b.size - 1
     return tuple(
         bool(b[i] == 0 and b_err[i] == 0 and not (tableau.fsal and i == last))
@@ -93,7 +93,7 @@ class SkipDivergenceRK(diffrax.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump  # always False without jump_ts
         tableau = self.base.tableau
-        a, b, b_err, c = _weights(tableau)
+        a, b, b_err, c = weights(tableau)
         s = b.size
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0))
         a, b, b_err, c = (jnp.asarray(w, dtype) for w in (a, b, b_err, c))
@@ -103,10 +103,8 @@ class SkipDivergenceRK(diffrax.AbstractAdaptiveSolver):
         f0 = solver_state if tableau.fsal else terms.vf(t0, y0, args)
         ks = jax.tree_util.tree_map(lambda f: jnp.zeros((s, *f.shape), f.dtype).at[0].set(f), f0)
 
-        def combine(weights, ks):
-            return jax.tree_util.tree_map(
-                lambda y, k: y + h * jnp.tensordot(weights, k, axes=1), y0, ks
-            )
+        def combine(w, ks):
+            return jax.tree_util.tree_map(lambda y, k: y + h * jnp.tensordot(w, k, axes=1), y0, ks)
 
         def stage(i, ks):
             yi = combine(a[i], ks)
