@@ -68,14 +68,8 @@ def timed(fn, repeats: int):
     CPU seconds (all threads of this process) are reported beside wall seconds because the machine
     may be shared: waiting for a core inflates wall time but not CPU time.
     """
-    out = jax.block_until_ready(fn())
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = jax.block_until_ready(fn())
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return float(np.median(wall)), float(np.median(cpu)), out
+    wall, cpu, _, out = interleaved({"fn": fn}, repeats, warm=("fn",))["fn"]
+    return wall, cpu, out
 
 
 def interleaved(fns: dict, repeats: int, warm: tuple = ()):
