@@ -1,18 +1,22 @@
 """jaxrej: generative classifiers with a reject option, in JAX."""
 
-from jaxrej import classifiers, heads, metrics, reject, sharding
-from jaxrej.class_likelihoods import (
-    ClassLikelihoods,
-    Screen,
-    class_log_likelihood_result,
-    class_log_likelihoods,
-)
+from jaxrej import classifiers, heads, metrics, reject
 from jaxrej.divergence import exact_trace, hutchinson_trace, sample_probes
+from jaxrej.flow import SOLVERS, FlowSolve
 from jaxrej.likelihood import (
     LikelihoodResult,
     bits_per_dim,
     log_likelihood,
     marginal_log_likelihood,
+)
+from jaxrej.scoring import (
+    ClassLikelihoods,
+    Screen,
+    TopK,
+    batch_mesh,
+    cascade_class_log_likelihoods,
+    class_log_likelihood_result,
+    class_log_likelihoods,
 )
 from jaxrej.sde import SDE, VESDE, VPSDE, SubVPSDE
 
@@ -21,7 +25,6 @@ __all__ = [
     "heads",
     "metrics",
     "reject",
-    "sharding",
     "SDE",
     "VPSDE",
     "SubVPSDE",
@@ -29,12 +32,17 @@ __all__ = [
     "exact_trace",
     "hutchinson_trace",
     "sample_probes",
+    "FlowSolve",
+    "SOLVERS",
     "LikelihoodResult",
     "log_likelihood",
     "class_log_likelihoods",
     "class_log_likelihood_result",
+    "cascade_class_log_likelihoods",
     "ClassLikelihoods",
+    "TopK",
     "Screen",
+    "batch_mesh",
     "marginal_log_likelihood",
     "bits_per_dim",
 ]

@@ -1,11 +1,11 @@
 """Derivatives of log p(x | y) with respect to the input x, through the probability-flow ODE.
 
-`log_likelihood_and_grad` gives the log-likelihood and its input gradient in one call; the
-`adjoint=` option of `jaxrej.log_likelihood` picks how the solve is differentiated:
-"checkpoint" (discretise-then-optimise, exact gradient of the computed number), "backsolve" (the
-continuous adjoint of Chen et al. 2018, as the SBGC paper uses: memory independent of the number
-of steps) or "direct" (needed for forward-over-reverse second derivatives).
-`hvp` is a forward-over-reverse Hessian-vector product of any scalar function of one array.
+`log_likelihood_and_grad` gives the log-likelihood and its input gradient in one call;
+`FlowSolve.adjoint` picks how the solve is differentiated: "checkpoint" (discretise-then-optimise,
+the exact gradient of the computed number), "backsolve" (the continuous adjoint of Chen et al.
+2018, as the SBGC paper uses: memory independent of the number of steps) or "direct" (needed for
+forward-over-reverse second derivatives). `hvp` is a forward-over-reverse Hessian-vector product
+of any scalar function of one array.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrej.likelihood import (
-    DEFAULT_SOLVER,
-    DEFAULT_TOL,
-    STATIC_OPTIONS,
-    LikelihoodResult,
-    log_likelihood,
-)
+from jaxrej.flow import FlowSolve, as_solve
+from jaxrej.likelihood import LikelihoodResult, log_likelihood
 from jaxrej.sde import SDE
 
 
@@ -37,10 +32,6 @@ def hvp(f: Callable[[jax.Array], jax.Array], x: jax.Array, v: jax.Array) -> jax.
     return jax.jvp(jax.grad(f), (x,), (v,))[1]
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(*STATIC_OPTIONS, "num_classes"),
-)
 def log_likelihood_and_grad(
     score_fn: Callable,
     params,
@@ -49,40 +40,27 @@ def log_likelihood_and_grad(
     y: jax.Array,
     *,
     key: jax.Array,
-    divergence: str = "rademacher",
-    n_probes: int = 1,
-    rtol: float = DEFAULT_TOL,
-    atol: float = DEFAULT_TOL,
-    eps: float = 1e-5,
-    solver: str = DEFAULT_SOLVER,
-    adjoint: str = "checkpoint",
-    n_steps: int | None = None,
-    max_steps: int = 4096,
+    solve: FlowSolve | None = None,
     num_classes: int | None = None,
     probes: jax.Array | None = None,
+    **options,
 ) -> tuple[LikelihoodResult, jax.Array]:
-    """(LikelihoodResult (B,), d logp / dx (B, *event)) in one jitted, differentiated solve.
+    """(LikelihoodResult (B,), d logp / dx (B, *event)) in one differentiated solve.
 
     Examples are independent, so the gradient of the batch sum is the per-example gradient.
     Where a solve failed (`ok` False) the gradient is NaN, never a silent zero.
-    Options are those of `jaxrej.log_likelihood`; adjoint="checkpoint" | "backsolve" | "direct".
+    Options are those of `jaxrej.log_likelihood` (a FlowSolve and/or its fields as keywords).
     """
-    options = dict(
-        divergence=divergence,
-        n_probes=n_probes,
-        rtol=rtol,
-        atol=atol,
-        eps=eps,
-        solver=solver,
-        adjoint=adjoint,
-        n_steps=n_steps,
-        max_steps=max_steps,
-        num_classes=num_classes,
-        probes=probes,
-    )
+    solve = as_solve(solve, options)
+    return _value_and_grad(score_fn, params, sde, x, y, key, probes, solve=solve,
+                           num_classes=num_classes)  # fmt: skip
 
+
+@functools.partial(jax.jit, static_argnames=("score_fn", "sde", "solve", "num_classes"))
+def _value_and_grad(score_fn, params, sde, x, y, key, probes, *, solve, num_classes):
     def total(x_):
-        res = log_likelihood(score_fn, params, sde, x_, y, key=key, **options)
+        res = log_likelihood(score_fn, params, sde, x_, y, key=key, solve=solve,
+                             num_classes=num_classes, probes=probes)  # fmt: skip
         return jnp.sum(jnp.where(res.ok, res.logp, 0.0)), res
 
     (_, res), g = jax.value_and_grad(total, has_aux=True)(x)

@@ -8,8 +8,10 @@ and by the instantaneous change of variables (Chen et al. 2018, Thm. 1)
 
     log p_eps(x | y) = log p_T(x(T)) + int_eps^T div_x v(x(t), t, y) dt.
 
-Both are solved together from t = eps to T with diffrax, one solve per example under `jax.vmap`, so
-every example has its own step-size control and its result never depends on its batch neighbours.
+Both are solved together from t = eps to T with diffrax (jaxrej.flow), one solve per example under
+`jax.vmap`, so every example has its own step-size control and its result never depends on its
+batch neighbours. How to solve is one `jaxrej.FlowSolve`; keyword arguments named after its fields
+are sugar for it.
 """
 
 from __future__ import annotations
@@ -22,23 +24,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxrej import flow
-from jaxrej.divergence import PROBES, sample_probes
-from jaxrej.flow import SOLVERS
+from jaxrej.divergence import sample_probes
+from jaxrej.flow import FlowSolve, as_solve, example_log_likelihood
 from jaxrej.sde import SDE
-
-DIVERGENCES = ("exact", *PROBES)
-ADJOINTS = ("checkpoint", "backsolve", "direct")
-# The defaults follow benchmarks/solver_tolerance.py on the digits model: the loosest setting whose
-# reject decisions agree with a float64 rtol = atol = 1e-8 truth on >= 99.5% of test digits, with
-# the fewest evaluations (Dopri5 at 1e-4: 169 NFE per solve vs 216 for Tsit5; 0/360 flips, while
-# 1e-3 flipped 22/360; the exact-trace sweep agrees, 0/120). Errors there: median 0.045 nats, max
-# 0.36 nats per pair -- pass tighter rtol/atol where log p itself must be accurate.
-DEFAULT_SOLVER = "dopri5"
-# the arguments of a jitted solve that are static (hashable; each value compiles once)
-STATIC_OPTIONS = ("score_fn", "sde", "divergence", "n_probes", "solver", "adjoint", "n_steps",
-                  "max_steps")  # fmt: skip
-DEFAULT_TOL = 1e-4
 
 
 @struct.dataclass
@@ -47,7 +35,7 @@ class LikelihoodResult:
 
     logp: log p(x(eps) | y) in nats; NaN where `ok` is False (never a silent number).
     nfe:  vector-field evaluations: v plus its divergence, or v alone at the stages whose divergence
-          has zero weight (Dopri5: 1 of 6 per step; jaxrej.flow.divergence_evaluations counts them).
+          has zero weight (Dopri5: 1 of 6 per step; `SolverInfo.divergence_evaluations` counts them).
     ok:   the solver reached T with finite values, the input was finite and the label valid.
     """
 
@@ -56,139 +44,57 @@ class LikelihoodResult:
     ok: jax.Array
 
 
-def _check_options(divergence, solver, adjoint, n_probes, n_steps, max_steps):
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence: expected one of {DIVERGENCES}, got {divergence!r}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver: expected one of {tuple(SOLVERS)}, got {solver!r}")
-    if adjoint not in ADJOINTS:
-        raise ValueError(f"adjoint: expected one of {ADJOINTS}, got {adjoint!r}")
-    if not (isinstance(n_probes, int) and n_probes >= 1):
-        raise ValueError(f"n_probes: expected an int >= 1, got {n_probes!r}")
-    if n_steps is not None and not (isinstance(n_steps, int) and n_steps >= 1):
-        raise ValueError(f"n_steps: expected None or an int >= 1, got {n_steps!r}")
-    if n_steps is None and not SOLVERS[solver][4]:
-        raise ValueError(f"n_steps: solver {solver!r} has no error estimate; give n_steps")
-    if not (isinstance(max_steps, int) and max_steps >= 1):
-        raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
-
-
-def _check_scalar(name, value, low, high, *, open_low=True):
-    """Validate a scalar when it is concrete (a traced value is checked by the caller's design)."""
-    try:
-        v = float(value)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        return
-    bad = not math.isfinite(v) or v > high or (v <= low if open_low else v < low)
-    if bad:
-        raise ValueError(f"{name}: expected a value in ({low}, {high}), got {v!r}")
-
-
-def _check_batch(x, y, sde):
+def check_batch(x, y, sde, *, y_name: str = "y") -> None:
+    """ValueError naming the argument for a bad SDE, batch shape or dtype (labels named y_name)."""
     if not isinstance(sde, SDE):
         raise ValueError(f"sde: expected a jaxrej SDE (VPSDE, SubVPSDE, VESDE), got {type(sde)}")
-    x_dtype = getattr(x, "dtype", None)
     if getattr(x, "ndim", 0) < 2:
         raise ValueError(f"x: expected shape (B, *event) with at least 2 dims, got {jnp.shape(x)}")
-    if not jnp.issubdtype(x_dtype, jnp.floating):
-        raise ValueError(f"x: expected a floating dtype, got {x_dtype}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x: expected a floating dtype, got {x.dtype}")
     if y is not None:
         if jnp.ndim(y) != 1 or jnp.shape(y)[0] != x.shape[0]:
             raise ValueError(
-                f"y: expected shape ({x.shape[0]},) to match x's batch, got {jnp.shape(y)}"
+                f"{y_name}: expected shape ({x.shape[0]},) to match x's batch, got {jnp.shape(y)}"
             )
         if not jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
-            raise ValueError(f"y: expected an integer dtype, got {jnp.asarray(y).dtype}")
+            raise ValueError(f"{y_name}: expected an integer dtype, got {jnp.asarray(y).dtype}")
 
 
-def check_solve(
-    x, y, sde, *, divergence, solver, adjoint, n_probes, n_steps, max_steps, rtol, atol, eps
-):
-    """ValueError naming the argument for any bad option, shape or dtype of a likelihood solve."""
-    _check_options(divergence, solver, adjoint, n_probes, n_steps, max_steps)
-    _check_batch(x, y, sde)
-    _check_scalar("eps", eps, 0.0, sde.T)
-    _check_scalar("rtol", rtol, 0.0, math.inf)
-    _check_scalar("atol", atol, 0.0, math.inf)
-
-
-def _check_probes(probes, x, divergence, n_probes):
+def _check_probes(probes, x, solve: FlowSolve):
     shape = jnp.shape(probes)
-    if divergence == "exact":
+    if solve.divergence == "exact":
         raise ValueError("probes: given with divergence='exact'; use 'rademacher' or 'gaussian'")
     if len(shape) != x.ndim + 1 or shape[0] != x.shape[0] or shape[2:] != x.shape[1:]:
         raise ValueError(
             f"probes: expected shape ({x.shape[0]}, K, {', '.join(map(str, x.shape[1:]))}), "
             f"got {shape}"
         )
-    if n_probes not in (1, shape[1]):
-        raise ValueError(f"n_probes: {n_probes} disagrees with the {shape[1]} probes given")
+    if solve.n_probes not in (1, shape[1]):
+        raise ValueError(f"n_probes: {solve.n_probes} disagrees with the {shape[1]} probes given")
 
 
-def _solve_one(
-    score_fn, params, sde, x, y, probes, rtol, atol, eps, *, solver, adjoint, n_steps, max_steps
-):
-    """(logp, nfe, ok) for one example; a failure is ok=False with logp NaN."""
-    finite = jnp.all(jnp.isfinite(x))
-    x = jnp.where(
-        finite, x, jnp.zeros_like(x)
-    )  # a NaN input gets a cheap dummy solve, then ok=False
-    solve = {
-        "checkpoint": flow.solve_checkpoint,
-        "backsolve": flow.solve_backsolve,
-        "direct": flow.solve_direct,
-    }[adjoint]
-    logp, nfe, success = solve(
-        score_fn, sde, solver, n_steps, max_steps, params, x, y, probes, rtol, atol, eps
-    )
-    ok = finite & success & jnp.isfinite(logp)
-    return jnp.where(ok, logp, jnp.nan), nfe, ok
+def solve_pair(score_fn, sde, solve: FlowSolve, params, key, x, i, y, probes=None):
+    """(logp, nfe, ok) of ONE pair: example x (event shape) with index i and class y. Hutchinson
+    probes, unless given (K, *event), are drawn from (key, i) alone, so the classes of one example
+    share them. Differentiable by `solve.adjoint`."""
+    if probes is None and solve.divergence != "exact":
+        probes = sample_probes(jax.random.fold_in(key, i), x.shape, solve.n_probes,
+                               solve.divergence, x.dtype)  # fmt: skip
+    return example_log_likelihood(score_fn, sde, solve, params, x, y, probes)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(*STATIC_OPTIONS, "num_classes"),
-)
-def _log_likelihood(
-    score_fn,
-    params,
-    sde,
-    x,
-    y,
-    key,
-    probes,
-    rtol,
-    atol,
-    eps,
-    *,
-    divergence,
-    n_probes,
-    solver,
-    adjoint,
-    n_steps,
-    max_steps,
-    num_classes,
-):
-    b = x.shape[0]
-    if divergence != "exact" and probes is None:
-        keys = jax.random.split(key, b)
-        probes = jax.vmap(lambda k: sample_probes(k, x.shape[1:], n_probes, divergence, x.dtype))(
-            keys
-        )
-    solve = functools.partial(
-        _solve_one,
-        score_fn,
-        params,
-        sde,
-        rtol=rtol,
-        atol=atol,
-        eps=eps,
-        solver=solver,
-        adjoint=adjoint,
-        n_steps=n_steps,
-        max_steps=max_steps,
-    )
-    logp, nfe, ok = jax.vmap(solve)(x, y, probes)
+def solve_pairs(score_fn, sde, solve: FlowSolve, params, xs, ids, cls, key, probes=None):
+    """(logp, nfe, ok), each (R,), of the pairs (xs[r], cls[r]); xs: (R, *event), ids: (R,) the
+    examples' indices (they pick the probes, see `solve_pair`), probes: None or (R, K, *event)."""
+    one = functools.partial(solve_pair, score_fn, sde, solve, params, key)
+    return jax.vmap(one)(xs, ids, cls, probes)
+
+
+@functools.partial(jax.jit, static_argnames=("score_fn", "sde", "solve", "num_classes"))
+def _log_likelihood(score_fn, params, sde, x, y, key, probes, *, solve, num_classes):
+    ids = jnp.arange(x.shape[0])
+    logp, nfe, ok = solve_pairs(score_fn, sde, solve, params, x, ids, y, key, probes)
     if num_classes is not None:
         valid = (y >= 0) & (y < num_classes)
         ok = ok & valid
@@ -204,57 +110,30 @@ def log_likelihood(
     y: jax.Array,
     *,
     key: jax.Array,
-    divergence: str = "rademacher",
-    n_probes: int = 1,
-    rtol: float = DEFAULT_TOL,
-    atol: float = DEFAULT_TOL,
-    eps: float = 1e-5,
-    solver: str = DEFAULT_SOLVER,
-    adjoint: str = "checkpoint",
-    n_steps: int | None = None,
-    max_steps: int = 4096,
+    solve: FlowSolve | None = None,
     num_classes: int | None = None,
     probes: jax.Array | None = None,
+    **options,
 ) -> LikelihoodResult:
-    """log p(x(eps) | y) for a batch, by the probability-flow ODE; returns a LikelihoodResult (B,).
+    """log p(x(eps) | y) for a batch, by the probability-flow ODE; a LikelihoodResult of (B,).
 
     score_fn(params, x, t, y) -> shaped like x, for ONE example. x: (B, *event) float; y: (B,) int.
-    divergence: "exact" (D vector-Jacobian products per evaluation), or Hutchinson with "rademacher" or
-        "gaussian" probes, `n_probes` of them averaged, drawn once per solve from `key`.
-    probes: optional (B, K, *event) Hutchinson probes to use instead of drawing them (e.g. the
-        same probes for every solver setting); needs a Hutchinson divergence, n_probes 1 or K.
-    rtol, atol: PID step-size tolerances (may be traced); eps: start time in (0, T).
-    solver: one of SOLVERS; `n_steps` switches to that many fixed steps (required for "euler").
-    adjoint: how jax.grad differentiates through the solve -- "checkpoint" (discretise-then-
-        optimise; stores x at every accepted step: max_steps x D floats per example), "backsolve"
-        (the continuous adjoint; gradients w.r.t. x only, memory independent of the steps),
-        "direct" (supports forward-over-reverse, e.g. Hessian-vector products; memory grows with
-        max_steps).
+    solve: a `jaxrej.FlowSolve` (default FlowSolve()); keyword `options` replace its fields
+        (`divergence="exact"`, `rtol=1e-6`, ...). Hutchinson probes are drawn per example from
+        (key, index in the batch), or given as `probes` (B, K, *event) -- e.g. the same probes for
+        every solver setting -- with a Hutchinson divergence and n_probes 1 or K.
     num_classes: when given, a label outside [0, num_classes) gives ok=False and logp=NaN.
+    Pure: jit, grad (through `solve.adjoint`) and vmap compose with it.
     """
-    check_solve(x, y, sde, divergence=divergence, solver=solver, adjoint=adjoint, n_probes=n_probes,
-                n_steps=n_steps, max_steps=max_steps, rtol=rtol, atol=atol, eps=eps)  # fmt: skip
+    solve = as_solve(solve, options)
+    check_batch(x, y, sde)
+    if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ValueError(f"num_classes: expected None or an int >= 1, got {num_classes!r}")
     if probes is not None:
-        _check_probes(probes, x, divergence, n_probes)
-    return _log_likelihood(
-        score_fn,
-        params,
-        sde,
-        x,
-        jnp.asarray(y),
-        key,
-        None if probes is None else jnp.asarray(probes, x.dtype),
-        rtol,
-        atol,
-        eps,
-        divergence=divergence,
-        n_probes=n_probes,
-        solver=solver,
-        adjoint=adjoint,
-        n_steps=n_steps,
-        max_steps=max_steps,
-        num_classes=num_classes,
-    )
+        _check_probes(probes, x, solve)
+        probes = jnp.asarray(probes, x.dtype)
+    return _log_likelihood(score_fn, params, sde, x, jnp.asarray(y), key, probes, solve=solve,
+                           num_classes=num_classes)  # fmt: skip
 
 
 def marginal_log_likelihood(class_logp: jax.Array, log_prior: jax.Array | None = None) -> jax.Array:

@@ -192,7 +192,7 @@ def test_backsolve_refuses_parameter_gradients(problem):
 def test_field_vjp_matches_plain_autodiff(probes):
     """field_vjp's forward-over-reverse cotangents equal reverse-mode AD of the plain field (v,
     div v), for x and params, with the exact trace and with Hutchinson probes."""
-    from jaxrej.flow import field_vjp, velocity_and_divergence
+    from jaxrej.flow.field import field_vjp, velocity_and_divergence
 
     with jax.enable_x64(True):
         params = _mlp_params(jnp.float64)
@@ -204,7 +204,7 @@ def test_field_vjp_matches_plain_autodiff(probes):
         a = jnp.asarray([0.3, -1.1, 0.6])
         c = jnp.asarray(0.7)
         out, pull = jax.vjp(
-            lambda p, z: velocity_and_divergence(_mlp_score, p, SDE, 1, e)(t, z), params, x
+            lambda p, z: velocity_and_divergence(_mlp_score, SDE, p, 1, e)(t, z), params, x
         )
         want_p, want_x = pull((a, c))
         v, got_x, got_p = field_vjp(_mlp_score, SDE, params, t, x, 1, e, a, c, True)
@@ -229,7 +229,11 @@ def test_field_vjp_matches_plain_autodiff(probes):
 def test_checkpoint_adjoint_equals_autodiff_through_the_solver(solver, n_steps, probes):
     """The recorded-grid reverse pass (solve_checkpoint) gives the gradient of the computed number
     w.r.t. x and params: equal to plain autodiff through diffrax (DirectAdjoint) in float64."""
-    from jaxrej.flow import solve_checkpoint, solve_direct
+    from jaxrej.flow import FlowSolve, adjoints
+
+    solve_checkpoint, solve_direct = adjoints.checkpoint, adjoints.direct
+    opts = FlowSolve(divergence="exact" if probes is None else probes, n_probes=2, solver=solver,
+                     n_steps=n_steps, max_steps=256, rtol=1e-4, atol=1e-4)  # fmt: skip
 
     with jax.enable_x64(True):
         params = _mlp_params(jnp.float64)
@@ -239,7 +243,7 @@ def test_checkpoint_adjoint_equals_autodiff_through_the_solver(solver, n_steps, 
             e = jaxrej.sample_probes(jax.random.key(3), (D,), 2, probes, jnp.float64)
 
         def logp(solve, p, z):
-            return solve(_mlp_score, SDE, solver, n_steps, 256, p, z, 1, e, 1e-4, 1e-4, 1e-5)
+            return solve(_mlp_score, SDE, opts, p, z, 1, e)
 
         assert bool(logp(solve_direct, params, x)[2])  # the solve succeeded
         want = jax.grad(lambda p, z: logp(solve_direct, p, z)[0], argnums=(0, 1))(params, x)
@@ -255,12 +259,12 @@ def test_checkpoint_adjoint_equals_autodiff_through_the_solver(solver, n_steps, 
 
 def test_checkpoint_gradient_of_a_failed_solve_is_nan():
     """A solve that hits max_steps gives a NaN gradient, not the gradient of a truncated solve."""
-    from jaxrej.flow import solve_checkpoint
+    from jaxrej.flow import FlowSolve, adjoints
 
     params = _mlp_params(jnp.float32)
     x = jnp.asarray(np.random.default_rng(8).normal(size=D), jnp.float32)
     g = jax.grad(
-        lambda z: solve_checkpoint(_mlp_score, SDE, "tsit5", None, 3, params, z, 1, None, 1e-6,
-                                   1e-6, 1e-5)[0]
+        lambda z: adjoints.checkpoint(_mlp_score, SDE, FlowSolve(divergence="exact", solver="tsit5",
+                                     max_steps=3, rtol=1e-6, atol=1e-6), params, z, 1, None)[0]
     )(x)  # fmt: skip
     assert bool(jnp.all(jnp.isnan(g)))

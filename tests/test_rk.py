@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrej.rk import SkipDivergenceRK, divergence_unused, flow_term
+from jaxrej.flow import SOLVERS
+from jaxrej.flow.rk import SkipDivergenceRK, flow_term
 
 D = 5
 W = 0.6 * np.random.default_rng(0).normal(size=(D, D))
@@ -28,13 +29,27 @@ def _field(counter=None):
 def test_unused_stages_of_the_tableaus():
     """Dopri5's 2nd stage and Dopri8's 2nd-5th have zero solution and error weight; Tsit5 and Heun
     use every stage; an FSAL last stage is never skipped (it is the next step's first stage)."""
-    assert divergence_unused(diffrax.Dopri5().tableau) == (False, True) + (False,) * 5
-    assert divergence_unused(diffrax.Dopri8().tableau) == (False,) + (True,) * 4 + (False,) * 9
-    assert not any(divergence_unused(diffrax.Tsit5().tableau))
-    assert not any(divergence_unused(diffrax.Heun().tableau))
+    assert SOLVERS["dopri5"].divergence_unused == (False, True) + (False,) * 5
+    assert SOLVERS["dopri8"].divergence_unused == (False,) + (True,) * 4 + (False,) * 9
+    assert not any(SOLVERS["tsit5"].divergence_unused)
+    assert not any(SOLVERS["heun"].divergence_unused)
 
 
-@pytest.mark.parametrize("solver", [diffrax.Dopri5, diffrax.Dopri8])
+@pytest.mark.parametrize("name", ["dopri5", "dopri8", "tsit5", "heun"])
+def test_weights_are_diffrax_tableau(name):
+    """SolverInfo.weights (the one tableau of the forward step and the reverse pass): consistent
+    (rows of a sum to c, b sums to 1, b_err sums to 0) and diffrax's own b_sol and c."""
+    info = SOLVERS[name]
+    a, b, b_err, c = info.weights
+    tableau = info.make().tableau
+    np.testing.assert_allclose(a.sum(axis=1), c, atol=1e-12)
+    np.testing.assert_allclose(b.sum(), 1.0, atol=1e-12)
+    np.testing.assert_allclose(b_err.sum(), 0.0, atol=1e-12)
+    np.testing.assert_array_equal(b, np.asarray(tableau.b_sol))
+    np.testing.assert_array_equal(c[1:], np.asarray(tableau.c))
+
+
+@pytest.mark.parametrize("solver", ["dopri5", "dopri8"])
 @pytest.mark.parametrize("t0, t1", [(0.0, 2.0), (2.0, 0.0)])
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_same_steps_and_solution_as_diffrax(solver, t0, t1, adaptive):
@@ -54,7 +69,7 @@ def test_same_steps_and_solution_as_diffrax(solver, t0, t1, adaptive):
             sols.append(
                 diffrax.diffeqsolve(
                     term,
-                    SkipDivergenceRK(solver()) if ours else solver(),
+                    SkipDivergenceRK(SOLVERS[solver]) if ours else SOLVERS[solver].make(),
                     t0=t0,
                     t1=t1,
                     dt0=None if adaptive else (t1 - t0) / 20,
@@ -77,11 +92,11 @@ def test_same_steps_and_solution_as_diffrax(solver, t0, t1, adaptive):
 
 def test_divergence_skipped_at_unused_stages():
     """Fixed Dopri5 steps: 5 divergences per step (not 6) plus the first stage; Dopri8: 9 of 13."""
-    for solver, per_step in ((diffrax.Dopri5, 5), (diffrax.Dopri8, 9)):
+    for solver, per_step in (("dopri5", 5), ("dopri8", 9)):
         count = [0]
         sol = diffrax.diffeqsolve(
             flow_term(_field(count), _velocity),
-            SkipDivergenceRK(solver()),
+            SkipDivergenceRK(SOLVERS[solver]),
             t0=0.0,
             t1=1.0,
             dt0=0.1,
@@ -101,7 +116,7 @@ def test_divergence_skipped_under_vmap():
     def solve(x0):
         return diffrax.diffeqsolve(
             flow_term(_field(count), _velocity),
-            SkipDivergenceRK(diffrax.Dopri5()),
+            SkipDivergenceRK(SOLVERS["dopri5"]),
             t0=0.0,
             t1=1.0,
             dt0=0.1,
@@ -115,12 +130,11 @@ def test_divergence_skipped_under_vmap():
 
 
 def test_divergence_evaluations_counts_the_skipped_stages():
-    """flow.divergence_evaluations: NFE minus one velocity-only stage per Dopri5 step (four for
-    Dopri8); solvers that use every stage's divergence are unchanged."""
-    from jaxrej.flow import divergence_evaluations
-
+    """SolverInfo.divergence_evaluations: NFE minus one velocity-only stage per Dopri5 step (four
+    for Dopri8); solvers that use every stage's divergence are unchanged."""
     steps = np.array([0, 1, 40])
-    np.testing.assert_array_equal(divergence_evaluations("dopri5", 1 + 6 * steps), 1 + 5 * steps)
-    np.testing.assert_array_equal(divergence_evaluations("dopri8", 1 + 13 * steps), 1 + 9 * steps)
-    np.testing.assert_array_equal(divergence_evaluations("tsit5", 1 + 6 * steps), 1 + 6 * steps)
-    np.testing.assert_array_equal(divergence_evaluations("heun", 2 * steps), 2 * steps)
+    count = lambda name, nfe: SOLVERS[name].divergence_evaluations(nfe)  # noqa: E731
+    np.testing.assert_array_equal(count("dopri5", 1 + 6 * steps), 1 + 5 * steps)
+    np.testing.assert_array_equal(count("dopri8", 1 + 13 * steps), 1 + 9 * steps)
+    np.testing.assert_array_equal(count("tsit5", 1 + 6 * steps), 1 + 6 * steps)
+    np.testing.assert_array_equal(count("heun", 2 * steps), 2 * steps)

@@ -1,0 +1,371 @@
+"""log p(x | y) for every class y: a pure, differentiable scorer and a host-scheduled cascade.
+
+Scoring C classes means B * C probability-flow solves, but a decision (argmax, a reject threshold
+on the predicted class, the marginal log p(x)) and an attack's loss need full accuracy only for
+the classes near the top: a class `m` nats below the best changes log p(x) by at most exp(-m).
+
+`class_log_likelihood_result` / `class_log_likelihoods` are pure JAX functions (jit, grad and vmap
+compose with them), with static shapes. With a `TopK` screen (the default) a cheap pass over all
+classes (not differentiated) picks each example's k best classes (plus `labels`, if given), and
+only those get the accurate, differentiated solve; the other classes keep the cheap estimate as a
+constant and are marked in `ClassLikelihoods.refined`; `covered` is False for an example where a
+class outside the k was within `margin` nats of the screen's best. With `screen=None` every class
+gets the accurate, differentiated solve. `mesh=` shards the batch over devices, screens included.
+
+`cascade_class_log_likelihoods` chains `Screen` passes scheduled on the host: after each pass only
+the classes within its margin of the best stay in reach, so the number of accurate solves adapts
+to each example; its compiled shapes are power-of-two buckets (a bounded number of compilations).
+It is the fastest way to score a data set, but it is not traceable.
+
+Pairs are solved in chunks of `chunk_size`, sorted by how many evaluations the screen needed, so
+that a vmapped solve -- which runs as many steps as its slowest member -- wastes little.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from jaxrej.flow import FlowSolve, as_solve
+from jaxrej.likelihood import check_batch, solve_pair, solve_pairs
+from jaxrej.sde import SDE
+
+AXIS = "batch"  # the mesh axis over which `mesh=` shards the examples
+
+
+def _check_margin(owner: str, margin) -> float:
+    ok = isinstance(margin, (int, float)) and not isinstance(margin, bool)
+    if not (ok and math.isfinite(margin) and margin > 0):
+        raise ValueError(f"{owner}.margin: expected a positive number of nats, got {margin!r}")
+    return float(margin)
+
+
+# The screens' default pass: one Rademacher probe per example (shared by its classes), Dopri5 at
+# 1e-2. Its class gaps err by a few nats (benchmarks/hutchinson.py, benchmarks/likelihood_speed.py).
+SCREEN_SOLVE = FlowSolve(divergence="rademacher", n_probes=1, rtol=1e-2, atol=1e-2)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class TopK:
+    """The static-shape screen: a cheap `solve` over all classes, then the accurate solve for the
+    k best classes of each example. margin: nats below the screen's best within which a class
+    outside the k makes `covered` False. Keyword options replace fields of `solve`."""
+
+    k: int
+    margin: float
+    solve: FlowSolve
+
+    def __init__(self, k: int = 3, margin: float = 10.0, solve: FlowSolve | None = None, **options):
+        if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+            raise ValueError(f"TopK.k: expected an int >= 1, got {k!r}")
+        object.__setattr__(self, "k", k)
+        object.__setattr__(self, "margin", _check_margin("TopK", margin))
+        object.__setattr__(self, "solve", as_solve(solve, options, default=SCREEN_SOLVE))
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Screen:
+    """One pass of the host cascade: solve the classes in reach with `solve`, keep those within
+    `margin` nats of the pass's best. Keyword options replace fields of `solve`."""
+
+    margin: float
+    solve: FlowSolve
+
+    def __init__(self, margin: float = 40.0, solve: FlowSolve | None = None, **options):
+        object.__setattr__(self, "margin", _check_margin("Screen", margin))
+        object.__setattr__(self, "solve", as_solve(solve, options, default=SCREEN_SOLVE))
+
+
+DEFAULT_SCREEN = TopK()
+
+
+class ClassLikelihoods(struct.PyTreeNode):
+    """Per (example, class) results, each (B, C), and one flag per example.
+
+    logp:    log p(x | y) in nats; NaN where the last solve of that pair failed.
+    nfe:     vector-field evaluations spent on the pair over all passes.
+    ok:      the last solve of that pair succeeded.
+    refined: the pair got the accurate solve (False: it carries a screen's estimate, a constant).
+    covered: (B,) no class left unrefined was within the screen's margin of its best.
+    """
+
+    logp: jax.Array
+    nfe: jax.Array
+    ok: jax.Array
+    refined: jax.Array
+    covered: jax.Array
+
+
+def _check_common(x, sde, num_classes, chunk_size):
+    check_batch(x, None, sde)
+    if not (
+        isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1
+    ):
+        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size: expected None or an int >= 1, got {chunk_size!r}")
+
+
+def _solve_sorted(score_fn, sde, solve, params, x, ex, cls, ids, key, difficulty, chunk_size):
+    """solve_pairs on pairs (x[ex], cls) in chunks of `chunk_size` taken in order of `difficulty`
+    (a vmapped solve runs as long as its slowest member); results in the pairs' order."""
+    r = ex.shape[0]
+    if chunk_size is None or chunk_size >= r:
+        return solve_pairs(score_fn, sde, solve, params, x[ex], ids[ex], cls, key)
+    order = jnp.arange(r) if difficulty is None else jnp.argsort(difficulty, stable=True)
+
+    def pair(row):
+        i = ex[row]
+        return solve_pair(score_fn, sde, solve, params, key, x[i], ids[i], cls[row])
+
+    out = jax.lax.map(pair, order, batch_size=chunk_size)
+    inv = jnp.zeros_like(order).at[order].set(jnp.arange(r))
+    return tuple(o[inv] for o in out)
+
+
+def _score_block(score_fn, sde, solve, screen, num_classes, chunk_size, params, x, ids, labels,
+                 key):  # fmt: skip
+    """ClassLikelihoods of a block of examples x (b, *event) with global indices ids (b,)."""
+    b, c = x.shape[0], num_classes
+    ex_all = jnp.repeat(jnp.arange(b), c)
+    cls_all = jnp.tile(jnp.arange(c, dtype=jnp.int32), b)
+    if screen is None:
+        logp, nfe, ok = _solve_sorted(score_fn, sde, solve, params, x, ex_all, cls_all, ids, key,
+                                      None, chunk_size)  # fmt: skip
+        shape = lambda a: a.reshape(b, c)  # noqa: E731
+        return ClassLikelihoods(
+            logp=shape(logp),
+            nfe=shape(nfe),
+            ok=shape(ok),
+            refined=jnp.ones((b, c), bool),
+            covered=jnp.ones((b,), bool),
+        )
+    k = min(screen.k, c)
+    s_logp, s_nfe, s_ok = _solve_sorted(
+        score_fn, sde, screen.solve, params, jax.lax.stop_gradient(x), ex_all, cls_all, ids,
+        jax.random.fold_in(key, 1), None, chunk_size,
+    )  # fmt: skip
+    s_logp, s_nfe, s_ok = (a.reshape(b, c) for a in (s_logp, s_nfe, s_ok))
+    s_logp = jax.lax.stop_gradient(s_logp)
+    priority = jnp.where(s_ok, s_logp, jnp.inf)  # a failed screen is refined first
+    if labels is not None:
+        priority = priority.at[jnp.arange(b), labels].set(jnp.inf)
+    _, top = jax.lax.top_k(priority, k)  # (b, k)
+    rows = jnp.repeat(jnp.arange(b), k)
+    cls = top.reshape(-1).astype(jnp.int32)
+    logp, nfe, ok = _solve_sorted(score_fn, sde, solve, params, x, rows, cls, ids, key,
+                                  s_nfe[rows, cls], chunk_size)  # fmt: skip
+    refined = jnp.zeros((b, c), bool).at[rows, cls].set(True)
+    best = jnp.max(jnp.where(s_ok, s_logp, -jnp.inf), axis=1, keepdims=True)
+    in_reach = (s_logp >= best - screen.margin) | ~s_ok
+    return ClassLikelihoods(
+        logp=s_logp.at[rows, cls].set(logp),
+        nfe=s_nfe.at[rows, cls].add(nfe),
+        ok=s_ok.at[rows, cls].set(ok),
+        refined=refined,
+        covered=~jnp.any(in_reach & ~refined, axis=1),
+    )
+
+
+def _check_mesh(mesh) -> int:
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if AXIS not in mesh.axis_names:
+        raise ValueError(f"mesh: expected an axis named {AXIS!r}, got axes {mesh.axis_names}")
+    return int(mesh.shape[AXIS])
+
+
+def batch_mesh(devices=None) -> Mesh:
+    """A one-axis Mesh named "batch" over `devices` (default: all devices of all processes)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices: expected at least one device")
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "score_fn",
+        "sde",
+        "solve",
+        "screen",
+        "num_classes",
+        "chunk_size",
+        "mesh",
+    ),  # fmt: skip
+)
+def _score(score_fn, params, sde, x, labels, key, *, solve, screen, num_classes, chunk_size, mesh):
+    block = functools.partial(_score_block, score_fn, sde, solve, screen, num_classes, chunk_size)
+    b = x.shape[0]
+    ids = jnp.arange(b)
+    if mesh is None:
+        return block(params, x, ids, labels, key)
+    n_dev = int(mesh.shape[AXIS])
+    pad = -b % n_dev  # padded rows repeat the last example (its probes too) and are dropped
+
+    def padded(a):
+        return None if a is None else jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+
+    specs = (P(), P(AXIS), P(AXIS), None if labels is None else P(AXIS), P())
+    out = jax.shard_map(block, mesh=mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False)(
+        params, padded(x), padded(ids), padded(labels), key
+    )
+    return jax.tree_util.tree_map(lambda a: a[:b], out)
+
+
+def class_log_likelihood_result(
+    score_fn: Callable,
+    params,
+    sde: SDE,
+    x: jax.Array,
+    *,
+    num_classes: int,
+    key: jax.Array,
+    solve: FlowSolve | None = None,
+    screen: TopK | None = DEFAULT_SCREEN,
+    labels: jax.Array | None = None,
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+    **options,
+) -> ClassLikelihoods:
+    """log p(x | y) for every class, with per-pair NFE, flags and refinement marks, each (B, C).
+
+    x: (B, *event). solve: the accurate solve (`jaxrej.FlowSolve`; keyword `options` replace its
+    fields). screen: a `TopK` (default `TopK()`: the 3 best classes of a 1-probe Rademacher pass at
+    1e-2 get the accurate solve) or None (every class). labels: (B,) int, a class per example that
+    is always refined (e.g. the true label in an attack's loss). chunk_size: pairs per vmapped
+    solve (default: all at once). mesh: a Mesh with an axis "batch" (`batch_mesh()`) over which the
+    examples are sharded; the result equals the unsharded one up to float rounding.
+    Example i's Hutchinson probes depend on (key, i) alone, shared by its classes: the refined
+    entries equal `jaxrej.log_likelihood(..., key=key)` of the same example and class.
+    Pure: jit, grad (through `solve.adjoint`, refined entries only) and vmap compose with it.
+    """
+    solve = as_solve(solve, options)
+    _check_common(x, sde, num_classes, chunk_size)
+    if isinstance(screen, Screen) or (
+        isinstance(screen, Sequence) and any(isinstance(s, Screen) for s in screen)
+    ):
+        raise ValueError(
+            "screen: a Screen is a pass of the host cascade, now "
+            "jaxrej.cascade_class_log_likelihoods(..., screens=[...]); the differentiable scorer "
+            "takes screen=jaxrej.TopK(...) or None"
+        )
+    if screen is not None and not isinstance(screen, TopK):
+        raise ValueError(f"screen: expected a jaxrej.TopK or None, got {type(screen).__name__}")
+    if labels is not None:
+        check_batch(x, labels, sde, y_name="labels")
+        if screen is None:
+            labels = None  # every class is refined anyway
+    if mesh is not None:
+        _check_mesh(mesh)
+    return _score(score_fn, params, sde, x, labels, key, solve=solve, screen=screen,
+                  num_classes=num_classes, chunk_size=chunk_size, mesh=mesh)  # fmt: skip
+
+
+def class_log_likelihoods(score_fn: Callable, params, sde: SDE, x: jax.Array, *, num_classes: int,
+                          key: jax.Array, **options) -> jax.Array:  # fmt: skip
+    """log p(x | y) for every class: (B, *event) -> (B, C) nats; NaN where a solve failed.
+
+    Options as in `class_log_likelihood_result`. With a screen (the default) the classes outside
+    each example's top k carry the screen's estimate as a constant (no gradient).
+    """
+    return class_log_likelihood_result(
+        score_fn, params, sde, x, num_classes=num_classes, key=key, **options
+    ).logp
+
+
+# ------------------------------------------------------------------ host-scheduled cascade
+
+
+@functools.partial(jax.jit, static_argnames=("score_fn", "sde", "solve"))
+def _solve_pairs_jit(score_fn, params, sde, xs, ids, cls, key, *, solve):
+    return solve_pairs(score_fn, sde, solve, params, xs, ids, cls, key)
+
+
+def bucket(r: int, chunk_size: int) -> int:
+    """The compiled chunk shape for r pairs: the next power of two, at most `chunk_size`."""
+    return min(chunk_size, 1 << max(0, math.ceil(math.log2(max(r, 1)))))
+
+
+def _run_pass(score_fn, params, sde, x, pairs, difficulty, key, solve, chunk_size):
+    """Solve `pairs` (R, 2) in difficulty-sorted chunks of a power-of-two size (padded)."""
+    order = np.argsort(difficulty, kind="stable")
+    pairs = pairs[order]
+    r = len(pairs)
+    size = bucket(r, chunk_size)
+    out = [[], [], []]
+    for start in range(0, r, size):
+        part = pairs[start : start + size]
+        keep = len(part)
+        if keep < size:
+            part = np.concatenate([part, np.repeat(part[-1:], size - keep, 0)])
+        ids = jnp.asarray(part[:, 0])
+        res = _solve_pairs_jit(score_fn, params, sde, x[ids], ids,
+                               jnp.asarray(part[:, 1], jnp.int32), key, solve=solve)  # fmt: skip
+        for acc, a in zip(out, res, strict=True):
+            acc.append(np.asarray(a)[:keep])
+    inv = np.empty_like(order)
+    inv[order] = np.arange(r)
+    return tuple(np.concatenate(acc)[inv] for acc in out)
+
+
+def cascade_class_log_likelihoods(
+    score_fn: Callable,
+    params,
+    sde: SDE,
+    x: jax.Array,
+    *,
+    num_classes: int,
+    key: jax.Array,
+    screens: Screen | Sequence[Screen],
+    solve: FlowSolve | None = None,
+    chunk_size: int = 1024,
+    **options,
+) -> ClassLikelihoods:
+    """ClassLikelihoods from `screens` applied in order on the host, then the accurate `solve` for
+    the classes still in reach; a failed screen keeps its class in reach. Not traceable (it picks
+    shapes from values); for jit/grad use `class_log_likelihood_result`.
+
+    chunk_size: the largest number of pairs per compiled solve; a pass of R pairs runs in chunks of
+    `bucket(R, chunk_size)` (a power of two), so each solve setting compiles at most
+    log2(chunk_size) + 1 times, whatever the data. Probes as in `class_log_likelihood_result`.
+    """
+    solve = as_solve(solve, options)
+    _check_common(x, sde, num_classes, chunk_size)
+    screens = [screens] if isinstance(screens, Screen) else list(screens)
+    for s in screens:
+        if not isinstance(s, Screen):
+            raise ValueError(f"screens: expected Screens, got {type(s).__name__}")
+    b, c = x.shape[0], num_classes
+    passes = [(s.solve, jax.random.fold_in(key, 1 + p)) for p, s in enumerate(screens)]
+    passes.append((solve, key))  # the accurate pass: the probes of class_log_likelihood_result
+    logp = np.full((b, c), np.nan, np.float64)
+    nfe = np.zeros((b, c), np.int64)
+    ok = np.zeros((b, c), bool)
+    active = np.ones((b, c), bool)
+    for p, (pass_solve, pass_key) in enumerate(passes):
+        lp, n, k = _run_pass(score_fn, params, sde, x, np.argwhere(active), nfe[active], pass_key,
+                             pass_solve, chunk_size)  # fmt: skip
+        logp[active], ok[active] = lp, k
+        nfe[active] += n
+        if p == len(screens):
+            break
+        best = np.max(np.where(active & ok, logp, -np.inf), axis=1, keepdims=True)
+        active = active & ((logp >= best - screens[p].margin) | ~ok)
+    return ClassLikelihoods(
+        logp=jnp.asarray(logp, x.dtype),
+        nfe=jnp.asarray(nfe),
+        ok=jnp.asarray(ok),
+        refined=jnp.asarray(active),
+        covered=jnp.ones((b,), bool),
+    )

@@ -1,0 +1,229 @@
+"""Scoring every class: the pure scorer against the closed form (values and gradients), the TopK
+screen and the host cascade against the unscreened scorer, and compilation counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrej
+from jaxrej import scoring
+from tests.gaussian import alpha_var, closed_form_logp, make_params, make_score_fn
+
+C, D, B = 4, 3, 8
+TOL = dict(rtol=1e-5, atol=1e-5)
+KEY = jax.random.key(0)
+SDES = {"vp": jaxrej.VPSDE(), "subvp": jaxrej.SubVPSDE(), "ve": jaxrej.VESDE()}
+
+
+def _problem(kind="vp", seed=5):
+    mus, covs = make_params(C, D, seed=seed, scale=2.0)
+    rng = np.random.default_rng(seed + 1)
+    y = np.arange(B) % C
+    x = mus[y] + 0.7 * rng.normal(size=(B, D))
+    truth = np.stack(
+        [closed_form_logp(kind, mus, covs, x, np.full(B, c), 1e-5, SDES[kind].prior_std)
+         for c in range(C)], 1,
+    )  # fmt: skip
+    params = (jnp.asarray(mus, jnp.float32), jnp.asarray(covs, jnp.float32))
+    return mus, covs, params, jnp.asarray(x, jnp.float32), truth
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return _problem()
+
+
+@pytest.fixture(scope="module")
+def plain(problem):
+    _, _, params, x, _ = problem
+    return jaxrej.class_log_likelihood_result(
+        make_score_fn("vp", (D,)), params, SDES["vp"], x, num_classes=C, key=KEY,
+        divergence="exact", screen=None, **TOL,
+    )  # fmt: skip
+
+
+def test_unscreened_matches_closed_form(problem, plain):
+    _, _, params, x, truth = problem
+    np.testing.assert_allclose(plain.logp, truth, rtol=5e-5, atol=2e-3)
+    assert bool(plain.refined.all()) and bool(plain.ok.all()) and bool(plain.covered.all())
+    arr = jaxrej.class_log_likelihoods(
+        make_score_fn("vp", (D,)), params, SDES["vp"], x, num_classes=C, key=KEY,
+        solve=jaxrej.FlowSolve(divergence="exact", **TOL), screen=None,
+    )  # fmt: skip
+    np.testing.assert_allclose(arr, plain.logp, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["vp", "subvp", "ve"])
+def test_default_tolerance_meets_closed_form(kind):
+    """The library default (FlowSolve()) is value-grade: <= 1e-3 relative error |d| / (1 + |logp|)
+    against the closed form for every SDE, on every class."""
+    _, _, params, x, truth = _problem(kind)
+    got = jaxrej.class_log_likelihoods(make_score_fn(kind, (D,)), params, SDES[kind], x,
+                                       num_classes=C, key=KEY, divergence="exact", screen=None)  # fmt: skip
+    assert np.max(np.abs(np.asarray(got) - truth) / (1 + np.abs(truth))) <= 1e-3
+
+
+def _closed_form_grad(kind, mus, covs, x, c, eps=1e-5):
+    """d log p(x | c) / dx = -M x_T / s^2 with x_T = a_T mu + M (x - a_eps mu), M symmetric."""
+    a_e, v_e = alpha_var(kind, eps)
+    a_t, v_t = alpha_var(kind, 1.0)
+    lam, u = np.linalg.eigh(covs[c])
+    m = u @ np.diag(np.sqrt((a_t**2 * lam + v_t) / (a_e**2 * lam + v_e))) @ u.T
+    x_t = a_t * mus[c] + (np.asarray(x, np.float64) - a_e * mus[c]) @ m
+    return -(x_t @ m) / SDES[kind].prior_std ** 2
+
+
+@pytest.mark.parametrize("kind", ["vp", "subvp"])
+def test_jit_grad_of_all_classes_matches_closed_form(kind):
+    """jax.jit(jax.grad) of a fixed weighted sum of ALL class log-likelihoods (exact divergence,
+    1e-5) equals the closed-form gradient to 1e-2 relative norm error."""
+    mus, covs, params, x, _ = _problem(kind)
+    w = np.random.default_rng(0).normal(size=(B, C))
+    sf, sde = make_score_fn(kind, (D,)), SDES[kind]
+
+    def f(z):
+        ll = jaxrej.class_log_likelihoods(sf, params, sde, z, num_classes=C, key=KEY,
+                                          divergence="exact", screen=None, **TOL)  # fmt: skip
+        return jnp.sum(jnp.asarray(w, jnp.float32) * ll)
+
+    g = np.asarray(jax.jit(jax.grad(f))(x), np.float64)
+    want = sum(w[:, [c]] * _closed_form_grad(kind, mus, covs, x, c) for c in range(C))
+    assert np.linalg.norm(g - want) / np.linalg.norm(want) <= 1e-2
+
+
+def test_topk_refines_the_best_classes(problem, plain):
+    """The k best classes of the screen get the accurate solve: equal to the unscreened values
+    (same probes, same solve); the true best is refined; the rest carry the screen's estimate."""
+    _, _, params, x, truth = problem
+    res = jaxrej.class_log_likelihood_result(
+        make_score_fn("vp", (D,)), params, SDES["vp"], x, num_classes=C, key=KEY,
+        divergence="exact", screen=jaxrej.TopK(k=2, margin=1e3), **TOL,
+    )  # fmt: skip
+    refined = np.asarray(res.refined)
+    assert (refined.sum(1) == 2).all()
+    np.testing.assert_allclose(np.asarray(res.logp)[refined], np.asarray(plain.logp)[refined],
+                               rtol=1e-5, atol=1e-4)  # fmt: skip
+    assert refined[np.arange(B), truth.argmax(1)].all()
+    assert not np.asarray(res.covered).any()  # a 1000-nat margin: every unrefined class in reach
+    assert (np.asarray(res.nfe)[refined] > np.asarray(plain.nfe)[refined]).all()  # screen + solve
+
+
+def test_topk_labels_are_always_refined(problem):
+    _, _, params, x, truth = problem
+    worst = jnp.asarray(truth.argmin(1))
+    res = jaxrej.class_log_likelihood_result(
+        make_score_fn("vp", (D,)), params, SDES["vp"], x, num_classes=C, key=KEY,
+        divergence="exact", screen=jaxrej.TopK(k=2), labels=worst, **TOL,
+    )  # fmt: skip
+    refined = np.asarray(res.refined)
+    assert refined[np.arange(B), np.asarray(worst)].all() and (refined.sum(1) == 2).all()
+
+
+def test_topk_gradient_flows_through_refined_classes_only(problem):
+    """With a TopK screen, d/dx of a refined class (forced by `labels`) equals the unscreened
+    gradient of that class; unrefined entries are constants."""
+    mus, covs, params, x, truth = problem
+    best = truth.argmax(1)
+    onehot = jax.nn.one_hot(best, C)
+    sf, sde = make_score_fn("vp", (D,)), SDES["vp"]
+
+    def f(z, screen):
+        ll = jaxrej.class_log_likelihoods(sf, params, sde, z, num_classes=C, key=KEY,
+                                          divergence="exact", screen=screen,
+                                          labels=jnp.asarray(best), **TOL)  # fmt: skip
+        return jnp.sum(onehot * ll)
+
+    g_top = jax.jit(jax.grad(f), static_argnums=1)(x, jaxrej.TopK(k=1))
+    g_all = jax.jit(jax.grad(f), static_argnums=1)(x, None)
+    np.testing.assert_allclose(g_top, g_all, rtol=1e-4, atol=1e-4)
+    g_rest = jax.grad(lambda z: jnp.sum((1 - onehot) * jaxrej.class_log_likelihoods(
+        sf, params, sde, z, num_classes=C, key=KEY, screen=jaxrej.TopK(k=1),
+        labels=jnp.asarray(best))))(x)  # fmt: skip
+    np.testing.assert_array_equal(g_rest, 0.0)
+
+
+def test_chunking_does_not_change_results(problem, plain):
+    _, _, params, x, _ = problem
+    res = jaxrej.class_log_likelihood_result(
+        make_score_fn("vp", (D,)), params, SDES["vp"], x, num_classes=C, key=KEY,
+        divergence="exact", screen=None, chunk_size=5, **TOL,
+    )  # fmt: skip
+    np.testing.assert_allclose(res.logp, plain.logp, rtol=1e-5)
+    # Matmuls of another batch shape round differently, which can flip one step's acceptance.
+    diff = np.abs(np.asarray(res.nfe) - np.asarray(plain.nfe))
+    assert diff.max() <= 6 and (diff == 0).mean() >= 0.75
+
+
+@pytest.mark.parametrize("margin", [3.0, 1000.0])
+def test_cascade_refines_what_is_in_reach(problem, plain, margin):
+    _, _, params, x, truth = problem
+    res = jaxrej.cascade_class_log_likelihoods(
+        make_score_fn("vp", (D,)), params, SDES["vp"], x, num_classes=C, key=KEY,
+        screens=[jaxrej.Screen(margin=margin)], chunk_size=8, divergence="exact", **TOL,
+    )  # fmt: skip
+    refined, logp = np.asarray(res.refined), np.asarray(res.logp)
+    np.testing.assert_allclose(logp[refined], np.asarray(plain.logp)[refined], rtol=1e-5, atol=1e-4)
+    best = truth.argmax(1)
+    assert refined[np.arange(B), best].all()
+    np.testing.assert_array_equal(logp.argmax(1), np.asarray(plain.logp).argmax(1))
+    if margin > 100:
+        assert refined.all()
+    else:
+        assert not refined.all()
+        gap = truth.max(1, keepdims=True) - truth
+        assert (gap[~refined] > 1.0).all()
+
+
+def test_cascade_compiles_a_bounded_number_of_times(problem):
+    """Power-of-two buckets: over batches of every size 1..B and two margins, each pass's solve
+    compiles only for shapes in {1, 2, 4, ..., chunk_size}."""
+    _, _, params, x, _ = problem
+    scoring._solve_pairs_jit.clear_cache()
+    chunk, sf = 8, make_score_fn("vp", (D,))
+    for b in range(1, B + 1):
+        for margin in (2.0, 30.0):
+            jaxrej.cascade_class_log_likelihoods(
+                sf, params, SDES["vp"], x[:b], num_classes=C, key=KEY,
+                screens=jaxrej.Screen(margin=margin), chunk_size=chunk, divergence="exact",
+            )  # fmt: skip
+    # two solve settings (screen, accurate) x shapes {1, 2, 4, 8}
+    assert scoring._solve_pairs_jit._cache_size() <= 2 * 4
+    assert [scoring.bucket(r, 8) for r in (1, 3, 5, 8, 9, 100)] == [1, 4, 8, 8, 8, 8]
+
+
+def test_failed_example_is_nan_everywhere(problem):
+    _, _, params, x, _ = problem
+    x = np.asarray(x).copy()
+    x[1, 0] = np.nan
+    for screen in (None, jaxrej.TopK(k=2)):
+        res = jaxrej.class_log_likelihood_result(
+            make_score_fn("vp", (D,)), params, SDES["vp"], jnp.asarray(x), num_classes=C, key=KEY,
+            divergence="exact", screen=screen,
+        )  # fmt: skip
+        assert np.isnan(np.asarray(res.logp)[1]).all() and not np.asarray(res.ok)[1].any()
+        assert np.asarray(res.ok)[0].all()
+
+
+def test_bad_arguments(problem):
+    _, _, params, x, _ = problem
+    sf, sde = make_score_fn("vp", (D,)), SDES["vp"]
+    score = jaxrej.class_log_likelihood_result
+    with pytest.raises(ValueError, match="Screen.margin"):
+        jaxrej.Screen(margin=0.0)
+    with pytest.raises(ValueError, match="TopK.k"):
+        jaxrej.TopK(k=0)
+    with pytest.raises(ValueError, match="FlowSolve.divergence"):
+        jaxrej.TopK(divergence="hutch")
+    with pytest.raises(ValueError, match="cascade_class_log_likelihoods"):
+        score(sf, params, sde, x, num_classes=C, key=KEY, screen=jaxrej.Screen())
+    with pytest.raises(ValueError, match="screen"):
+        score(sf, params, sde, x, num_classes=C, key=KEY, screen="fast")
+    with pytest.raises(ValueError, match="chunk_size"):
+        score(sf, params, sde, x, num_classes=C, key=KEY, chunk_size=0)
+    with pytest.raises(ValueError, match="labels"):
+        score(sf, params, sde, x, num_classes=C, key=KEY, labels=jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match="rtol: not a solve option|not a solve option"):
+        score(sf, params, sde, x, num_classes=C, key=KEY, rtoll=1e-3)
+    with pytest.raises(ImportError, match="jaxrej.scoring"):
+        __import__("jaxrej.class_likelihoods")
