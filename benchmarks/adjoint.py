@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import os
 
 import diffrax
@@ -42,18 +41,19 @@ from jaxrej.autodiff import log_likelihood_and_grad
 
 ADJOINTS = ("checkpoint", "backsolve", "diffrax")
 MAX_STEPS = (4096, 256)
-SOLVER = inspect.signature(jaxrej.log_likelihood).parameters["solver"].default
+SOLVER = jaxrej.FlowSolve().solver
 
 
 def diffrax_grad(score_fn, params, sde, x, y, probes, tol, *, solver, max_steps=4096):
     """(logp (B,), d logp / dx (B, *event)): jax.grad through diffeqsolve with diffrax's default
     RecursiveCheckpointAdjoint and the plain field -- the reference for "checkpoint"."""
-    from jaxrej.flow import SOLVERS, velocity_and_divergence
+    from jaxrej.flow import SOLVERS
+    from jaxrej.flow.field import velocity_and_divergence
 
     def one(xi, yi, pi):
-        field = velocity_and_divergence(score_fn, params, sde, yi, pi)
+        field = velocity_and_divergence(score_fn, sde, params, yi, pi)
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, s, args: field(t, s[0])), SOLVERS[solver][0](),
+            diffrax.ODETerm(lambda t, s, args: field(t, s[0])), SOLVERS[solver].make(),
             t0=jnp.asarray(1e-5, xi.dtype), t1=jnp.asarray(sde.T, xi.dtype), dt0=None,
             y0=(xi, jnp.zeros((), xi.dtype)), max_steps=max_steps, throw=False,
             stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
@@ -122,7 +122,7 @@ def main(argv=None):
         mem = {(a, m): temp_bytes(grad_fn(a, 1e-3, m), x) for a in ADJOINTS for m in MAX_STEPS}
         mem.update({("forward", m): temp_bytes(forward(1e-3, m), x) for m in MAX_STEPS})
         for tol in args.tol:
-            t = jnp.float32(tol)
+            t = float(tol)
             fns = {"forward": functools.partial(jax.jit(forward(t)), x)}
             fns.update({a: functools.partial(jax.jit(grad_fn(a, t)), x) for a in ADJOINTS})
             # timed in turn, so that a drifting machine speed moves forward and gradients alike

@@ -33,7 +33,9 @@ from benchmarks.report import write_report
 from benchmarks.solver_tolerance import digits_workload, example_probes, run_pairs, toy_problem
 from benchmarks.trained import WORKDIR
 from jaxrej.divergence import exact_trace, hutchinson_trace, hutchpp_trace, sample_probes
-from jaxrej.likelihood import DEFAULT_SOLVER, DEFAULT_TOL
+from jaxrej.flow import FlowSolve
+
+DEFAULT_SOLVER, DEFAULT_TOL = FlowSolve().solver, FlowSolve().rtol
 
 _WARM: set = set()
 
@@ -65,7 +67,7 @@ def pointwise_variance(score_fn, params, sde, x, labels, draws=256, seed=7):
     """Per-evaluation variance of Hutchinson (Rademacher, M probes) and Hutch++ (M/3 sketch, M/3
     for Q, M/3 probes) at equal products M, at points x_t = mean(t) x + std(t) z of the true class's
     probability-flow field; the exact trace (D products) is the truth. Rows per (t, M)."""
-    from jaxrej.flow import velocity
+    from jaxrej.flow.field import velocity
 
     rows, key = [], jax.random.key(seed)
     for t in POINT_TIMES:
@@ -76,7 +78,7 @@ def pointwise_variance(score_fn, params, sde, x, labels, draws=256, seed=7):
         for m in (m for m in BUDGETS if m // 3 <= x[0].size):  # a sketch has at most D vectors
             var_h, var_pp, exact_all = [], [], []
             for i in range(x.shape[0]):
-                v = velocity(score_fn, params, sde, jnp.int32(labels[i]))
+                v = velocity(score_fn, sde, params, jnp.int32(labels[i]))
                 f = lambda z, v=v: v(tt, z)  # noqa: E731
                 exact_all.append(float(exact_trace(f, xt[i])[1]))
                 keys = jax.random.split(jax.random.fold_in(key, 1000 * m + i), draws)

@@ -37,7 +37,8 @@ from benchmarks.report import write_report
 from benchmarks.trained import WORKDIR, ensure_trained
 from jaxrej.autodiff import log_likelihood_and_grad
 from jaxrej.divergence import exact_trace
-from jaxrej.flow import divergence_evaluations
+from jaxrej.flow import SOLVERS
+from jaxrej.flow.options import FIELDS as FLOW_FIELDS
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 TIGHT_WINDOW = 20.0
@@ -183,42 +184,46 @@ def tight_reference(score_fn, params, sde, x, approx):
     return out, int(want.sum())
 
 
-def exact_evaluations(score_fn, params, sde, x, common, opts, full) -> float:
+def exact_evaluations(score_fn, params, sde, x, common, opts, res) -> float:
     """Divergence work a variant spends, in exact-trace evaluations: each evaluation that computes
     the divergence counts 1 in an exact pass and K / D in a pass with K Hutchinson probes (its
-    Jacobian-vector products against the exact trace's D); velocity-only stages (jaxrej.rk) count 0.
-
-    A hardware-independent measure of work, recomputed by replaying the passes one at a time, untimed.
-    """
-    screens = opts.get("screen")
-    screens = (
-        []
-        if screens is None
-        else [screens]
-        if isinstance(screens, jaxrej.Screen)
-        else list(screens)
-    )
+    Jacobian-vector products against the exact trace's D); velocity-only stages (jaxrej.flow.rk)
+    count 0. A hardware-independent measure of work. The passes of a screened variant are replayed
+    one at a time, untimed (a cascade's replayed passes draw other probes than the timed run, so its
+    count is approximate to a few evaluations)."""
     d = int(np.prod(x.shape[1:]))
-    total, prev = 0.0, np.zeros((x.shape[0], common["num_classes"]), np.int64)
-    for k in range(len(screens) + 1):
-        head = dict(opts, screen=screens[:k] or None)
-        if k < len(screens):  # stop after screen k: make it the final pass
-            s = screens[k]
-            head = dict(head, divergence=s.divergence, n_probes=s.n_probes, rtol=s.rtol,
-                        atol=s.atol, solver=s.solver)  # fmt: skip
-        merged = dict(common, **head)
-        res = (
-            full
-            if k == len(screens)
-            else jaxrej.class_log_likelihood_result(score_fn, params, sde, x, **merged)
+
+    def work(solve, nfe):
+        divs = np.where(nfe > 0, SOLVERS[solve.solver].divergence_evaluations(nfe), 0)
+        return (1.0 if solve.divergence == "exact" else solve.n_probes / d) * float(divs.sum())
+
+    final = jaxrej.FlowSolve(**{k: v for k, v in {**common, **opts}.items()
+                                if k in FLOW_FIELDS})  # fmt: skip
+    nfe = np.asarray(res.nfe, np.int64)
+    screen = opts.get("screen", jaxrej.scoring.DEFAULT_SCREEN)
+    if "screens" in opts:
+        screens = (
+            [opts["screens"]] if isinstance(opts["screens"], jaxrej.Screen) else opts["screens"]
         )
-        nfe = np.asarray(res.nfe, np.int64)
-        this = nfe - prev  # this pass's evaluations per pair (0: not solved in it)
-        divs = np.where(this > 0, divergence_evaluations(merged["solver"], this), 0)
-        weight = 1.0 if merged["divergence"] == "exact" else merged.get("n_probes", 1) / d
-        total += weight * float(divs.sum())
-        prev = nfe
-    return total
+        total, prev = 0.0, np.zeros_like(nfe)
+        for k, s in enumerate(screens):
+            head = jaxrej.cascade_class_log_likelihoods(
+                score_fn, params, sde, x, num_classes=common["num_classes"], key=common["key"],
+                screens=screens[:k], solve=s.solve) if k else jaxrej.class_log_likelihood_result(
+                score_fn, params, sde, x, num_classes=common["num_classes"],
+                key=jax.random.fold_in(common["key"], 1), solve=s.solve, screen=None)  # fmt: skip
+            this = np.asarray(head.nfe, np.int64) - prev
+            total += work(s.solve, this)
+            prev = np.asarray(head.nfe, np.int64)
+        return total + work(final, nfe - prev)
+    if screen is None:
+        return work(final, nfe)
+    head = jaxrej.class_log_likelihood_result(
+        score_fn, params, sde, x, num_classes=common["num_classes"],
+        key=jax.random.fold_in(common["key"], 1), solve=screen.solve, screen=None,
+    )  # fmt: skip
+    screen_nfe = np.asarray(head.nfe, np.int64)
+    return work(screen.solve, screen_nfe) + work(final, nfe - screen_nfe)
 
 
 def accuracy_vs(logp, tight):
@@ -238,6 +243,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="skip the slow all-class jaxrej variant")
+    ap.add_argument("--results-dir", default=RESULTS)
     args = ap.parse_args(argv)
     load0 = os.getloadavg()[0]
     score_fn, params, sde, x, labels, c = load_workload(args.workdir, args.n)
@@ -248,41 +254,46 @@ def main(argv=None):
     print(
         f"workload: {b} test digits x {c} classes, exact divergence, rtol=atol={TOL}; {device_name()}"
     )
-    common = dict(num_classes=c, key=key, divergence="exact", rtol=TOL, atol=TOL)
+    # The plain call a user makes: every other option at the library's default (FlowSolve(),
+    # the TopK screen); TOL is FlowSolve()'s default tolerance.
+    common = dict(num_classes=c, key=key, divergence="exact")
+    assert jaxrej.FlowSolve().rtol == TOL == jaxrej.FlowSolve().atol
     rademacher = jaxrej.Screen(margin=40.0)  # 1 Rademacher probe, rtol=atol=1e-2, Dopri5
     exact_1e3 = jaxrej.Screen(margin=10.0, divergence="exact", rtol=1e-3, atol=1e-3)
-    # 16 probes shared by an example's classes: the class-gap error's RMS is 1.3 nats on this
-    # model (benchmarks/hutchinson.py, "RMS of margin error"), so 10 nats is ~7.5 RMS
+    # 16 probes shared by an example's classes: the class-gap error is a few nats on this model
+    # (benchmarks/hutchinson.py, "RMS of margin error"), so 10 nats is several RMS
     rademacher16 = jaxrej.Screen(margin=10.0, n_probes=16, rtol=1e-3, atol=1e-3)
     variants = {
-        "jaxrej, every class, one vmapped call (Tsit5)": dict(solver="tsit5"),
-        "jaxrej, cascade: Rademacher 1e-2 (margin 40) -> exact (Dopri5)": dict(
-            solver="dopri5", screen=rademacher
+        "jaxrej default: class_log_likelihoods(divergence='exact')": dict(),
+        "jaxrej, TopK(k=2) screen": dict(screen=jaxrej.TopK(k=2)),
+        "jaxrej, cascade: Rademacher 1e-2 (margin 40) -> exact": dict(screens=[rademacher]),
+        "jaxrej, cascade: Rademacher 1e-2 (40) -> exact 1e-3 (10) -> exact": dict(
+            screens=[rademacher, exact_1e3]
         ),
-        "jaxrej, cascade: Rademacher 1e-2 (40) -> exact 1e-3 (10) -> exact (Dopri5)": dict(
-            solver="dopri5", screen=[rademacher, exact_1e3]
+        "jaxrej, cascade: Rademacher 1e-2 (40) -> 16 Rademacher 1e-3 (10) -> exact": dict(
+            screens=[rademacher, rademacher16]
         ),
-        "jaxrej, cascade: Rademacher 1e-2 (40) -> 16 Rademacher 1e-3 (10) -> exact (Dopri5)": dict(
-            solver="dopri5", screen=[rademacher, rademacher16]
-        ),
+        "jaxrej, every class (screen=None), one vmapped call": dict(screen=None),
     }
+    slow = "jaxrej, every class (screen=None), one vmapped call"
     if args.quick:
-        variants.pop("jaxrej, every class, one vmapped call (Tsit5)")
+        variants.pop(slow)
+
+    def scorer(opts):
+        if "screens" in opts:
+            return lambda: jaxrej.cascade_class_log_likelihoods(score_fn, params, sde, x, **common,
+                                                                **opts)  # fmt: skip
+        return lambda: jaxrej.class_log_likelihood_result(
+            score_fn, params, sde, x, **common, **opts
+        )
+
     run_ref, nfe_ref = scipy_reference(score_fn, params, sde, x, c)
-    fns = {
-        name: (lambda o=opts: jaxrej.class_log_likelihood_result(score_fn, params, sde, x, **common, **o))
-        for name, opts in variants.items()
-        if "screen" in opts
-    }  # fmt: skip
+    fns = {name: scorer(opts) for name, opts in variants.items() if name != slow}
     ref_name = "scipy RK45, flattened batch (score_sde)"
     timing = interleaved({ref_name: run_ref, **fns}, args.repeats, warm=tuple(fns))
-    for name, opts in variants.items():  # the unscreened variant is slow: one run
-        if "screen" not in opts:
-            seconds, cpu, res = timed(
-                lambda o=opts: jaxrej.class_log_likelihood_result(score_fn, params, sde, x, **common, **o),
-                1,
-            )  # fmt: skip
-            timing[name] = (seconds, cpu, [seconds], res)
+    if slow in variants:  # the unscreened variant is slow: one run
+        seconds, cpu, res = timed(scorer(variants[slow]), 1)
+        timing[slow] = (seconds, cpu, [seconds], res)
     t_ref, cpu_ref, walls_ref, ref = timing[ref_name]
     print(f"scipy reference: {t_ref:.1f} s ({cpu_ref:.1f} CPU s), {nfe_ref[0]} shared evaluations")
     t0 = time.perf_counter()
@@ -305,6 +316,7 @@ def main(argv=None):
                          cpu_speedup=cpu_ref / cpu, speedup_range=[min(paired), max(paired)],
                          exact_evals=exact_evaluations(score_fn, params, sde, x, common, opts, res),
                          exact_solves=int(refined.sum()), nfe_per_solve=float(np.asarray(res.nfe)[refined].mean()),
+                         covered=int(np.asarray(res.covered).sum()),
                          **accuracy_vs(logp, tight)))  # fmt: skip
         print(rows[-1])
 
@@ -361,13 +373,49 @@ def main(argv=None):
                           temp_bytes_max_steps_256=mem[256], temp_bytes_max_steps_4096=mem[4096]))  # fmt: skip
         print(grads[-1])
 
+    attack = attack_step_cost(score_fn, params, sde, x, y, c, key, args.repeats)
+    print(attack)
+
     out = dict(
         device=device_name(), load_average_start=load0, load_average_end=os.getloadavg()[0],
         workload=dict(examples=b, classes=c, event_shape=list(x.shape[1:]), rtol=TOL, atol=TOL,
                       workdir=args.workdir, tight_pairs=n_tight),
         class_log_likelihoods=rows, per_example=per_example, input_gradient=grads,
+        attack_step=attack,
     )  # fmt: skip
-    write_report("likelihood_speed", out, RESULTS, render)
+    write_report("likelihood_speed", out, args.results_dir, render)
+
+
+def margin_loss(ll, y):
+    """Carlini-Wagner margin: the best other class minus the true class, summed: (B, C) -> ()."""
+    true = jnp.take_along_axis(ll, y[:, None], axis=1)[:, 0]
+    other = jnp.max(jnp.where(jax.nn.one_hot(y, ll.shape[1], dtype=bool), -jnp.inf, ll), axis=1)
+    return jnp.sum(other - true)
+
+
+def attack_step_cost(score_fn, params, sde, x, y, c, key, repeats):
+    """Seconds per digit of one attack step -- jit(value_and_grad) of the margin loss over all class
+    log-likelihoods (exact divergence, default tolerance, checkpoint adjoint) -- with the default
+    forward screen over all classes and the gradient through the top 2 (TopK(k=2), the true label
+    always refined) against the gradient through all ten classes (screen=None); timed in turn."""
+
+    def step(screen):
+        @jax.jit
+        def f(z):
+            ll = jaxrej.class_log_likelihoods(score_fn, params, sde, z, num_classes=c, key=key,
+                                              divergence="exact", screen=screen,
+                                              labels=None if screen is None else y)  # fmt: skip
+            return margin_loss(ll, y)
+
+        return lambda: jax.value_and_grad(f)(x)
+
+    fns = {"top2": step(jaxrej.TopK(k=2)), "all": step(None)}
+    timing = interleaved(fns, repeats, warm=tuple(fns))
+    (_, g_top), (_, g_all) = timing["top2"][3], timing["all"][3]
+    rel = float(jnp.linalg.norm(g_top - g_all) / jnp.linalg.norm(g_all))
+    b = x.shape[0]
+    return dict(top2_s_per_digit=timing["top2"][0] / b, all_s_per_digit=timing["all"][0] / b,
+                ratio=timing["all"][0] / timing["top2"][0], grad_rel_diff=rel)  # fmt: skip
 
 
 def render(out) -> str:
@@ -378,8 +426,9 @@ def render(out) -> str:
         f"exact divergence, rtol=atol={w['rtol']}; truth: float64 Dopri8 1e-8 on {w['tight_pairs']} pairs.",
         "",
         "| method | wall s | speed-up | paired speed-ups | CPU s | CPU speed-up | exact-trace evaluations | exact solves at 1e-5 | "
-        "NFE / solve (all passes) | max abs err, predicted class | max abs err, log p(x) | argmax = truth |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "NFE / solve (all passes) | max abs err, predicted class | max abs err, log p(x) | argmax = truth | "
+        "covered |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in out["class_log_likelihoods"]:
         lines.append(
@@ -387,7 +436,7 @@ def render(out) -> str:
             f"{r['speedup_range'][0]:.1f}-{r['speedup_range'][1]:.1f}x | {r['cpu_seconds']:.1f} | "
             f"{r['cpu_speedup']:.1f}x | {r['exact_evals']:.0f} | {r['exact_solves']} | "
             f"{r['nfe_per_solve']:.0f} | {r['max_abs_err_pred_class']:.3f} | {r['max_abs_err_marginal']:.3f} | "
-            f"{r['argmax_agree']}/{w['examples']} |"
+            f"{r['argmax_agree']}/{w['examples']} | {r.get('covered', w['examples'])}/{w['examples']} |"
         )
     lines += ["", "| divergence | probes | ms / example (true class, 1e-5) |", "|---|---|---|"]
     for r in out["per_example"]:
@@ -404,6 +453,17 @@ def render(out) -> str:
             f"| {r['adjoint']} | {r['forward_s']:.2f} | {r['grad_s']:.2f} | {r['ratio']:.2f} | "
             f"{mb(r['temp_bytes_max_steps_256'])} | {mb(r['temp_bytes_max_steps_4096'])} |"
         )
+    a = out.get("attack_step")
+    if a:
+        lines += [
+            "",
+            "| one attack step (margin loss, value and input gradient) | s / digit |",
+            "|---|---|",
+            f"| forward screen over all classes + gradient through the top 2 | "
+            f"{a['top2_s_per_digit']:.3f} |",
+            f"| gradient through all {w['classes']} classes | {a['all_s_per_digit']:.3f} |",
+            f"| ratio | {a['ratio']:.1f}x (gradients differ by {a['grad_rel_diff']:.1e} relative) |",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,7 @@ Run:  python -m benchmarks.rk_skip [--workdir runs/digits] [--n 17] [--repeats 5
 Workload: `n` test digits with their true labels, exact trace, one vmapped solve of the augmented
 probability-flow ODE from eps = 1e-5 to T, by Dopri5 and Dopri8, each (a) with 40 fixed steps and
 (b) adaptive at rtol = atol = 1e-5; once with diffrax's solver (`diffrax.Dopri5()` and the plain
-term, what jaxrej ran before) and once with `jaxrej.rk.SkipDivergenceRK` on `rk.flow_term` (what
+term, what jaxrej ran before) and once with `jaxrej.flow.rk.SkipDivergenceRK` on `rk.flow_term` (what
 `jaxrej.log_likelihood` runs now). The two are timed in turn (`interleaved`, medians). Reported:
 milliseconds per step and example, divergence evaluations per solve, and the largest |delta logp|
 between the two (float32; the same method, so only rounding -- and, adaptive, the step sequence it
@@ -29,8 +29,8 @@ from benchmarks.likelihood_speed import RESULTS, device_name, interleaved
 from benchmarks.report import write_report
 from benchmarks.solver_tolerance import digits_workload, toy_problem
 from benchmarks.trained import WORKDIR
-from jaxrej import rk
-from jaxrej.flow import SOLVERS, divergence_evaluations, velocity, velocity_and_divergence
+from jaxrej.flow import SOLVERS, rk
+from jaxrej.flow.field import velocity, velocity_and_divergence
 
 EPS = 1e-5
 N_FIXED = 40
@@ -39,17 +39,17 @@ TOL = 1e-5
 
 def solve(score_fn, params, sde, x, y, *, solver, ours, n_steps):
     """(logp, number of steps) of one example; `ours`: SkipDivergenceRK, else diffrax's solver."""
-    field = velocity_and_divergence(score_fn, params, sde, y, None)
-    base = SOLVERS[solver][0]()
+    field = velocity_and_divergence(score_fn, sde, params, y, None)
+    base = SOLVERS[solver].make()
     term = (
-        rk.flow_term(field, velocity(score_fn, params, sde, y))
+        rk.flow_term(field, velocity(score_fn, sde, params, y))
         if ours
         else diffrax.ODETerm(lambda t, s, args: field(t, s[0]))
     )
     t0, t1 = jnp.asarray(EPS, x.dtype), jnp.asarray(sde.T, x.dtype)
     sol = diffrax.diffeqsolve(
         term,
-        rk.SkipDivergenceRK(base) if ours else base,
+        rk.SkipDivergenceRK(SOLVERS[solver]) if ours else base,
         t0=t0,
         t1=t1,
         dt0=None if n_steps is None else (t1 - t0) / n_steps,
@@ -100,13 +100,13 @@ def main(argv=None):
                 args.repeats,
                 warm=(False, True),
             )
-            per_step = SOLVERS[solver][1]
+            per_step = SOLVERS[solver].evaluations_per_step
             out = {}
             for ours in (False, True):
                 seconds, _, _, (logp, steps) = timing[ours]
                 steps = np.asarray(steps)
                 nfe = 1 + per_step * steps  # FSAL: one first-stage evaluation, then per_step a step
-                divs = divergence_evaluations(solver, nfe) if ours else nfe
+                divs = SOLVERS[solver].divergence_evaluations(nfe) if ours else nfe
                 out[ours] = dict(
                     seconds=seconds,
                     ms_per_step_example=1e3 * seconds / (steps.max() * len(steps)),

@@ -12,7 +12,7 @@ Run:  python -m benchmarks.scaling [--workdir runs/digits] [--repeats 3] [--quic
   Rademacher and exact divergence (exact only up to D = 256: it costs D products per evaluation).
 * Number of classes C: the same synthetic network at D = 64, `jaxrej.class_log_likelihoods`
   over C in 2 ... 100 classes, 8 examples, fixed steps: examples / s and (example, class) solves / s;
-  and the data-parallel `jaxrej.sharding.sharded_class_log_likelihoods` over all local devices
+  and the data-parallel `jaxrej.class_log_likelihoods(..., mesh=jaxrej.batch_mesh())` over all local devices
   (one here) for the same workload, to show the overhead of the sharded path.
 
 Medians over `repeats` runs after a compiling run. Writes benchmarks/results/scaling.json, .md, .png.
@@ -33,7 +33,6 @@ from benchmarks.likelihood_speed import RESULTS, device_name, timed
 from benchmarks.report import write_report
 from benchmarks.solver_tolerance import digits_workload
 from benchmarks.trained import WORKDIR
-from jaxrej.sharding import sharded_class_log_likelihoods
 
 
 def synthetic_score(d: int, num_classes: int, hidden: int = 256, seed: int = 0):
@@ -108,11 +107,11 @@ def main(argv=None):
     x = jax.random.uniform(jax.random.key(1), (b, d))
     for c in classes:
         score_fn, params = synthetic_score(d, c)
-        opts = dict(num_classes=c, key=key, n_steps=8)
+        opts = dict(num_classes=c, key=key, n_steps=8, screen=None)
         s, _, _ = timed(lambda sf=score_fn, p=params, o=opts: jaxrej.class_log_likelihoods(
             sf, p, sde, x, **o), rep)  # fmt: skip
-        s_sh, _, lp_sh = timed(lambda sf=score_fn, p=params, o=opts: sharded_class_log_likelihoods(
-            sf, p, sde, x, **o), rep)  # fmt: skip
+        s_sh, _, lp_sh = timed(lambda sf=score_fn, p=params, o=opts: jaxrej.class_log_likelihoods(
+            sf, p, sde, x, mesh=jaxrej.batch_mesh(), **o), rep)  # fmt: skip
         lp = np.asarray(jaxrej.class_log_likelihoods(score_fn, params, sde, x, **opts))
         class_rows.append(dict(classes=c, batch=b, d=d, seconds=s, examples_per_s=b / s,
                                solves_per_s=b * c / s, sharded_seconds=s_sh,
@@ -148,7 +147,7 @@ def render(out) -> str:
         lines.append(f"| {r['d']} | {r['divergence']} | {r['batch']} | {r['seconds']:.3f} | "
                      f"{r['examples_per_s']:.1f} | {r['us_per_eval_per_example']:.1f} |")  # fmt: skip
     lines += ["", "Number of classes (synthetic MLP score, fixed steps, Rademacher); sharded = "
-              "`jaxrej.sharding` over all local devices:", "",
+              "`mesh=jaxrej.batch_mesh()` over all local devices:", "",
               "| classes | batch | D | s | examples / s | solves / s | sharded s (devices) | "
               "sharded max abs diff |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in out["classes"]:

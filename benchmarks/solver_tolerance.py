@@ -107,14 +107,16 @@ def example_probes(key, x, n_probes: int = 1, kind: str = "rademacher") -> np.nd
 
 
 @functools.partial(
-    jax.jit, static_argnames=("score_fn", "sde", "solver", "n_steps", "max_steps", "exact")
-)
+    jax.jit,
+    static_argnames=("score_fn", "sde", "rtol", "atol", "eps", "solver", "n_steps", "max_steps",
+                     "exact"),
+)  # fmt: skip
 def solve_pairs(score_fn, params, sde, x, y, probes, rtol, atol, eps, *, solver, n_steps=None,
                 max_steps=4096, exact=False):  # fmt: skip
     """(logp, nfe, ok), each (P,), for pairs x: (P, *event), y: (P,), probes: (P, K, *event).
 
-    `jaxrej.log_likelihood` with the probes given explicitly (ignored when `exact`); rtol / atol /
-    eps are traced (one compilation per static setting).
+    `jaxrej.log_likelihood` with the probes given explicitly (ignored when `exact`); every solve
+    option is static (a FlowSolve field), so each setting compiles once.
     """
     res = jaxrej.log_likelihood(
         score_fn, params, sde, x, y, key=jax.random.key(0),
@@ -128,7 +130,7 @@ def run_pairs(score_fn, params, sde, x, pairs, probes, *, solver, tol=None, n_st
               exact=False, dtype=jnp.float32):  # fmt: skip
     """Solve pairs (P, 2) = (example, class) of x; returns numpy (logp, nfe, ok)."""
     ex, cls = pairs[:, 0], pairs[:, 1]
-    tol = 1e-3 if tol is None else tol  # unused by fixed steps, but a traced value all the same
+    tol = 1e-3 if tol is None else tol  # unused by fixed steps
     out = solve_pairs(
         score_fn,
         params,
@@ -136,9 +138,9 @@ def run_pairs(score_fn, params, sde, x, pairs, probes, *, solver, tol=None, n_st
         jnp.asarray(np.asarray(x)[ex], dtype),
         jnp.asarray(cls, jnp.int32),
         jnp.asarray(probes[ex], dtype),
-        jnp.asarray(tol, dtype),
-        jnp.asarray(tol, dtype),
-        jnp.asarray(1e-5, dtype),
+        rtol=float(tol),
+        atol=float(tol),
+        eps=1e-5,
         solver=solver,
         n_steps=n_steps,
         exact=exact,

@@ -56,16 +56,12 @@ def get_config():
     config.eval.batch_size = 72  # 5 batches of the 360 test digits
     config.eval.divergence = "exact"
     config.eval.n_probes = 1
-    # the library default (benchmarks/solver_tolerance.py: 0 reject-decision flips vs a float64
-    # 1e-8 truth, exact trace and Rademacher alike)
-    config.eval.rtol = 1e-4
-    config.eval.atol = 1e-4
+    # the library's defaults (jaxrej.FlowSolve, jaxrej.scoring.DEFAULT_SCREEN): value-grade
+    # tolerances for the accurate solve, TopK screens for the rest (benchmarks/likelihood_speed.py)
+    config.eval.rtol = 1e-5
+    config.eval.atol = 1e-5
     config.eval.eps = 1e-5
     config.eval.dequantize = "uniform"
-    config.eval.chunk_size = 0  # pairs per compiled solve (0: all pairs of a batch at once)
-    # A Rademacher screen (rtol=atol=screen_tol) keeps the classes within screen_margin nats of its
-    # best for the exact solve; 40 nats is above the screen's measured error (<= 25 nats) and kept
-    # every decision in benchmarks/likelihood_speed.py. 0 solves every class exactly.
-    config.eval.screen_margin = 40.0
-    config.eval.screen_tol = 1e-2
+    config.eval.chunk_size = 0  # pairs per vmapped solve (0: all pairs of a batch at once)
+    config.eval.screen = "default"  # "none": every class gets the accurate solve
     return config

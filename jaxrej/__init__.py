@@ -1,48 +1,43 @@
-"""jaxrej: generative classifiers with a reject option, in JAX."""
+"""jaxrej: generative classifiers with a reject option, in JAX.
 
-from jaxrej import classifiers, heads, metrics, reject
-from jaxrej.divergence import exact_trace, hutchinson_trace, sample_probes
-from jaxrej.flow import SOLVERS, FlowSolve
-from jaxrej.likelihood import (
-    LikelihoodResult,
-    bits_per_dim,
-    log_likelihood,
-    marginal_log_likelihood,
-)
-from jaxrej.scoring import (
-    ClassLikelihoods,
-    Screen,
-    TopK,
-    batch_mesh,
-    cascade_class_log_likelihoods,
-    class_log_likelihood_result,
-    class_log_likelihoods,
-)
-from jaxrej.sde import SDE, VESDE, VPSDE, SubVPSDE
+The public names below are re-exported lazily (PEP 562), so that `import jaxrej.cli` -- and
+`jaxrej --help` -- does not import JAX.
+"""
 
-__all__ = [
-    "classifiers",
-    "heads",
-    "metrics",
-    "reject",
-    "SDE",
-    "VPSDE",
-    "SubVPSDE",
-    "VESDE",
-    "exact_trace",
-    "hutchinson_trace",
-    "sample_probes",
-    "FlowSolve",
-    "SOLVERS",
-    "LikelihoodResult",
-    "log_likelihood",
-    "class_log_likelihoods",
-    "class_log_likelihood_result",
-    "cascade_class_log_likelihoods",
-    "ClassLikelihoods",
-    "TopK",
-    "Screen",
-    "batch_mesh",
-    "marginal_log_likelihood",
-    "bits_per_dim",
-]
+import importlib
+
+_ATTRS = {
+    "jaxrej.sde": ("SDE", "VPSDE", "SubVPSDE", "VESDE"),
+    "jaxrej.divergence": ("exact_trace", "hutchinson_trace", "sample_probes"),
+    "jaxrej.flow": ("FlowSolve", "SOLVERS"),
+    "jaxrej.likelihood": (
+        "LikelihoodResult",
+        "log_likelihood",
+        "marginal_log_likelihood",
+        "bits_per_dim",
+    ),
+    "jaxrej.scoring": (
+        "class_log_likelihoods",
+        "class_log_likelihood_result",
+        "cascade_class_log_likelihoods",
+        "ClassLikelihoods",
+        "TopK",
+        "Screen",
+        "batch_mesh",
+    ),
+}
+_WHERE = {name: module for module, names in _ATTRS.items() for name in names}
+_MODULES = ("classifiers", "heads", "metrics", "reject", "scoring", "flow", "autodiff")
+__all__ = [*_MODULES, *_WHERE]
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        return importlib.import_module(f"jaxrej.{name}")
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'jaxrej' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

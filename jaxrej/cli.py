@@ -2,8 +2,10 @@
 
 Each subcommand lives in `jaxrej/commands/NAME.py` and defines
 `add_arguments(parser)` and `run(args) -> dict`; the dict is printed as a short
-summary. Configs (ml_collections files with `get_config()`) become objects here,
-at the boundary, and library code receives plain values.
+summary. Only the command that runs is imported, and its module imports heavy
+libraries inside run(), so `--help` is quick. Configs (ml_collections files with
+`get_config()`) become objects here, at the boundary (`load_config`,
+`apply_overrides`), and library code receives plain values.
 """
 
 from __future__ import annotations
@@ -26,12 +28,7 @@ COMMANDS = {
 
 
 def load_config(path: str, overrides: Sequence[str] = ()):
-    """Load `get_config()` from the python file `path` and apply `--config.a.b=v` overrides.
-
-    An override must name an existing field; its value is parsed as a Python
-    literal and must keep the field's type (an int field accepts an int, a float
-    field an int or a float). Raises ValueError naming the offending override.
-    """
+    """`get_config()` of the python file `path`, with `apply_overrides(config, overrides)`."""
     if not os.path.isfile(path):
         raise ValueError(f"--config: no such config file {path!r}")
     spec = importlib.util.spec_from_file_location("_jaxrej_config", path)
@@ -39,7 +36,18 @@ def load_config(path: str, overrides: Sequence[str] = ()):
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"--config: {path!r} defines no get_config()")
-    config = module.get_config()
+    return apply_overrides(module.get_config(), overrides)
+
+
+def apply_overrides(config, overrides: Sequence[str], *, sections: Sequence[str] | None = None):
+    """Apply `--config.a.b=value` overrides to `config` (a ConfigDict or nested dicts) in place
+    and return it; with `sections`, only fields under those top-level sections may be set.
+
+    An override must name an existing field; its value is parsed as a Python literal (else
+    taken as a bare string) and must keep the field's type (an int field accepts an int, a
+    float field an int or a float, a tuple or list field a tuple or list, a None field
+    anything). Raises ValueError naming the offending override.
+    """
     for item in overrides:
         if not item.startswith("--config.") or "=" not in item:
             raise ValueError(
@@ -47,13 +55,16 @@ def load_config(path: str, overrides: Sequence[str] = ()):
             )
         key, raw = item[len("--config.") :].split("=", 1)
         *parents, leaf = key.split(".")
+        if sections is not None and (not parents or parents[0] not in sections):
+            allowed = " or ".join(f"--config.{s}.<field>=<value>" for s in sections)
+            raise ValueError(f"{item!r}: only {allowed} overrides apply here")
         node = config
         for p in parents:
             if p not in node:
                 raise ValueError(f"--config.{key}: config has no field {p!r}")
             node = node[p]
         if leaf not in node:
-            raise ValueError(f"--config.{key}: config has no field {leaf!r}")
+            raise ValueError(f"--config.{key}: config has no field {leaf!r}; have {sorted(node)}")
         old = node[leaf]
         try:
             value = ast.literal_eval(raw)
@@ -79,28 +90,28 @@ def load_config(path: str, overrides: Sequence[str] = ()):
     return config
 
 
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv`: its first token that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="jaxrej", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            modules[name] = importlib.import_module(f"jaxrej.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"jaxrej.commands.{name}":
-                raise
-            continue
-        modules[name].add_arguments(p)
+    name, module = _command_name(argv), None
+    for n, help_text in COMMANDS.items():
+        p = sub.add_parser(n, help=help_text, description=help_text)
+        if n == name:  # import only the command that runs (its options, then its run())
+            module = importlib.import_module(f"jaxrej.commands.{n}")
+            module.add_arguments(p)
     args, rest = parser.parse_known_args(argv)
-    if args.command not in modules:
-        parser.error(f"command {args.command!r} is not available in this version")
     args.overrides = rest
     bad = [r for r in rest if not r.startswith("--config.")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)}")
     try:
-        summary = modules[args.command].run(args)
+        summary = module.run(args)
     except ValueError as e:
         print(f"jaxrej {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -33,6 +33,8 @@ __all__ = [
     "aurc",
     "mann_whitney_u",
     "summarize",
+    "ood_detection",
+    "mistake_detection",
 ]
 
 
@@ -211,4 +213,36 @@ def summarize(pred, labels, rejected) -> dict:
         "accuracy": accuracy(pred, labels),
         "acc_left": acc_left(pred, labels, rejected),
         "rejection_rate": rejection_rate(rejected),
+    }
+
+
+def ood_detection(scores_in, scores_out) -> dict:
+    """OOD detection, positive = in-distribution: scores_in (N,) of in-distribution examples
+    against scores_out (M,). {'auroc', 'aupr_in', 'aupr_out', 'fpr_at_95_tpr',
+    'mann_whitney_u', 'mann_whitney_p'} (the U test of in vs out)."""
+    s_in, s_out = _vec(scores_in, "scores_in"), _vec(scores_out, "scores_out")
+    s = np.r_[s_in, s_out]
+    pos = np.r_[np.ones(s_in.size, bool), np.zeros(s_out.size, bool)]
+    u, p = mann_whitney_u(s_in, s_out)
+    return {
+        "auroc": auroc(s, pos),
+        "aupr_in": aupr_in(s, pos),
+        "aupr_out": aupr_out(s, pos),
+        "fpr_at_95_tpr": fpr_at_tpr(s, pos, 0.95),
+        "mann_whitney_u": u,
+        "mann_whitney_p": p,
+    }
+
+
+def mistake_detection(scores, correct) -> dict:
+    """Mistake detection, positive = correctly classified: scores (N,), correct (N,) bool.
+    {'aurc', 'n_errors', 'auroc', 'fpr_at_95_tpr'}; AUROC and FPR are None when every example
+    is correct or every one wrong (one population only)."""
+    correct = _vec(correct, "correct").astype(bool)
+    out = {"aurc": aurc(scores, ~correct), "n_errors": int((~correct).sum())}
+    if correct.all() or not correct.any():
+        return out | {"auroc": None, "fpr_at_95_tpr": None}
+    return out | {
+        "auroc": auroc(scores, correct),
+        "fpr_at_95_tpr": fpr_at_tpr(scores, correct, 0.95),
     }

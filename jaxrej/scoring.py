@@ -5,12 +5,13 @@ on the predicted class, the marginal log p(x)) and an attack's loss need full ac
 the classes near the top: a class `m` nats below the best changes log p(x) by at most exp(-m).
 
 `class_log_likelihood_result` / `class_log_likelihoods` are pure JAX functions (jit, grad and vmap
-compose with them), with static shapes. With a `TopK` screen (the default) a cheap pass over all
-classes (not differentiated) picks each example's k best classes (plus `labels`, if given), and
-only those get the accurate, differentiated solve; the other classes keep the cheap estimate as a
-constant and are marked in `ClassLikelihoods.refined`; `covered` is False for an example where a
-class outside the k was within `margin` nats of the screen's best. With `screen=None` every class
-gets the accurate, differentiated solve. `mesh=` shards the batch over devices, screens included.
+compose with them), with static shapes. With `TopK` screens (the default: two stages) a cheap pass
+over the candidate classes (not differentiated) keeps each example's k best (plus `labels`, if
+given); the classes left after the last stage get the accurate, differentiated solve; the others
+keep the last cheap estimate as a constant and are marked in `ClassLikelihoods.refined`; `covered`
+is False for an example where a stage dropped a class within its `margin` nats of that stage's
+best. With `screen=None` every class gets the accurate, differentiated solve. `mesh=` shards the
+batch over devices, screens included.
 
 `cascade_class_log_likelihoods` chains `Screen` passes scheduled on the host: after each pass only
 the classes within its margin of the best stay in reach, so the number of accurate solves adapts
@@ -85,7 +86,9 @@ class Screen:
         object.__setattr__(self, "solve", as_solve(solve, options, default=SCREEN_SOLVE))
 
 
-DEFAULT_SCREEN = TopK()
+# The default screen (benchmarks/likelihood_speed.py): one Rademacher probe at 1e-2 over all classes
+# keeps 4, then 16 probes at 1e-3 keep 1 -- the static-shape twin of the host cascade's passes.
+DEFAULT_SCREEN = (TopK(k=4, margin=10.0), TopK(k=1, margin=5.0, n_probes=16, rtol=1e-3, atol=1e-3))
 
 
 class ClassLikelihoods(struct.PyTreeNode):
@@ -132,48 +135,74 @@ def _solve_sorted(score_fn, sde, solve, params, x, ex, cls, ids, key, difficulty
     return tuple(o[inv] for o in out)
 
 
-def _score_block(score_fn, sde, solve, screen, num_classes, chunk_size, params, x, ids, labels,
+def _score_block(score_fn, sde, solve, screens, num_classes, chunk_size, params, x, ids, labels,
                  key):  # fmt: skip
-    """ClassLikelihoods of a block of examples x (b, *event) with global indices ids (b,)."""
+    """ClassLikelihoods of a block of examples x (b, *event) with global indices ids (b,): each
+    TopK stage of `screens` solves the candidate classes (not differentiated) and keeps its k best
+    (and `labels`); the candidates left get the accurate, differentiated `solve`."""
     b, c = x.shape[0], num_classes
-    ex_all = jnp.repeat(jnp.arange(b), c)
-    cls_all = jnp.tile(jnp.arange(c, dtype=jnp.int32), b)
-    if screen is None:
-        logp, nfe, ok = _solve_sorted(score_fn, sde, solve, params, x, ex_all, cls_all, ids, key,
-                                      None, chunk_size)  # fmt: skip
-        shape = lambda a: a.reshape(b, c)  # noqa: E731
-        return ClassLikelihoods(
-            logp=shape(logp),
-            nfe=shape(nfe),
-            ok=shape(ok),
-            refined=jnp.ones((b, c), bool),
-            covered=jnp.ones((b,), bool),
+    rows_b = jnp.arange(b)
+    cand = jnp.broadcast_to(jnp.arange(c, dtype=jnp.int32), (b, c))  # (b, m) candidate classes
+    logp = jnp.full((b, c), jnp.nan, x.dtype)
+    nfe = jnp.zeros((b, c), jnp.int32)
+    ok = jnp.zeros((b, c), bool)
+    covered = jnp.ones((b,), bool)
+    difficulty = None
+    for j, stage in enumerate(screens):
+        m = cand.shape[1]
+        rows, cls = jnp.repeat(rows_b, m), cand.reshape(-1)
+        lp, n, good = _solve_sorted(score_fn, sde, stage.solve, params, jax.lax.stop_gradient(x),
+                                    rows, cls, ids, jax.random.fold_in(key, 1 + j), difficulty,
+                                    chunk_size)  # fmt: skip
+        lp = jax.lax.stop_gradient(lp)
+        logp, nfe, ok = (
+            logp.at[rows, cls].set(lp),
+            nfe.at[rows, cls].add(n),
+            ok.at[rows, cls].set(good),
         )
-    k = min(screen.k, c)
-    s_logp, s_nfe, s_ok = _solve_sorted(
-        score_fn, sde, screen.solve, params, jax.lax.stop_gradient(x), ex_all, cls_all, ids,
-        jax.random.fold_in(key, 1), None, chunk_size,
-    )  # fmt: skip
-    s_logp, s_nfe, s_ok = (a.reshape(b, c) for a in (s_logp, s_nfe, s_ok))
-    s_logp = jax.lax.stop_gradient(s_logp)
-    priority = jnp.where(s_ok, s_logp, jnp.inf)  # a failed screen is refined first
-    if labels is not None:
-        priority = priority.at[jnp.arange(b), labels].set(jnp.inf)
-    _, top = jax.lax.top_k(priority, k)  # (b, k)
-    rows = jnp.repeat(jnp.arange(b), k)
-    cls = top.reshape(-1).astype(jnp.int32)
-    logp, nfe, ok = _solve_sorted(score_fn, sde, solve, params, x, rows, cls, ids, key,
-                                  s_nfe[rows, cls], chunk_size)  # fmt: skip
-    refined = jnp.zeros((b, c), bool).at[rows, cls].set(True)
-    best = jnp.max(jnp.where(s_ok, s_logp, -jnp.inf), axis=1, keepdims=True)
-    in_reach = (s_logp >= best - screen.margin) | ~s_ok
+        est, good = lp.reshape(b, m), good.reshape(b, m)
+        priority = jnp.where(good, est, jnp.inf)  # a failed screen is kept first
+        if labels is not None:
+            priority = jnp.where(cand == labels[:, None], jnp.inf, priority)
+        _, pos = jax.lax.top_k(priority, min(stage.k, m))  # (b, k) positions in cand
+        kept = jnp.zeros((b, m), bool).at[rows_b[:, None], pos].set(True)
+        best = jnp.max(jnp.where(good, est, -jnp.inf), axis=1, keepdims=True)
+        in_reach = (est >= best - stage.margin) | ~good
+        covered = covered & ~jnp.any(in_reach & ~kept, axis=1)
+        cand = jnp.take_along_axis(cand, pos, axis=1)
+        difficulty = nfe[jnp.repeat(rows_b, cand.shape[1]), cand.reshape(-1)]
+    rows, cls = jnp.repeat(rows_b, cand.shape[1]), cand.reshape(-1)
+    lp, n, good = _solve_sorted(score_fn, sde, solve, params, x, rows, cls, ids, key, difficulty,
+                                chunk_size)  # fmt: skip
     return ClassLikelihoods(
-        logp=s_logp.at[rows, cls].set(logp),
-        nfe=s_nfe.at[rows, cls].add(nfe),
-        ok=s_ok.at[rows, cls].set(ok),
-        refined=refined,
-        covered=~jnp.any(in_reach & ~refined, axis=1),
+        logp=logp.at[rows, cls].set(lp),
+        nfe=nfe.at[rows, cls].add(n),
+        ok=ok.at[rows, cls].set(good),
+        refined=jnp.zeros((b, c), bool).at[rows, cls].set(True),
+        covered=covered,
     )
+
+
+def _topk_stages(screen) -> tuple[TopK, ...]:
+    """The screen argument as a tuple of TopK stages (None: no stage); ValueError otherwise."""
+    stages = () if screen is None else (screen,) if isinstance(screen, TopK) else screen
+    if isinstance(stages, Screen) or (
+        isinstance(stages, Sequence) and any(isinstance(s, Screen) for s in stages)
+    ):
+        raise ValueError(
+            "screen: a Screen is a pass of the host cascade, now "
+            "jaxrej.cascade_class_log_likelihoods(..., screens=[...]); the differentiable scorer "
+            "takes screen=jaxrej.TopK(...), a sequence of them, or None"
+        )
+    if (
+        isinstance(stages, str)
+        or not isinstance(stages, Sequence)
+        or not all(isinstance(s, TopK) for s in stages)
+    ):
+        raise ValueError(
+            f"screen: expected a jaxrej.TopK, a sequence of them or None, got {screen!r}"
+        )
+    return tuple(stages)
 
 
 def _check_mesh(mesh) -> int:
@@ -232,7 +261,7 @@ def class_log_likelihood_result(
     num_classes: int,
     key: jax.Array,
     solve: FlowSolve | None = None,
-    screen: TopK | None = DEFAULT_SCREEN,
+    screen: TopK | Sequence[TopK] | None = DEFAULT_SCREEN,
     labels: jax.Array | None = None,
     chunk_size: int | None = None,
     mesh: Mesh | None = None,
@@ -241,9 +270,11 @@ def class_log_likelihood_result(
     """log p(x | y) for every class, with per-pair NFE, flags and refinement marks, each (B, C).
 
     x: (B, *event). solve: the accurate solve (`jaxrej.FlowSolve`; keyword `options` replace its
-    fields). screen: a `TopK` (default `TopK()`: the 3 best classes of a 1-probe Rademacher pass at
-    1e-2 get the accurate solve) or None (every class). labels: (B,) int, a class per example that
-    is always refined (e.g. the true label in an attack's loss). chunk_size: pairs per vmapped
+    fields). screen: a `TopK`, a sequence of them applied in turn (each solves the classes the
+    previous kept), or None (every class gets the accurate solve). The default, DEFAULT_SCREEN,
+    keeps 4 classes by a 1-probe Rademacher pass at 1e-2, then 1 by a 16-probe pass at 1e-3.
+    labels: (B,) int, a class per example that every stage keeps and the accurate solve refines
+    (e.g. the true label in an attack's loss: pass TopK(k=2) to refine it and its best rival). chunk_size: pairs per vmapped
     solve (default: all at once). mesh: a Mesh with an axis "batch" (`batch_mesh()`) over which the
     examples are sharded; the result equals the unsharded one up to float rounding.
     Example i's Hutchinson probes depend on (key, i) alone, shared by its classes: the refined
@@ -252,23 +283,14 @@ def class_log_likelihood_result(
     """
     solve = as_solve(solve, options)
     _check_common(x, sde, num_classes, chunk_size)
-    if isinstance(screen, Screen) or (
-        isinstance(screen, Sequence) and any(isinstance(s, Screen) for s in screen)
-    ):
-        raise ValueError(
-            "screen: a Screen is a pass of the host cascade, now "
-            "jaxrej.cascade_class_log_likelihoods(..., screens=[...]); the differentiable scorer "
-            "takes screen=jaxrej.TopK(...) or None"
-        )
-    if screen is not None and not isinstance(screen, TopK):
-        raise ValueError(f"screen: expected a jaxrej.TopK or None, got {type(screen).__name__}")
+    screens = _topk_stages(screen)
     if labels is not None:
         check_batch(x, labels, sde, y_name="labels")
-        if screen is None:
+        if not screens:
             labels = None  # every class is refined anyway
     if mesh is not None:
         _check_mesh(mesh)
-    return _score(score_fn, params, sde, x, labels, key, solve=solve, screen=screen,
+    return _score(score_fn, params, sde, x, labels, key, solve=solve, screen=screens,
                   num_classes=num_classes, chunk_size=chunk_size, mesh=mesh)  # fmt: skip
 
 

@@ -1,5 +1,8 @@
-"""`jaxrej bench`: name resolution, errors, and one benchmark end to end on a toy score."""
+"""`jaxrej bench`: name resolution, errors, every benchmark's quick mode, and benchmarks end to
+end on toy problems."""
 
+import argparse
+import importlib
 import json
 import os
 
@@ -9,10 +12,10 @@ import pytest
 from jaxrej import cli
 from jaxrej.commands import bench
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
 
 
-def test_available_lists_the_benchmarks():
+def test_available_lists_the_benchmarks_and_not_the_helpers():
     names = bench.available()
     for n in (
         "solver_tolerance",
@@ -23,7 +26,33 @@ def test_available_lists_the_benchmarks():
         "rk_skip",
     ):
         assert n in names
-    assert "__init__" not in names
+    for helper in ("__init__", "report", "trained"):
+        assert helper not in names
+
+
+def test_a_benchmark_defines_main_and_writes_a_report(tmp_path):
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    files = {
+        "__init__.py": "",
+        "real.py": "from benchmarks.report import write_report\n\ndef main(argv=None):\n    pass\n",
+        "helper.py": "import os\n\ndef main(argv=None):  # a tool, writes no results\n    pass\n",
+        "library.py": "from benchmarks.report import write_report\n\ndef run():\n    pass\n",
+        "_private.py": "from benchmarks.report import write_report\n\ndef main():\n    pass\n",
+        "notes.txt": "def main(",
+    }
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    assert bench.available(str(tmp_path)) == ["real"]
+
+
+def test_results_path_follows_results_dir_and_out():
+    default = os.path.join("/repo", "benchmarks", "results")
+    assert bench.results_path("/repo", "scaling", ["--quick"]) == f"{default}/scaling.json"
+    assert bench.results_path("/repo", "scaling", ["--results-dir", "/x"]) == "/x/scaling.json"
+    assert (
+        bench.results_path("/repo", "adjoint", ["--results-dir=/x", "--out", "a2"]) == "/x/a2.json"
+    )
 
 
 def test_unknown_name_is_a_clear_error(capsys):
@@ -39,6 +68,11 @@ def test_hutchinson_quick_through_the_cli(tmp_path, capsys):
     # classes of an example give every class the same error (the argmax margin is untouched).
     rc = cli.main(["bench", "hutchinson", "--quick", "--n", "6", "--results-dir", str(tmp_path)])
     assert rc == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.rindex("\n{\n") + 1 :])  # the summary: printed last
+    assert summary["results"] == str(
+        tmp_path / "hutchinson.json"
+    )  # where it wrote, not the default
     out = json.loads((tmp_path / "hutchinson.json").read_text())
     assert (tmp_path / "hutchinson.md").read_text().startswith("Device: ")
     assert (tmp_path / "hutchinson.png").stat().st_size > 0
@@ -96,15 +130,24 @@ def test_flips_counts_label_and_reject_changes():
     np.testing.assert_array_equal(flips(other, truth), [False, True, False, True])
 
 
-@pytest.mark.parametrize(
-    "name", ["solver_tolerance", "hutchinson", "adjoint", "scaling", "rk_skip"]
-)
-def test_every_benchmark_has_a_main_and_a_quick_mode(name):
-    import importlib
-    import inspect
+class _Parsed(Exception):
+    pass
 
-    mod = importlib.import_module(f"benchmarks.{name}")
-    assert "--quick" in inspect.getsource(mod.main)
+
+@pytest.mark.parametrize("name", bench.available())
+def test_every_benchmark_accepts_quick(name, monkeypatch):
+    """main(["--quick"]) parses (its own argparse parser sets quick=True); stopped right after
+    parsing, so nothing runs."""
+    module = importlib.import_module(f"benchmarks.{name}")
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise _Parsed(parse(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(_Parsed) as parsed:
+        module.main(["--quick"])
+    assert parsed.value.args[0].quick is True
 
 
 def test_adjoint_quick_gradients_agree_with_diffrax(tmp_path):

@@ -1,15 +1,20 @@
-"""`jaxrej heads` end to end on digits (small settings), checked against scikit-learn."""
+"""`jaxrej heads` end to end on digits (small settings), checked against scikit-learn; the
+protocol's data (jaxrej.eval.heads.load_heads_data) against the registry and preprocessing."""
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from jaxrej import cli
+from tests.conftest import CONFIGS
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "digits_heads.py")
+pytestmark = pytest.mark.slow
+
+CONFIG = str(CONFIGS / "digits_heads.py")
 FAST = [
     "--config.train.epochs=8",
     "--config.sdim.epochs=20",
@@ -92,8 +97,49 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
 def test_every_heads_config_validates(name):
     from jaxrej.commands import heads
 
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}_heads.py")
-    o = heads._options(cli.load_config(path))
-    assert o["percentiles"] == (1.0, 2.0) and o["tpr"] == 0.95
-    assert o["model"] in ("mlp", "cnn", "resnet")
-    assert (o["dataset"] == "digits") == (not o["ood"])  # tfds datasets name an OOD set
+    data, options, seed = heads.settings(cli.load_config(str(CONFIGS / f"{name}_heads.py")))
+    assert options.percentiles == (1.0, 2.0) and options.tpr == 0.95 and seed == 0
+    assert options.model in ("mlp", "cnn", "resnet")
+    assert (data["dataset"] == "digits") == (not data["ood"])  # tfds datasets name an OOD set
+
+
+def test_result_files_are_readable_like_any_other_file(run_dir):
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("heads.json", "heads_scores.npz"):
+        assert stat.S_IMODE((run_dir / f).stat().st_mode) == 0o666 & ~umask
+
+
+def test_heads_data_is_the_registry_data_scaled_by_preprocessing():
+    from jaxrej.data import digits
+    from jaxrej.data.registry import load_dataset
+    from jaxrej.eval.heads import load_heads_data
+
+    d = load_heads_data("digits", val_fraction=0.15, seed=0)
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    # fit and val partition the training rows, stratified: 15% of each class in val
+    x_fit, y_fit = d.fit
+    x_val, y_val = d.val
+    assert len(y_fit) + len(y_val) == len(train.labels)
+    for c in range(10):
+        assert np.sum(y_val == c) == round(0.15 * np.sum(train.labels == c))
+    # pixels k / (levels - 1): 0 and 16 map to 0 and 1 exactly
+    np.testing.assert_array_equal(d.test[0], test.images / 16.0)
+    assert d.test[0].dtype == np.float32 and d.test[0].min() == 0.0 and d.test[0].max() == 1.0
+    rows = {r.tobytes(): y for r, y in zip(train.images / 16.0, train.labels, strict=True)}
+    assert all(rows[r.astype(np.float64).tobytes()] == y for r, y in zip(x_val, y_val, strict=True))
+    # digits names no OOD set: the test split inverted (16 - k) and uniform noise levels
+    np.testing.assert_array_equal(d.ood["inverted"], (16 - test.images) / 16.0)
+    levels = d.ood["noise"] * 16
+    np.testing.assert_array_equal(levels, np.round(levels))
+    assert set(np.unique(levels)) == set(range(digits.N_LEVELS))
+    assert d.num_classes == 10
+
+
+def test_heads_data_names_a_bad_value():
+    from jaxrej.eval.heads import load_heads_data
+
+    with pytest.raises(ValueError, match="data.val_fraction"):
+        load_heads_data("digits", val_fraction=0.0, seed=0)
+    with pytest.raises(ValueError, match="data.dataset"):
+        load_heads_data("digits", ood=("nope",), val_fraction=0.1, seed=0)

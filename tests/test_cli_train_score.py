@@ -1,16 +1,26 @@
 """`jaxrej train` then `jaxrej score` end to end at toy size (digits, and a U-Net on mock mnist),
-plus the failure modes: bad config values, missing workdir, corrupt checkpoint, config clash."""
+plus the failure modes: bad config values, missing workdir, corrupt checkpoints, config clash,
+a finished run trained again; result files readable by others; `--help` imports no command
+it does not run."""
 
 import glob
 import hashlib
 import json
 import math
 import os
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from jaxrej.cli import main
+from tests.conftest import CONFIGS, ROOT
+
+pytestmark = pytest.mark.slow
+
+DIGITS = str(CONFIGS / "digits_sbgc.py")
 
 TINY = [
     "--config.model.hidden=16", "--config.model.n_blocks=1", "--config.model.emb_dim=8",
@@ -30,12 +40,7 @@ def _hashes(folder):
 
 def test_train_then_score_digits(tmp_path, capsys):
     wd = str(tmp_path / "run")
-    assert (
-        main(
-            ["train", "--config", "configs/digits_sbgc.py", "--workdir", wd, "--no-progress", *TINY]
-        )
-        == 0
-    )
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *TINY]) == 0
     train = json.load(open(os.path.join(wd, "train.json")))
     assert train["final_step"] == 6 and train["n_train"] == 1437
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6"]
@@ -74,26 +79,74 @@ def test_train_then_score_digits(tmp_path, capsys):
     out = capsys.readouterr().out
     assert '"accuracy"' in out and '"bits_per_dim"' in out
 
-    # resuming with more steps continues from step 6; a different model is refused, nothing changes
+    # result files get the mode a plain open() gives (0o666 & ~umask), not mkstemp's 0o600
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("config.json", "train.json", "score.json", "score_test.npz"):
+        assert stat.S_IMODE(os.stat(os.path.join(wd, f)).st_mode) == 0o666 & ~umask, f
+
+    # training a finished run again changes nothing and reports the original numbers
     before = _hashes(wd)
-    rc = main(["train", "--config", "configs/digits_sbgc.py", "--workdir", wd, "--no-progress",
+    first = json.load(open(os.path.join(wd, "train.json")))
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *TINY]) == 0
+    captured = capsys.readouterr()
+    assert "already trained to step 6" in captured.err
+    assert json.loads(captured.out) == first and first["last_metrics"]["step"] == 6
+    assert _hashes(wd) == before
+
+    # resuming with more steps continues from step 6; a different model is refused, nothing changes
+    rc = main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress",
                *TINY, "--config.model.hidden=32"])  # fmt: skip
     assert rc == 2 and "model.hidden" in capsys.readouterr().err
     assert _hashes(wd) == before
-    assert main(["train", "--config", "configs/digits_sbgc.py", "--workdir", wd, "--no-progress",
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress",
                  *TINY, "--config.training.n_iters=9"]) == 0  # fmt: skip
     train = json.load(open(os.path.join(wd, "train.json")))
     assert train["start_step"] == 6 and train["final_step"] == 9
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6", "9"]
+    capsys.readouterr()
 
-    # a corrupt checkpoint: score fails with a clear error and leaves score.json as it was
-    before_score = open(os.path.join(wd, "score.json")).read()
-    for p in glob.glob(os.path.join(wd, "checkpoints", "9", "**"), recursive=True):
-        if os.path.isfile(p) and "METADATA" not in p:
-            open(p, "wb").write(b"not a checkpoint")
-    rc = main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE])
+    # a corrupt newest checkpoint: score falls back to step 6, says so, and records the step
+    _corrupt(os.path.join(wd, "checkpoints", "9"))
+    assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
     err = capsys.readouterr().err
-    assert rc == 2 and "checkpoint" in err and "step 9" in err
+    assert "step 9" in err and "using step 6" in err
+    assert json.load(open(os.path.join(wd, "score.json")))["checkpoint_step"] == 6
+    # ... and train resumes from step 6, moving the corrupt one aside
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress",
+                 *TINY, "--config.training.n_iters=9"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "step 9" in err and os.path.join("corrupt_checkpoints", "9") in err
+    train = json.load(open(os.path.join(wd, "train.json")))
+    assert train["start_step"] == 6 and train["final_step"] == 9
+    assert os.listdir(os.path.join(wd, "corrupt_checkpoints")) == ["9"]
+    assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.load(open(os.path.join(wd, "score.json")))["checkpoint_step"] == 9
+
+    # every checkpoint corrupt: score fails with one clear line (no orbax tracebacks after it)
+    # and leaves score.json as it was
+    before_score = open(os.path.join(wd, "score.json")).read()
+    for step in ("3", "6", "9"):
+        _corrupt(os.path.join(wd, "checkpoints", step))
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxrej.cli", "score", "--workdir", wd, "--limit", "2",
+         "--no-progress", *FAST_SCORE],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxrej score: error: checkpoint"), proc.stderr
+    assert "step 9" in lines[0] and "[3, 6]" in lines[0]
     assert open(os.path.join(wd, "score.json")).read() == before_score
+
+
+def _corrupt(step_dir):
+    """Overwrite every data file of one orbax checkpoint (its metadata stays valid)."""
+    for p in glob.glob(os.path.join(step_dir, "**"), recursive=True):
+        if os.path.isfile(p) and "METADATA" not in p:
+            with open(p, "wb") as f:
+                f.write(b"not a checkpoint")
 
 
 @pytest.mark.parametrize(
@@ -109,7 +162,7 @@ def test_bad_config_values(tmp_path, capsys, override, message):
         [
             "train",
             "--config",
-            "configs/digits_sbgc.py",
+            DIGITS,
             "--workdir",
             str(wd),
             "--no-progress",
@@ -124,7 +177,7 @@ def test_bad_config_values(tmp_path, capsys, override, message):
 def test_missing_workdir_and_missing_checkpoint(tmp_path, capsys):
     assert main(["score", "--workdir", str(tmp_path / "absent")]) == 2
     assert "workdir" in capsys.readouterr().err
-    (tmp_path / "config.json").write_text(open("configs/digits_sbgc.py").read()[:0] + "{broken")
+    (tmp_path / "config.json").write_text("{broken")
     assert main(["score", "--workdir", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
 
@@ -144,7 +197,7 @@ def test_unet_toy_on_mock_mnist(tmp_path, capsys):
                 [
                     "train",
                     "--config",
-                    "configs/mnist_sbgc.py",
+                    str(CONFIGS / "mnist_sbgc.py"),
                     "--workdir",
                     wd,
                     "--no-progress",
@@ -161,3 +214,31 @@ def test_unet_toy_on_mock_mnist(tmp_path, capsys):
         cfg["training"]["weighting"] == "likelihood"
         and cfg["training"]["importance_sampling"] is True
     )
+
+
+def test_help_imports_only_the_command_it_shows():
+    """`jaxrej --help` imports no command module; `jaxrej NAME --help` only NAME's, and nothing
+    heavy of its own (the library it calls is imported by run())."""
+    code = """if True:
+        import sys
+        from jaxrej import cli
+        def loaded():
+            return sorted(m for m in sys.modules
+                          if m.startswith(("jaxrej.commands.", "jaxrej.eval", "jaxrej.training", "orbax")))
+        for argv in (["--help"], ["heads", "--help"], ["train", "--help"], ["score", "--help"]):
+            try:
+                cli.main(argv)
+            except SystemExit:
+                pass
+            print(" ".join(argv), loaded(), file=sys.stderr)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "--help []",
+        "heads --help ['jaxrej.commands.heads']",
+        "train --help ['jaxrej.commands.heads', 'jaxrej.commands.train']",
+        "score --help ['jaxrej.commands.heads', 'jaxrej.commands.score', 'jaxrej.commands.train']",
+    ], proc.stderr
+    assert "usage: jaxrej heads" in proc.stdout and "--workdir" in proc.stdout

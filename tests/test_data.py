@@ -1,4 +1,5 @@
-"""Data: tfds loaders on mock data, IDX/.npz round trips, digits split, dequantization, batching."""
+"""Data: tfds loaders on mock data, IDX/.npz round trips, digits split, dequantization, the
+classifiers' pixel scaling, OOD sets made from a split, batching."""
 
 import gzip
 
@@ -7,9 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrej.data import digits, local, tfds_sources
+from jaxrej.data import digits, local, ood, tfds_sources
 from jaxrej.data.batching import num_batches, padded_batches, unpad
-from jaxrej.data.preprocessing import center, check_images, dequantize, quantize, to_model_input
+from jaxrej.data.preprocessing import (
+    center,
+    check_images,
+    dequantize,
+    quantize,
+    to_model_input,
+    to_unit_interval,
+)
 from jaxrej.data.registry import load_dataset
 
 
@@ -150,6 +158,27 @@ def test_dequantization_conventions():
         check_images(np.array([0, 17]), 17)
     with pytest.raises(ValueError, match="integer"):
         check_images(np.array([0.5]), 17)
+
+
+@pytest.mark.parametrize("levels", [17, 256])
+def test_unit_interval_scaling_and_transformed_ood_sets(levels):
+    k = np.arange(levels, dtype=np.uint8).reshape(1, -1, 1, 1)
+    x = to_unit_interval(k, levels)
+    assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+    np.testing.assert_allclose(x, k / (levels - 1), rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(to_unit_interval(jnp.asarray(k), levels)), x, rtol=1e-6)
+    images = np.random.default_rng(0).integers(0, levels, (50, 4, 4, 1)).astype(np.uint8)
+    sets = ood.transformed(images, levels, seed=3)
+    np.testing.assert_array_equal(sets["inverted"], levels - 1 - images.astype(int))
+    for name, a in sets.items():
+        assert a.dtype == images.dtype and a.shape == images.shape, name
+    noise = sets["noise"]
+    assert noise.min() >= 0 and noise.max() <= levels - 1
+    assert abs(noise.mean() - (levels - 1) / 2) < 0.1 * levels  # uniform levels: mean (L - 1) / 2
+    np.testing.assert_array_equal(ood.transformed(images, levels, seed=3)["noise"], noise)
+    assert not np.array_equal(ood.transformed(images, levels, seed=4)["noise"], noise)
+    with pytest.raises(ValueError, match="images"):
+        ood.transformed(images / 1.0, levels, seed=0)
 
 
 @pytest.mark.parametrize("n,b", [(10, 4), (8, 4), (3, 5), (1, 1)])

@@ -97,19 +97,16 @@ def test_class_conditional_matches_per_class_sklearn():
     assert np.mean(np.argmax(lp, 1) == zte) > 0.95
 
 
-def test_log_prob_gradient_matches_finite_differences():
-    with jax.enable_x64(True):
-        x, _ = _mixture(400, seed=7)
-        g = G.fit(
-            x, n_components=3, covariance_type="full", key=jax.random.key(0), dtype=jnp.float64
-        )
-        z = jnp.asarray(x[:4], jnp.float64) + 0.3
-        f = lambda z: jnp.sum(G.log_prob(g, z))  # noqa: E731
-        gr = jax.grad(f)(z)
-        v = jnp.asarray(np.random.default_rng(0).normal(size=z.shape))
-        h = 1e-5
-        fd = (f(z + h * v) - f(z - h * v)) / (2 * h)
-        assert abs(float(fd - jnp.sum(gr * v))) / float(jnp.linalg.norm(gr)) < 1e-6
+def test_log_prob_gradient_matches_finite_differences(x64):
+    x, _ = _mixture(400, seed=7)
+    g = G.fit(x, n_components=3, covariance_type="full", key=jax.random.key(0), dtype=jnp.float64)
+    z = jnp.asarray(x[:4], jnp.float64) + 0.3
+    f = lambda z: jnp.sum(G.log_prob(g, z))  # noqa: E731
+    gr = jax.grad(f)(z)
+    v = jnp.asarray(np.random.default_rng(0).normal(size=z.shape))
+    h = 1e-5
+    fd = (f(z + h * v) - f(z - h * v)) / (2 * h)
+    assert abs(float(fd - jnp.sum(gr * v))) / float(jnp.linalg.norm(gr)) < 1e-6
 
 
 @pytest.mark.parametrize("covariance_type", ["diag", "full"])

@@ -112,3 +112,25 @@ def test_bad_input():
         M.fpr_at_tpr([1.0, 2.0], [True, False], tpr=1.5)
     with pytest.raises(ValueError, match="scores"):
         M.auroc(np.zeros((2, 2)), [True, False])
+
+
+def test_detection_bundles_match_sklearn_and_scipy():
+    s, pos = _random(4, ties=True)
+    d = M.ood_detection(s[pos], s[~pos])
+    y = np.r_[np.ones(pos.sum()), np.zeros((~pos).sum())]
+    pooled = np.r_[s[pos], s[~pos]]
+    assert d["auroc"] == pytest.approx(skm.roc_auc_score(y, pooled), abs=1e-12)
+    assert d["aupr_in"] == pytest.approx(skm.average_precision_score(y, pooled), abs=1e-12)
+    assert d["aupr_out"] == pytest.approx(skm.average_precision_score(1 - y, -pooled), abs=1e-12)
+    fpr, tpr, _ = skm.roc_curve(y, pooled, drop_intermediate=False)
+    assert d["fpr_at_95_tpr"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
+    ref = stats.mannwhitneyu(s[pos], s[~pos], method="asymptotic")
+    assert d["mann_whitney_u"] == pytest.approx(ref.statistic)
+    assert d["mann_whitney_p"] == pytest.approx(ref.pvalue, rel=1e-9)
+
+    m = M.mistake_detection(s, pos)
+    assert m["n_errors"] == int((~pos).sum())
+    assert m["auroc"] == pytest.approx(skm.roc_auc_score(pos, s), abs=1e-12)
+    assert m["aurc"] == M.aurc(s, ~pos)
+    only_right = M.mistake_detection(s, np.ones_like(pos))
+    assert only_right["auroc"] is None and only_right["n_errors"] == 0

@@ -12,6 +12,7 @@ from jaxrej.models.mlp import ConditionalMLP
 from jaxrej.models.score import init_params, make_noise_fn, make_score_fn
 from jaxrej.models.unet import ConditionalUNet
 from jaxrej.sde import VESDE, VPSDE
+from tests.conftest import CONFIGS
 
 
 def _randomize(params, key, scale=0.2):
@@ -146,7 +147,7 @@ def test_cifar10_config_parameter_count():
     """The cifar10 config's U-Net has ~67M parameters (shapes only; nothing is allocated)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("c", "configs/cifar10_sbgc.py")
+    spec = importlib.util.spec_from_file_location("c", CONFIGS / "cifar10_sbgc.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     m = mod.get_config().model.to_dict()

@@ -1,8 +1,11 @@
-"""Thresholds and decisions of jaxrej.reject against np.percentile on hand-made examples."""
+"""Thresholds and decisions of jaxrej.reject against np.percentile on hand-made examples; its
+re-exported metrics against scikit-learn and scipy."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from jaxrej import reject
 
@@ -113,5 +116,19 @@ def test_bad_input_names_the_argument():
         reject.fit_global_threshold(np.arange(3.0), tpr=0.0)
 
 
-def test_metrics_reexported():
-    assert reject.auroc is not None and reject.mann_whitney_u is not None
+def test_reexported_metrics_agree_with_sklearn_and_scipy():
+    """The metrics every scorer reaches through `reject` are the right numbers."""
+    rng = np.random.default_rng(3)
+    s_in, s_out = rng.normal(1.0, size=50), np.round(rng.normal(size=40), 1)
+    s = np.r_[s_in, s_out]
+    pos = np.r_[np.ones(50, bool), np.zeros(40, bool)]
+    assert reject.auroc(s, pos) == pytest.approx(roc_auc_score(pos, s), abs=1e-12)
+    assert reject.aupr_in(s, pos) == pytest.approx(average_precision_score(pos, s), abs=1e-12)
+    u, p = reject.mann_whitney_u(s_in, s_out)
+    ref = stats.mannwhitneyu(s_in, s_out, method="asymptotic")
+    assert u == pytest.approx(ref.statistic, abs=1e-9) and p == pytest.approx(ref.pvalue, rel=1e-9)
+    pred, labels = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])
+    rejected = np.array([False, True, False, False])
+    assert reject.summarize(pred, labels, rejected) == {
+        "accuracy": 0.75, "acc_left": 2 / 3, "rejection_rate": 0.25,
+    }  # fmt: skip

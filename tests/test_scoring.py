@@ -227,3 +227,50 @@ def test_bad_arguments(problem):
         score(sf, params, sde, x, num_classes=C, key=KEY, rtoll=1e-3)
     with pytest.raises(ImportError, match="jaxrej.scoring"):
         __import__("jaxrej.class_likelihoods")
+
+
+def test_attack_ascent_compiles_once_on_the_digits_model():
+    """A k-step margin-loss ascent on the digits score model (the architecture of
+    configs/digits_sbgc.py, untrained): a forward TopK screen over all classes and the gradient
+    through the top classes, jitted as one step, compiles once for all steps and all batches of
+    one size."""
+    import importlib.util
+    from pathlib import Path
+
+    from jaxrej.models.score import init_params, make_score_fn
+    from jaxrej.training.workdir import build_net
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "digits_sbgc.py"
+    spec = importlib.util.spec_from_file_location("digits_sbgc", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = dict(module.get_config().model)
+    net = build_net(model.pop("name"), num_classes=10, **model)
+    sde = jaxrej.VPSDE()
+    score_fn = make_score_fn(net, sde)
+    params = init_params(net, (8, 8, 1), key=jax.random.key(0))
+    screen = jaxrej.TopK(k=2)
+
+    @jax.jit
+    def step(x, y, key):
+        def loss(z):
+            ll = jaxrej.class_log_likelihoods(score_fn, params, sde, z, num_classes=10, key=key,
+                                              screen=screen, labels=y, rtol=1e-3, atol=1e-3,
+                                              max_steps=64)  # fmt: skip
+            true = jnp.take_along_axis(ll, y[:, None], axis=1)[:, 0]
+            other = jnp.max(jnp.where(jax.nn.one_hot(y, 10, dtype=bool), -jnp.inf, ll), axis=1)
+            return jnp.sum(other - true)
+
+        g = jax.grad(loss)(x)
+        return jnp.clip(x + 0.01 * jnp.sign(g), 0.0, 1.0)
+
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        x = jnp.asarray(rng.uniform(size=(3, 8, 8, 1)), jnp.float32)
+        y = jnp.asarray(rng.integers(0, 10, 3), jnp.int32)
+        for k in range(3):
+            x_new = step(x, y, jax.random.fold_in(jax.random.key(1), k))
+            assert x_new.shape == x.shape and x_new.dtype == x.dtype
+            assert float(jnp.max(jnp.abs(x_new - x))) <= 0.01 + 1e-6
+            x = x_new
+    assert step._cache_size() == 1

@@ -19,23 +19,22 @@ SDES = [jaxrej.VPSDE(), jaxrej.SubVPSDE(), jaxrej.VESDE(), jaxrej.VPSDE(beta_min
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: repr(s))
-def test_kernel_matches_moment_odes(sde):
-    with jax.enable_x64(True):
-        f = lambda t: float(sde.drift_coeff(jnp.float64(t)))  # noqa: E731
-        g2 = lambda t: float(sde.diffusion(jnp.float64(t))) ** 2  # noqa: E731
-        v0 = float(sde.std(jnp.float64(0.0))) ** 2
-        ts = np.array([1e-3, 0.05, 0.3, 0.7, 1.0])
-        sol = solve_ivp(
-            lambda t, y: [f(t) * y[0], 2 * f(t) * y[1] + g2(t)],
-            (0.0, 1.0),
-            [1.0, v0],
-            t_eval=ts,
-            rtol=1e-11,
-            atol=1e-13,
-            method="DOP853",
-        )
-        np.testing.assert_allclose(np.asarray(sde.mean_coeff(jnp.asarray(ts))), sol.y[0], rtol=1e-7)
-        np.testing.assert_allclose(np.asarray(sde.std(jnp.asarray(ts))) ** 2, sol.y[1], rtol=1e-6)
+def test_kernel_matches_moment_odes(sde, x64):
+    f = lambda t: float(sde.drift_coeff(jnp.float64(t)))  # noqa: E731
+    g2 = lambda t: float(sde.diffusion(jnp.float64(t))) ** 2  # noqa: E731
+    v0 = float(sde.std(jnp.float64(0.0))) ** 2
+    ts = np.array([1e-3, 0.05, 0.3, 0.7, 1.0])
+    sol = solve_ivp(
+        lambda t, y: [f(t) * y[0], 2 * f(t) * y[1] + g2(t)],
+        (0.0, 1.0),
+        [1.0, v0],
+        t_eval=ts,
+        rtol=1e-11,
+        atol=1e-13,
+        method="DOP853",
+    )
+    np.testing.assert_allclose(np.asarray(sde.mean_coeff(jnp.asarray(ts))), sol.y[0], rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(sde.std(jnp.asarray(ts))) ** 2, sol.y[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("sde", SDES[:3], ids=lambda s: repr(s))

@@ -1,10 +1,15 @@
 """Training loop: resume after a kill is bit-identical; bad settings, missing or corrupt
-checkpoints give clear ValueErrors; a failed run overwrites nothing; a trained model learns."""
+checkpoints give clear ValueErrors; a corrupt newest checkpoint falls back to the previous one;
+a failed run overwrites nothing; a trained model learns; atomic writes give normal file modes."""
 
+import collections
 import glob
 import hashlib
 import json
+import logging
 import os
+import stat
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +19,7 @@ import pytest
 from jaxrej.models.mlp import ConditionalMLP
 from jaxrej.models.score import init_params, make_score_fn
 from jaxrej.sde import VPSDE
+from jaxrej.training import checkpoint
 from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
 from jaxrej.training.loop import (
     TrainOptions,
@@ -186,6 +192,113 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
                 f.write(b"\x00garbage\xff" * 3)
     with pytest.raises(ValueError, match="cannot restore step 4"):
         restore_checkpoint(ckpt, target)
+
+
+def _corrupt(step_dir):
+    for p in glob.glob(os.path.join(step_dir, "**"), recursive=True):
+        if os.path.isfile(p) and not p.endswith("_CHECKPOINT_METADATA"):
+            with open(p, "wb") as f:
+                f.write(b"\x00garbage\xff" * 3)
+
+
+def test_corrupt_newest_checkpoint_falls_back_and_training_resumes(tmp_path, capsys):
+    full_dir, wd = str(tmp_path / "full"), str(tmp_path / "run")
+    os.makedirs(full_dir), os.makedirs(wd)
+    full, _ = _run(full_dir, _opts())
+
+    def die(state):
+        if int(state.step) == 11:  # after the step-8 checkpoint
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(wd, _opts(), on_step=die)
+    ckpt = os.path.join(wd, CHECKPOINT_DIR)
+    target = init_train_state(init_params(NET, EVENT, key=jax.random.key(5)),
+                              make_optimizer(lr=1e-2, warmup=3, grad_clip=1.0))  # fmt: skip
+    at4, _ = restore_checkpoint(ckpt, target, step=4)
+    _corrupt(os.path.join(ckpt, "8"))
+    capsys.readouterr()
+    restored, step = restore_checkpoint(ckpt, target)
+    assert step == 4 and "step 8" in capsys.readouterr().err
+    _leaves_equal(restored.params, at4.params)
+    with pytest.raises(ValueError, match="cannot restore step 8"):  # asked for: no fallback
+        restore_checkpoint(ckpt, target, step=8)
+    # training resumes from step 4, sets the corrupt step 8 aside, and ends where an
+    # uninterrupted run ends
+    resumed, summary = _run(wd, _opts())
+    assert summary["start_step"] == 4 and int(resumed.step) == 12
+    _leaves_equal(resumed.params, full.params)
+    assert os.listdir(os.path.join(wd, checkpoint.CORRUPT_DIR)) == ["8"]
+    assert sorted(os.listdir(ckpt)) == ["12", "4", "8"]
+    assert restore_checkpoint(ckpt, target, step=8)[1] == 8  # the new step 8 is intact
+    # nothing intact: the error names the newest and says the older ones failed too
+    for s in ("4", "8", "12"):
+        _corrupt(os.path.join(ckpt, s))
+    with pytest.raises(
+        ValueError, match=r"cannot restore step 12 .*older checkpoint\(s\) \[4, 8\]"
+    ):
+        restore_checkpoint(ckpt, target)
+
+
+def test_closed_event_loop_reports_are_dropped_and_nothing_else(monkeypatch, caplog):
+    """A failed orbax restore leaves reads in flight that report RuntimeError('Event loop is
+    closed') from tensorstore threads (sys.unraisablehook) and asyncio's logger: only those go."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+    monkeypatch.setattr(checkpoint, "_QUIETED", False)
+    monkeypatch.setattr(logging.getLogger("asyncio"), "filters", [])
+    checkpoint._quiet_closed_loop_noise()
+    Unraisable = collections.namedtuple(
+        "Unraisable", "exc_type exc_value exc_traceback err_msg object"
+    )
+    closed, other = RuntimeError("Event loop is closed"), RuntimeError("something else")
+    for e in (closed, other):
+        sys.unraisablehook(Unraisable(RuntimeError, e, None, None, None))
+    assert seen == [other]
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for e in (closed, other):
+            logging.getLogger("asyncio").error("Task exception was never retrieved",
+                                               exc_info=(RuntimeError, e, None))  # fmt: skip
+    assert [r.exc_info[1] for r in caplog.records] == [other]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_open_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        checkpoint.atomic_write_text(str(tmp_path / "a.txt"), "text")
+        checkpoint.atomic_write_json(str(tmp_path / "a.json"), {"x": np.float32(1.5), "n": np.int64(2),
+                                                               "v": jnp.arange(2), "b": np.bool_(True)})  # fmt: skip
+        checkpoint.atomic_save_npz(str(tmp_path / "a.npz"), x=np.arange(3))
+        with open(tmp_path / "plain.txt", "w") as f:  # what a plain open() gives
+            f.write("x")
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert want == 0o666 & ~umask
+    for name in ("a.txt", "a.json", "a.npz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+    assert (tmp_path / "a.txt").read_text() == "text"
+    assert json.loads((tmp_path / "a.json").read_text()) == {
+        "x": 1.5,
+        "n": 2,
+        "v": [0, 1],
+        "b": True,
+    }
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["x"], np.arange(3))
+    # an existing file keeps its mode (as open(path, "w") would); a failed write keeps its text
+    os.chmod(tmp_path / "a.txt", 0o640)
+    checkpoint.atomic_write_text(str(tmp_path / "a.txt"), "new")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+
+    def fail(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.atomic_write(str(tmp_path / "a.txt"), fail)
+    assert (tmp_path / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npz", "a.txt", "plain.txt"]
 
 
 def test_diverged_run_writes_no_checkpoint(tmp_path):

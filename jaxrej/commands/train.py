@@ -1,19 +1,21 @@
 """`jaxrej train --config CONFIG --workdir DIR [--config.a.b=v ...]`: DSM training of a
-class-conditional score model; resumes from DIR's latest checkpoint if DIR holds the same run.
+class-conditional score model; resumes from DIR's newest intact checkpoint if DIR holds the same
+run (an unreadable newer one is named and moved to DIR/corrupt_checkpoints/).
 
-Writes DIR/config.json (once), DIR/checkpoints/, DIR/metrics.jsonl and DIR/train.json.
+Writes DIR/config.json (once), DIR/checkpoints/, DIR/metrics.jsonl and DIR/train.json. A run
+already trained to training.n_iters keeps its train.json, which is printed again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import os
-
-import jax
-import numpy as np
+import sys
 
 from jaxrej.cli import load_config
+
+TRAIN_FILE = "train.json"
 
 # fields a resumed run may change without invalidating its checkpoints
 RESUMABLE_FIELDS = {
@@ -51,9 +53,17 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _normalise(obj):
     """JSON round-trip form (tuples -> lists) so stored and new configs compare equal."""
-    import json
-
     return json.loads(json.dumps(obj))
+
+
+def _stored_summary(path: str) -> dict | None:
+    """The train.json at `path`, or None when there is none or it cannot be read."""
+    try:
+        with open(path) as f:
+            out = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
 
 
 def prepare(config) -> dict:
@@ -115,16 +125,18 @@ def check_eval(e: dict) -> None:
         raise ValueError(
             f"eval.chunk_size: expected an int >= 0 (0: one chunk), got {e.get('chunk_size')!r}"
         )
-    m = e.get("screen_margin", 0.0)
-    if not (isinstance(m, (int, float)) and m >= 0 and math.isfinite(m)):
-        raise ValueError(f"eval.screen_margin: expected nats >= 0 (0: no screening), got {m!r}")
-    for k in ("rtol", "atol", "eps") + (("screen_tol",) if m > 0 else ()):
+    if e.get("screen", "default") not in ("default", "none"):
+        raise ValueError(f"eval.screen: expected default|none, got {e.get('screen')!r}")
+    for k in ("rtol", "atol", "eps"):
         v = e.get(k)
         if not (isinstance(v, (int, float)) and 0 < v < 1):
             raise ValueError(f"eval.{k}: expected a number in (0, 1), got {v!r}")
 
 
 def run(args) -> dict:
+    import jax
+    import numpy as np
+
     from jaxrej.models.score import init_params, make_score_fn
     from jaxrej.training.checkpoint import CHECKPOINT_DIR, atomic_write_json
     from jaxrej.training.loop import train
@@ -173,7 +185,14 @@ def run(args) -> dict:
         eval_labels=None if evals is None else evals.labels,
         progress=not args.no_progress,
     )
+    path = os.path.join(workdir, TRAIN_FILE)
+    stored = _stored_summary(path)
+    if summary["start_step"] == summary["final_step"] and stored is not None:
+        if stored.get("final_step") == summary["final_step"]:  # nothing was left to train
+            print(f"jaxrej train: {workdir!r} is already trained to step {summary['final_step']} "
+                  f"(training.n_iters={opts.n_iters}); its {TRAIN_FILE} is kept", file=sys.stderr)  # fmt: skip
+            return stored
     summary.update({"workdir": workdir, "n_params": n_params, "n_train": int(data.images.shape[0]),
                     "devices": str(jax.devices())})  # fmt: skip
-    atomic_write_json(os.path.join(workdir, "train.json"), summary)
+    atomic_write_json(path, summary)
     return summary

@@ -5,6 +5,7 @@ Images are stored as integers k in {0, ..., n_levels - 1} (uint8). Models see fl
     train (uniform dequantization):  x = (k + u) / n_levels,  u ~ U[0, 1)^D
     eval  ("uniform"):               the same, with a fixed key (an unbiased one-sample estimate)
     eval  ("center"):                x = (k + 1/2) / n_levels
+    discriminative classifiers:      x = k / (n_levels - 1)   (`to_unit_interval`: 0 and 1 included)
 
 With uniform dequantization the discrete log-likelihood satisfies (Theis et al. 2016)
     log P(k) >= E_u[ log p(x) ] + D log n_levels,
@@ -41,6 +42,12 @@ def dequantize(images: jax.Array, n_levels: int, *, key: jax.Array) -> jax.Array
 def center(images: jax.Array, n_levels: int) -> jax.Array:
     """Integer levels -> float32 (k + 1/2) / n_levels, the bin centres."""
     return (images.astype(jnp.float32) + 0.5) / n_levels
+
+
+def to_unit_interval(images, n_levels: int):
+    """Integer levels (any shape, numpy or jax) -> float32 k / (n_levels - 1) in [0, 1], the input
+    of the base classifiers and heads (jaxrej heads); no dequantization noise."""
+    return images.astype(np.float32) / (n_levels - 1)
 
 
 def to_model_input(images: jax.Array, n_levels: int, *, mode: str, key: jax.Array | None = None):

@@ -1,0 +1,1 @@
+"""Evaluation protocols (library code behind the evaluating commands): `heads`."""

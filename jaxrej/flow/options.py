@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 
 import diffrax
+import jax
 import numpy as np
 
 DIVERGENCES = ("exact", "rademacher", "gaussian")
@@ -100,11 +101,13 @@ def _positive_int(v) -> bool:
 
 
 def _positive_float(v) -> bool:
-    return (
-        isinstance(v, (int, float, np.floating))
-        and not isinstance(v, bool)
-        and (math.isfinite(v) and v > 0)
-    )
+    if isinstance(v, (bool, str)):
+        return False
+    try:
+        v = float(v)  # a concrete scalar (Python, numpy, 0-d jax array)
+    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+        return False
+    return math.isfinite(v) and v > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +144,10 @@ class FlowSolve:
             _fail("n_probes", "an int >= 1", self.n_probes)
         if self.solver not in SOLVERS:
             _fail("solver", f"one of {tuple(SOLVERS)}", self.solver)
-        for name in ("rtol", "atol"):
+        for name in ("rtol", "atol"):  # static: a traced tolerance cannot be checked, nor compiled
             if not _positive_float(getattr(self, name)):
-                _fail(name, "a positive finite number", getattr(self, name))
-        if not (_positive_float(self.eps) and self.eps < 1.0):
+                _fail(name, "a positive finite number (a static Python float)", getattr(self, name))
+        if not (_positive_float(self.eps) and float(self.eps) < 1.0):
             _fail("eps", "a start time in (0, T) = (0, 1)", self.eps)
         if self.adjoint not in ADJOINTS:
             _fail("adjoint", f"one of {ADJOINTS}", self.adjoint)

@@ -1,14 +1,20 @@
 """Orbax checkpoints of a TrainState, written atomically (orbax writes to a temporary
-directory and renames it when complete), plus atomic small-file writes.
+directory and renames it when complete), and the package's one atomic file writer.
 
-Layout under a run's workdir:  checkpoints/<step>/...   (orbax CheckpointManager).
+Layout under a run's workdir:  checkpoints/<step>/...   (orbax CheckpointManager);
+checkpoints that could not be read when training resumed are moved to corrupt_checkpoints/<step>.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
-import tempfile
+import secrets
+import shutil
+import sys
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -16,17 +22,35 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+def atomic_write(path: str, write: Callable, *, binary: bool = True) -> None:
+    """Call `write(f)` on a temporary file beside `path`, then os.replace it onto `path`.
+
+    A crash leaves the previous file whole. The file gets the mode a plain open() gives it:
+    an existing file keeps its mode, a new one gets 0o666 & ~umask.
+    """
+    path = os.path.abspath(path)
+    folder, name = os.path.split(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
+    while True:
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(4)}-{name}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -34,32 +58,24 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
 def atomic_write_json(path: str, obj) -> None:
+    """`obj` as indented JSON (sorted keys; numpy and jax values as numbers/lists) to `path`."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def atomic_save_npz(path: str, **arrays) -> None:
-    """np.savez to a temporary file, then os.replace onto `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """np.savez(`arrays`) to `path` atomically (`atomic_write`)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
+    if isinstance(o, np.generic) or hasattr(o, "__array__"):  # numpy / jax scalars and arrays
+        return np.asarray(o).tolist()
     return str(o)
 
 
@@ -87,32 +103,51 @@ def save_checkpoint(mngr, step: int, state) -> None:
 
 
 def restore_checkpoint(ckpt_dir: str, target, *, step: int | None = None):
-    """Restore a checkpoint into the structure of `target` (latest step if `step` is None).
+    """(state, step): a checkpoint restored into the structure of `target`.
 
-    Raises ValueError naming the folder if there is no checkpoint, or if it cannot be read
-    or does not match the structure of `target` (a corrupt or foreign checkpoint).
+    `step` None restores the newest intact checkpoint: an unreadable newer one is skipped with a
+    warning on stderr that names it. Raises ValueError naming the folder when there is no
+    checkpoint, no such `step`, or none (or `step`) can be read into `target`'s structure
+    (corrupt, or from a different model).
     """
     if not os.path.isdir(ckpt_dir):
         raise ValueError(f"checkpoint: no checkpoint folder {ckpt_dir!r}")
+    _quiet_closed_loop_noise()
+    template = serialization.to_state_dict(jax.device_get(target))
+    errors = []
     with checkpoint_manager(ckpt_dir, create=False) as mngr:
-        if step is None:
-            step = mngr.latest_step()
-        if step is None:
+        steps = sorted(mngr.all_steps(), reverse=True)
+        if not steps:
             raise ValueError(f"checkpoint: no checkpoint in {ckpt_dir!r}")
-        if step not in mngr.all_steps():
-            raise ValueError(
-                f"checkpoint: no step {step} in {ckpt_dir!r} (have {mngr.all_steps()})"
-            )
-        template = serialization.to_state_dict(jax.device_get(target))
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        try:
-            tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-            state = serialization.from_state_dict(target, tree)
-        except Exception as e:  # orbax/tensorstore raise many types for unreadable data
-            raise ValueError(
-                f"checkpoint: cannot restore step {step} from {ckpt_dir!r} "
-                f"(corrupt or from a different model): {type(e).__name__}: {e}"
-            ) from e
+        if step is not None and step not in steps:
+            raise ValueError(f"checkpoint: no step {step} in {ckpt_dir!r} (have {sorted(steps)})")
+        for s in steps if step is None else [step]:
+            try:
+                state = _restore_step(mngr, s, target, template, ckpt_dir)
+            except ValueError as e:
+                errors.append((s, e))
+                continue
+            if errors:
+                skipped = "; ".join(str(e) for _, e in errors)
+                print(f"jaxrej: warning: {skipped}; using step {s} instead, the newest intact "
+                      "checkpoint", file=sys.stderr)  # fmt: skip
+            return state, s
+    older = sorted(s for s, _ in errors[1:])
+    tail = f"; the older checkpoint(s) {older} cannot be restored either" if older else ""
+    raise ValueError(f"{errors[0][1]}{tail}") from errors[0][1]
+
+
+def _restore_step(mngr, step: int, target, template, ckpt_dir: str):
+    """`target`'s structure filled from checkpoint `step`; ValueError if it cannot be."""
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    try:
+        tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        state = serialization.from_state_dict(target, tree)
+    except Exception as e:  # orbax/tensorstore raise many types for unreadable data
+        raise ValueError(
+            f"checkpoint: cannot restore step {step} from {ckpt_dir!r} "
+            f"(corrupt or from a different model): {type(e).__name__}: {_short(e)}"
+        ) from e
     bad = [
         p
         for p, a, b in zip(
@@ -127,4 +162,59 @@ def restore_checkpoint(ckpt_dir: str, target, *, step: int | None = None):
         raise ValueError(
             f"checkpoint: step {step} in {ckpt_dir!r} has mismatched shapes at {bad[:3]}"
         )
-    return state, step
+    return state
+
+
+def set_aside(ckpt_dir: str, steps) -> list[str]:
+    """Move checkpoints `steps` out of `ckpt_dir` (where orbax would trip over them) into the
+    sibling folder corrupt_checkpoints/<step>, kept for inspection; returns their new paths."""
+    parent = os.path.join(os.path.dirname(os.path.abspath(ckpt_dir)), CORRUPT_DIR)
+    moved = []
+    for s in steps:
+        dest, n = os.path.join(parent, str(s)), 1
+        while os.path.exists(dest):
+            dest, n = os.path.join(parent, f"{s}.{n}"), n + 1
+        os.makedirs(parent, exist_ok=True)
+        shutil.move(os.path.join(ckpt_dir, str(s)), dest)
+        moved.append(dest)
+    return moved
+
+
+def _short(e: Exception, limit: int = 300) -> str:
+    """An orbax/tensorstore message without its tensorstore spec, at most `limit` characters."""
+    msg = str(e).split(" [tensorstore_spec=")[0]
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def _is_closed_loop(exc) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+class _ClosedLoopFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_closed_loop(record.exc_info[1]))
+
+
+_QUIETED = False
+
+
+def _quiet_closed_loop_noise() -> None:
+    """Drop the "Event loop is closed" reports a failed restore leaves behind, nothing else.
+
+    Orbax reads a checkpoint's arrays concurrently in an event loop that it closes as soon as
+    one read fails; the reads still in flight then finish on tensorstore's threads and report
+    RuntimeError("Event loop is closed") through sys.unraisablehook, and asyncio logs
+    "Task exception was never retrieved" for the same error. Installed once per process.
+    """
+    global _QUIETED
+    if _QUIETED:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _is_closed_loop(unraisable.exc_value):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    logging.getLogger(asyncio.__name__).addFilter(_ClosedLoopFilter())
+    _QUIETED = True

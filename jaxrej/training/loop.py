@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -29,8 +30,10 @@ from jaxrej.training.checkpoint import (
     CHECKPOINT_DIR,
     atomic_write_text,
     checkpoint_manager,
+    latest_step,
     restore_checkpoint,
     save_checkpoint,
+    set_aside,
 )
 from jaxrej.training.losses import REDUCES, WEIGHTINGS, dsm_loss
 
@@ -271,7 +274,8 @@ def train(
     """Train (or resume) a DSM score model; returns (final state, summary dict).
 
     workdir must exist. If workdir/checkpoints holds a checkpoint, training resumes from
-    the latest one (the caller checks that the run's config matches). Checkpoints every
+    the newest intact one (the caller checks that the run's config matches); unreadable newer
+    ones are named in a warning and moved to workdir/corrupt_checkpoints. Checkpoints every
     `opts.checkpoint_every` steps and at the end; metrics as JSON lines in workdir/metrics.jsonl.
     `on_step(state)` is called after every step (tests use it to simulate a kill).
     """
@@ -289,10 +293,13 @@ def train(
     state = init_train_state(init_params, optimizer_from_options(opts))
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
     metrics_path = os.path.join(workdir, METRICS_FILE)
-    mngr = checkpoint_manager(ckpt_dir, max_to_keep=opts.max_to_keep)
-    start = 0
-    if mngr.latest_step() is not None:
-        state, start = restore_checkpoint(ckpt_dir, state)
+    start, kept = 0, []
+    if latest_step(ckpt_dir) is not None:
+        state, start = restore_checkpoint(ckpt_dir, state)  # the newest intact checkpoint
+        with checkpoint_manager(ckpt_dir, create=False) as m:
+            newer = [s for s in m.all_steps() if s > start]  # unreadable: skipped by the restore
+        for path in set_aside(ckpt_dir, newer):
+            print(f"jaxrej: moved the unreadable checkpoint to {path!r}", file=sys.stderr)
         kept = [r for r in _read_metrics(metrics_path) if r.get("step", 0) <= start]
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
     elif os.path.exists(metrics_path):
@@ -307,12 +314,13 @@ def train(
     summary = {"start_step": start, "n_iters": opts.n_iters}
     t0 = time.perf_counter()
     acc_loss, acc_n = 0.0, 0
-    last = {}
+    last = kept[-1] if kept else {}  # a finished run resumed reports its last logged row
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=opts.n_iters, initial=start, desc="train", dynamic_ncols=True)
+    mngr = checkpoint_manager(ckpt_dir, max_to_keep=opts.max_to_keep)
     try:
         with open(metrics_path, "a") as mf:
             for step in range(start, opts.n_iters):

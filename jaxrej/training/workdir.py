@@ -2,17 +2,21 @@
 
 workdir/config.json        the run's config (plain JSON, written once, atomically)
 workdir/checkpoints/<s>/   orbax TrainState checkpoints
+workdir/corrupt_checkpoints/<s>/   unreadable checkpoints that a resumed `train` moved aside
 workdir/metrics.jsonl      JSON lines: step, loss, grad_norm, eval_loss_ema, time_s
 workdir/<command>.json     each command's summary (train.json, score.json)
 
 score_fn, params, sde, config = load_score_model("runs/digits")
-score_fn(params, x, t, y)   # ONE example; params are the EMA params of the latest checkpoint
+score_fn(params, x, t, y)   # ONE example; params are the EMA params of the newest intact checkpoint
+load_trained("runs/digits").step   # ... and which checkpoint that was
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 
@@ -77,9 +81,19 @@ def model_from_config(config: dict):
     return net, sde, tuple(d["event_shape"]), int(d["num_classes"]), int(d["n_levels"])
 
 
-def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None):
-    """(score_fn, params, sde, config) of a trained run: the EMA params (or raw, ema=False)
-    of the latest (or `step`) checkpoint. score_fn follows the contract (ONE example)."""
+class TrainedModel(NamedTuple):
+    """A trained run: score_fn (ONE example), params, sde, config (dict) and the checkpoint step."""
+
+    score_fn: Callable
+    params: object
+    sde: object
+    config: dict
+    step: int
+
+
+def load_trained(workdir: str, *, ema: bool = True, step: int | None = None) -> TrainedModel:
+    """The EMA params (or raw, ema=False) of checkpoint `step` of a trained run, or of its newest
+    intact checkpoint (an unreadable newer one is skipped with a warning; restore_checkpoint)."""
     from jaxrej.models.score import init_params, make_score_fn
     from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
     from jaxrej.training.loop import init_train_state, make_optimizer
@@ -91,5 +105,11 @@ def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None)
     opt = make_optimizer(lr=t["lr"], warmup=t["warmup"], grad_clip=t["grad_clip"],
                          weight_decay=t.get("weight_decay", 0.0))  # fmt: skip
     target = init_train_state(params, opt)
-    state, _ = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
-    return make_score_fn(net, sde), (state.ema_params if ema else state.params), sde, config
+    state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
+    params = state.ema_params if ema else state.params
+    return TrainedModel(make_score_fn(net, sde), params, sde, config, int(step))
+
+
+def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None):
+    """(score_fn, params, sde, config) of a trained run: `load_trained` without the step."""
+    return load_trained(workdir, ema=ema, step=step)[:4]

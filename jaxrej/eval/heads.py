@@ -1,0 +1,308 @@
+"""The reject-heads protocol: a base classifier, the SDIM-logit head, GMM heads and baselines,
+their thresholds, and the metrics reported for each (`jaxrej heads` is a thin wrapper).
+
+    data = load_heads_data("digits", val_fraction=0.15, seed=0)
+    res = evaluate_heads(data, options=HeadsOptions(...), key=jax.random.key(0))
+    res.report["table"], res.scores["gmm/test"]
+
+Reported:
+* the SDIM-logit paper's table: base accuracy, head accuracy, acc-left and rejection rate at
+  each percentile threshold (per class, from correctly classified fit rows; Xiao et al. 2020);
+* for every scorer in SCORERS: mistake detection (positive = correctly classified test example;
+  the mistakes are the base classifier's, SDIM-logit's own for SDIM-logit) and OOD detection
+  (positive = in-distribution test example), `metrics.mistake_detection` and
+  `metrics.ood_detection`, plus a global threshold accepting `tpr` of the validation rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+SCORERS = ("sdim_logit", "msp", "msp_temperature", "mahalanobis", "gmm_cc", "gmm")
+GMM_FIELDS = ("n_components_per_class", "n_components", "covariance_type", "reg_covar", "tol",
+              "max_iter", "n_init")  # fmt: skip
+
+
+class HeadsData(NamedTuple):
+    """Images float32 in [0, 1] (N, H, W, C) and int32 labels (N,) of each split."""
+
+    fit: tuple[np.ndarray, np.ndarray]  # fits the classifier and the heads
+    val: tuple[np.ndarray, np.ndarray]  # temperature and global thresholds
+    test: tuple[np.ndarray, np.ndarray]
+    ood: dict[str, np.ndarray]  # name -> images (M, H, W, C), shaped like the test images
+    num_classes: int
+
+
+class HeadsEvaluation(NamedTuple):
+    report: dict  # JSON-ready numbers (see the module doc)
+    scores: dict[str, np.ndarray]  # every scorer's test and OOD confidences, labels, predictions
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeadsOptions:
+    """Plain values of the protocol; __post_init__ names a bad value.
+
+    model, model_kwargs: `classifiers.make_model`; train: `classifiers.train` keywords;
+    sdim: `heads.sdim_logit.fit` keywords (rep_size 0: the number of classes); gmm: GMM_FIELDS;
+    percentiles: per-class threshold percentiles in (0, 100); tpr: the global rule's accepted
+    fraction of validation rows, in (0, 1].
+    """
+
+    model: str
+    model_kwargs: Mapping[str, Any]
+    train: Mapping[str, Any]
+    sdim: Mapping[str, Any]
+    gmm: Mapping[str, Any]
+    percentiles: tuple[float, ...] = (1.0, 2.0)
+    tpr: float = 0.95
+
+    def __post_init__(self):
+        for p in self.percentiles:
+            if not 0.0 < p < 100.0:
+                raise ValueError(f"reject.percentiles: expected numbers in (0, 100), got {p}")
+        if not 0.0 < self.tpr <= 1.0:
+            raise ValueError(f"reject.tpr: expected a number in (0, 1], got {self.tpr}")
+        missing = [k for k in GMM_FIELDS if k not in self.gmm]
+        if missing:
+            raise ValueError(f"gmm: missing field(s) {missing}; expected {list(GMM_FIELDS)}")
+
+
+def split_validation(labels: np.ndarray, fraction: float, *, seed: int):
+    """Stratified (fit, val) row indices: round(fraction * n_c) rows of each class c to val."""
+    rng = np.random.default_rng(seed)
+    fit_idx, val_idx = [], []
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(fraction * rows.size))
+        val_idx.append(rows[:k])
+        fit_idx.append(rows[k:])
+    return np.sort(np.concatenate(fit_idx)), np.sort(np.concatenate(val_idx))
+
+
+def load_heads_data(
+    dataset: str,
+    *,
+    ood: tuple[str, ...] = (),
+    val_fraction: float,
+    seed: int,
+    data_dir: str | None = None,
+    path: str | None = None,
+) -> HeadsData:
+    """Train and test splits of `dataset` (`data.registry`), scaled by
+    `preprocessing.to_unit_interval`, the train split divided into fit and val
+    (`split_validation`). OOD sets: the test split of each dataset named in `ood`, or with no
+    names, `data.ood.transformed` of the test split (noise seed: seed + 1000)."""
+    from jaxrej.data import ood as ood_sets
+    from jaxrej.data.preprocessing import to_unit_interval
+    from jaxrej.data.registry import load_dataset
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction: expected a number in (0, 1), got {val_fraction}")
+    kw = {"data_dir": data_dir or None, "path": path or None, "download": False}
+    train, test = load_dataset(dataset, "train", **kw), load_dataset(dataset, "test", **kw)
+    if ood:
+        sets = {}
+        for name in ood:
+            d = load_dataset(name, "test", **kw)
+            sets[name] = to_unit_interval(d.images, d.n_levels)
+    else:
+        levels = ood_sets.transformed(test.images, test.n_levels, seed=seed + 1000)
+        sets = {n: to_unit_interval(x, test.n_levels) for n, x in levels.items()}
+    for name, x in sets.items():
+        if x.shape[1:] != test.images.shape[1:]:
+            raise ValueError(
+                f"ood.datasets: {name!r} has image shape {x.shape[1:]}, "
+                f"expected {test.images.shape[1:]}"
+            )
+    x_train = to_unit_interval(train.images, train.n_levels)
+    fit_idx, val_idx = split_validation(train.labels, val_fraction, seed=seed)
+    return HeadsData(
+        fit=(x_train[fit_idx], train.labels[fit_idx]),
+        val=(x_train[val_idx], train.labels[val_idx]),
+        test=(to_unit_interval(test.images, test.n_levels), test.labels),
+        ood=sets,
+        num_classes=int(train.num_classes),
+    )
+
+
+def _pct_key(k: float) -> str:
+    return f"p{k:g}"
+
+
+def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvaluation:
+    """Train the base classifier on data.fit, fit every head, pick thresholds and report
+    (module doc). key: a jax PRNG key for the classifier, SDIM-logit and the GMMs."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrej import classifiers, metrics, reject
+    from jaxrej.heads import baselines, gmm, sdim_logit
+
+    o = options
+    k_model, k_train, k_sdim, k_gmm, k_gmm2 = jax.random.split(key, 5)
+    (x_fit, y_fit), (x_val, y_val), (xte, yte) = data.fit, data.val, data.test
+    num_classes, ood = data.num_classes, data.ood
+
+    # base classifier --------------------------------------------------------------------
+    model = classifiers.make_model(o.model, num_classes, **o.model_kwargs)
+    state = classifiers.init(model, x_fit[:2], key=k_model)
+    state = classifiers.train(model, state, x_fit, y_fit, key=k_train, **o.train)
+    outs = {
+        n: classifiers.apply(model, state, x)
+        for n, x in [("fit", x_fit), ("val", x_val), ("test", xte)]
+    }
+    outs |= {f"ood/{n}": classifiers.apply(model, state, x) for n, x in ood.items()}
+    logits = {k: np.asarray(v[0]) for k, v in outs.items()}
+    feats = {k: np.asarray(v[1]) for k, v in outs.items()}
+    base_pred = np.argmax(logits["test"], 1)
+    base_correct = base_pred == yte
+
+    # heads ------------------------------------------------------------------------------
+    sd = dict(o.sdim)
+    sd["rep_size"] = sd.get("rep_size") or None
+    head = sdim_logit.fit(logits["fit"], y_fit, key=k_sdim, **sd)
+    temperature = float(baselines.fit_temperature(logits["val"], y_val))
+    g = o.gmm
+    maha = baselines.fit_mahalanobis(
+        feats["fit"], y_fit, num_classes=num_classes, reg=g["reg_covar"]
+    )
+    gmm_opts = {k: g[k] for k in ("covariance_type", "reg_covar", "tol", "max_iter", "n_init")}
+    gmm_cc = gmm.fit_class_conditional(
+        feats["fit"],
+        y_fit,
+        num_classes=num_classes,
+        n_components=g["n_components_per_class"],
+        key=k_gmm,
+        **gmm_opts,
+    )
+    gmm_all = gmm.fit(feats["fit"], n_components=g["n_components"], key=k_gmm2, **gmm_opts)
+
+    def class_scores(name, split):
+        if name == "sdim_logit":
+            return np.asarray(sdim_logit.class_scores(head, logits[split]))
+        if name == "gmm_cc":
+            return np.asarray(gmm.class_log_prob(gmm_cc, feats[split]))
+        raise AssertionError(name)
+
+    def confidence(name, split):
+        """(N,) confidence of the prediction each scorer rejects on."""
+        lg = logits[split]
+        if name == "sdim_logit":
+            return np.max(class_scores(name, split), axis=1)
+        if name == "gmm_cc":  # log p(z | y = base prediction)
+            cs = class_scores(name, split)
+            return np.take_along_axis(cs, np.argmax(lg, 1)[:, None], axis=1)[:, 0]
+        if name == "msp":
+            return np.asarray(baselines.msp(lg))
+        if name == "msp_temperature":
+            return np.asarray(baselines.msp(lg, temperature))
+        if name == "mahalanobis":
+            return np.asarray(baselines.mahalanobis_score(maha, feats[split]))
+        if name == "gmm":
+            return np.asarray(gmm.log_prob(gmm_all, feats[split]))
+        raise AssertionError(name)
+
+    # SDIM-logit paper table ---------------------------------------------------------------
+    s_fit, s_test = class_scores("sdim_logit", "fit"), class_scores("sdim_logit", "test")
+    sdim_pred = np.argmax(s_test, 1)
+    table = {
+        "base_accuracy": reject.accuracy(base_pred, yte),
+        "sdim_logit_accuracy": reject.accuracy(sdim_pred, yte),
+    }
+    per_class = {}
+    for p in o.percentiles:
+        th = reject.fit_class_thresholds(s_fit, y_fit, percentile=p)
+        pred, rej = reject.decide(s_test, th)
+        table[f"acc_left_{_pct_key(p)}"] = reject.acc_left(pred, yte, rej)
+        table[f"rejection_rate_{_pct_key(p)}"] = reject.rejection_rate(rej)
+        per_class[_pct_key(p)] = {
+            "thresholds": np.asarray(th).tolist(),
+            "ood_rejection_rate": {
+                n: reject.rejection_rate(
+                    reject.decide(class_scores("sdim_logit", f"ood/{n}"), th)[1]
+                )
+                for n in ood
+            },
+        }
+    # the class-conditional GMM as a classifier with the same per-class rule
+    cs_fit, cs_test = class_scores("gmm_cc", "fit"), class_scores("gmm_cc", "test")
+    gmm_cc_table = {"accuracy": reject.accuracy(np.argmax(cs_test, 1), yte)}
+    for p in o.percentiles:
+        th = reject.fit_class_thresholds(cs_fit, y_fit, percentile=p)
+        pred, rej = reject.decide(cs_test, th)
+        gmm_cc_table[f"acc_left_{_pct_key(p)}"] = reject.acc_left(pred, yte, rej)
+        gmm_cc_table[f"rejection_rate_{_pct_key(p)}"] = reject.rejection_rate(rej)
+
+    # every scorer -----------------------------------------------------------------------
+    scorers = {}
+    saved = {"labels_test": yte, "base_pred_test": base_pred, "sdim_pred_test": sdim_pred}
+    for name in SCORERS:
+        s_test_c = confidence(name, "test")
+        correct = (sdim_pred == yte) if name == "sdim_logit" else base_correct
+        pred = sdim_pred if name == "sdim_logit" else base_pred
+        t = reject.fit_global_threshold(confidence(name, "val"), tpr=o.tpr)
+        rej = np.asarray(reject.reject_below(jnp.asarray(s_test_c), t))
+        entry = {
+            "mistakes": metrics.mistake_detection(s_test_c, correct),
+            "global_threshold": {"tpr": o.tpr, "threshold": t, **reject.summarize(pred, yte, rej)},
+            "ood": {},
+        }
+        saved[f"{name}/test"] = s_test_c
+        saved[f"{name}/correct_test"] = correct
+        for n in ood:
+            s_o = confidence(name, f"ood/{n}")
+            saved[f"{name}/ood/{n}"] = s_o
+            entry["ood"][n] = metrics.ood_detection(s_test_c, s_o) | {
+                "rejection_rate_at_global_threshold": reject.rejection_rate(~(s_o >= t))
+            }
+        scorers[name] = entry
+
+    report = {
+        "n": {"fit": int(len(y_fit)), "val": int(len(y_val)), "test": int(len(yte))}
+        | {f"ood/{n}": int(len(x)) for n, x in ood.items()},
+        "table": table,
+        "sdim_logit_per_class": per_class,
+        "gmm_cc_per_class": gmm_cc_table,
+        "temperature": temperature,
+        "gmm": {
+            "class_conditional_converged": np.asarray(gmm_cc.converged).tolist(),
+            "class_agnostic_converged": bool(gmm_all.converged),
+            "class_agnostic_train_loglik": float(gmm_all.lower_bound),
+        },
+        "classifier_final_train_loss": float(state.losses[-1]),
+        "sdim_final_losses": dict(
+            zip(("total", "mi", "nll", "lm"), np.asarray(head.losses[-1]).tolist(), strict=True)
+        ),
+        "scorers": scorers,
+    }
+    return HeadsEvaluation(report, saved)
+
+
+def markdown(report: dict, *, percentiles, ood_names) -> str:
+    """Two markdown tables: the SDIM-logit paper's table, and each scorer's mistake AUROC,
+    AURC and OOD AUROC per set."""
+    t = report["table"]
+    cols = ["base acc", "SDIM-logit acc"]
+    vals = [t["base_accuracy"], t["sdim_logit_accuracy"]]
+    for p in percentiles:
+        cols += [f"acc-left @{p:g}%", f"rej. rate @{p:g}%"]
+        vals += [t[f"acc_left_{_pct_key(p)}"], t[f"rejection_rate_{_pct_key(p)}"]]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines.append("| " + " | ".join(f"{100 * v:.2f}" for v in vals) + " |")
+    lines += [
+        "",
+        "| scorer | mistake AUROC | AURC | "
+        + " | ".join(f"OOD AUROC ({n})" for n in ood_names)
+        + " |",
+    ]
+    lines.append("|" + "---|" * (3 + len(ood_names)))
+    for name, e in report["scorers"].items():
+        m = e["mistakes"]
+        au = "n/a" if m["auroc"] is None else f"{m['auroc']:.4f}"
+        oods = " | ".join(f"{e['ood'][n]['auroc']:.4f}" for n in ood_names)
+        lines.append(f"| {name} | {au} | {m['aurc']:.4f} | {oods} |")
+    return "\n".join(lines)

@@ -1,0 +1,26 @@
+"""Shared test setup: repository-root paths (tests pass from any working directory), the `x64`
+fixture, and the `slow` marker (registered in pyproject.toml) on CLI and benchmark smoke tests.
+
+    python3 -m pytest -q -n 2               # everything, slow tests included
+    python3 -m pytest -q -m "not slow"      # skip the CLI and benchmark smoke tests
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: jaxrej/, configs/, benchmarks/
+CONFIGS = ROOT / "configs"
+
+if str(ROOT) not in sys.path:  # `benchmarks` and `tests` import from any working directory
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def x64():
+    """jax float64 inside the test; the previous setting is restored afterwards."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield
