@@ -46,9 +46,11 @@ SOLVER = jaxrej.FlowSolve().solver
 
 def diffrax_grad(score_fn, params, sde, x, y, probes, tol, *, solver, max_steps=4096):
     """(logp (B,), d logp / dx (B, *event)): jax.grad through diffeqsolve with diffrax's default
-    RecursiveCheckpointAdjoint and the plain field -- the reference for "checkpoint"."""
+    RecursiveCheckpointAdjoint, diffrax's own solver and the plain field, under jaxrej's error
+    norm -- the reference for "checkpoint" (the same discrete map)."""
     from jaxrej.flow import SOLVERS
     from jaxrej.flow.field import velocity_and_divergence
+    from jaxrej.flow.solve import augmented_norm  # jaxrej's step-size control: the same steps
 
     def one(xi, yi, pi):
         field = velocity_and_divergence(score_fn, sde, params, yi, pi)
@@ -56,7 +58,7 @@ def diffrax_grad(score_fn, params, sde, x, y, probes, tol, *, solver, max_steps=
             diffrax.ODETerm(lambda t, s, args: field(t, s[0])), SOLVERS[solver].make(),
             t0=jnp.asarray(1e-5, xi.dtype), t1=jnp.asarray(sde.T, xi.dtype), dt0=None,
             y0=(xi, jnp.zeros((), xi.dtype)), max_steps=max_steps, throw=False,
-            stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+            stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol, norm=augmented_norm),
         )  # fmt: skip
         return sde.prior_logp(sol.ys[0][-1]) + sol.ys[1][-1]
 

@@ -200,30 +200,21 @@ def exact_evaluations(score_fn, params, sde, x, common, opts, res) -> float:
     final = jaxrej.FlowSolve(**{k: v for k, v in {**common, **opts}.items()
                                 if k in FLOW_FIELDS})  # fmt: skip
     nfe = np.asarray(res.nfe, np.int64)
-    screen = opts.get("screen", jaxrej.scoring.DEFAULT_SCREEN)
-    if "screens" in opts:
-        screens = (
-            [opts["screens"]] if isinstance(opts["screens"], jaxrej.Screen) else opts["screens"]
-        )
-        total, prev = 0.0, np.zeros_like(nfe)
-        for k, s in enumerate(screens):
-            head = jaxrej.cascade_class_log_likelihoods(
-                score_fn, params, sde, x, num_classes=common["num_classes"], key=common["key"],
-                screens=screens[:k], solve=s.solve) if k else jaxrej.class_log_likelihood_result(
-                score_fn, params, sde, x, num_classes=common["num_classes"],
-                key=jax.random.fold_in(common["key"], 1), solve=s.solve, screen=None)  # fmt: skip
-            this = np.asarray(head.nfe, np.int64) - prev
-            total += work(s.solve, this)
-            prev = np.asarray(head.nfe, np.int64)
-        return total + work(final, nfe - prev)
-    if screen is None:
-        return work(final, nfe)
-    head = jaxrej.class_log_likelihood_result(
-        score_fn, params, sde, x, num_classes=common["num_classes"],
-        key=jax.random.fold_in(common["key"], 1), solve=screen.solve, screen=None,
+    cascade = "screens" in opts
+    stages = (
+        list(opts["screens"]) if cascade
+        else jaxrej.scoring.screen_stages(opts.get("screen", jaxrej.scoring.DEFAULT_SCREEN))
     )  # fmt: skip
-    screen_nfe = np.asarray(head.nfe, np.int64)
-    return work(screen.solve, screen_nfe) + work(final, nfe - screen_nfe)
+    total, prev = 0.0, np.zeros_like(nfe)
+    for k, s in enumerate(stages):  # stop after stage k: make its solve the final one
+        run = jaxrej.cascade_class_log_likelihoods if cascade and k else (
+            jaxrej.class_log_likelihood_result)  # fmt: skip
+        kw = dict(screens=stages[:k]) if cascade and k else dict(screen=tuple(stages[:k]) or None)
+        head = run(score_fn, params, sde, x, num_classes=common["num_classes"], key=common["key"],
+                   solve=s.solve, **kw)  # fmt: skip
+        total += work(s.solve, np.asarray(head.nfe, np.int64) - prev)
+        prev = np.asarray(head.nfe, np.int64)
+    return total + work(final, nfe - prev)
 
 
 def accuracy_vs(logp, tight):

@@ -3,9 +3,9 @@
 Both estimators return the value f(x) with the trace, since one forward-mode pass gives both.
 
 exact_trace:      tr(df/dx) from one forward pass and D vector-Jacobian products with the basis
-                  vectors, batched into one call (for small D, e.g. 8x8 images). Reverse mode
-                  measured 23% faster than D forward-mode products inside a likelihood solve
-                  of the digits MLP score (benchmarks/README.md).
+                  vectors, batched into one call (for small D, e.g. 8x8 images); reverse mode
+                  was the faster of the two on the digits score (benchmarks/README.md,
+                  "Reverse-mode vs forward-mode trace").
 hutchinson_trace: (1/K) sum_k e_k^T (df/dx) e_k with K probes e_k, E[e e^T] = I
                   (Hutchinson 1989; FFJORD, Grathwohl et al. 2019). Unbiased.
 hutchpp_trace:    Hutch++ (Meyer et al. 2021): the trace of J on Q = orth(J S) exactly, Hutchinson on

@@ -57,17 +57,27 @@ SCREEN_SOLVE = FlowSolve(divergence="rademacher", n_probes=1, rtol=1e-2, atol=1e
 
 @dataclasses.dataclass(frozen=True, init=False)
 class TopK:
-    """The static-shape screen: a cheap `solve` over all classes, then the accurate solve for the
-    k best classes of each example. margin: nats below the screen's best within which a class
-    outside the k makes `covered` False. Keyword options replace fields of `solve`."""
+    """A static-shape screen stage: a cheap `solve` over the candidate classes keeps the k best of
+    each example. margin: nats below the stage's best within which a dropped class is a rival
+    (it makes `covered` False). spare (last stage only): the fraction of a batch's examples that may
+    get one more accurate solve, for their closest rival within the margin of their best refined
+    class -- a fixed budget (static shapes) spent where a close call needs it. Keyword options
+    replace fields of `solve`."""
 
     k: int
     margin: float
     solve: FlowSolve
+    spare: float
 
-    def __init__(self, k: int = 3, margin: float = 10.0, solve: FlowSolve | None = None, **options):
+    def __init__(self, k: int = 3, margin: float = 10.0, solve: FlowSolve | None = None, *,
+                 spare: float = 0.0, **options):  # fmt: skip
         if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
             raise ValueError(f"TopK.k: expected an int >= 1, got {k!r}")
+        if not (
+            isinstance(spare, (int, float)) and not isinstance(spare, bool) and 0 <= spare <= 1
+        ):
+            raise ValueError(f"TopK.spare: expected a fraction in [0, 1], got {spare!r}")
+        object.__setattr__(self, "spare", float(spare))
         object.__setattr__(self, "k", k)
         object.__setattr__(self, "margin", _check_margin("TopK", margin))
         object.__setattr__(self, "solve", as_solve(solve, options, default=SCREEN_SOLVE))
@@ -87,8 +97,12 @@ class Screen:
 
 
 # The default screen (benchmarks/likelihood_speed.py): one Rademacher probe at 1e-2 over all classes
-# keeps 4, then 16 probes at 1e-3 keep 1 -- the static-shape twin of the host cascade's passes.
-DEFAULT_SCREEN = (TopK(k=4, margin=10.0), TopK(k=1, margin=5.0, n_probes=16, rtol=1e-3, atol=1e-3))
+# keeps 4, then 16 probes at 1e-3 keep 1 -- the static-shape twin of the host cascade's passes --
+# and an eighth of the batch may refine its closest rival.
+DEFAULT_SCREEN = (
+    TopK(k=4, margin=10.0),
+    TopK(k=1, margin=5.0, n_probes=16, rtol=1e-3, atol=1e-3, spare=0.125),
+)
 
 
 class ClassLikelihoods(struct.PyTreeNode):
@@ -146,7 +160,7 @@ def _score_block(score_fn, sde, solve, screens, num_classes, chunk_size, params,
     logp = jnp.full((b, c), jnp.nan, x.dtype)
     nfe = jnp.zeros((b, c), jnp.int32)
     ok = jnp.zeros((b, c), bool)
-    covered = jnp.ones((b,), bool)
+    rival = jnp.zeros((b, c), bool)  # dropped by a stage within its margin of that stage's best
     difficulty = None
     for j, stage in enumerate(screens):
         m = cand.shape[1]
@@ -168,22 +182,47 @@ def _score_block(score_fn, sde, solve, screens, num_classes, chunk_size, params,
         kept = jnp.zeros((b, m), bool).at[rows_b[:, None], pos].set(True)
         best = jnp.max(jnp.where(good, est, -jnp.inf), axis=1, keepdims=True)
         in_reach = (est >= best - stage.margin) | ~good
-        covered = covered & ~jnp.any(in_reach & ~kept, axis=1)
+        rival = rival.at[rows, cls].set(rival[rows, cls] | (in_reach & ~kept).reshape(-1))
         cand = jnp.take_along_axis(cand, pos, axis=1)
         difficulty = nfe[jnp.repeat(rows_b, cand.shape[1]), cand.reshape(-1)]
     rows, cls = jnp.repeat(rows_b, cand.shape[1]), cand.reshape(-1)
     lp, n, good = _solve_sorted(score_fn, sde, solve, params, x, rows, cls, ids, key, difficulty,
                                 chunk_size)  # fmt: skip
-    return ClassLikelihoods(
-        logp=logp.at[rows, cls].set(lp),
-        nfe=nfe.at[rows, cls].add(n),
-        ok=ok.at[rows, cls].set(good),
-        refined=jnp.zeros((b, c), bool).at[rows, cls].set(True),
-        covered=covered,
+    logp, nfe, ok = logp.at[rows, cls].set(lp), nfe.at[rows, cls].add(n), ok.at[rows, cls].set(good)
+    refined = jnp.zeros((b, c), bool).at[rows, cls].set(True)
+    n_spare = math.ceil(screens[-1].spare * b) if screens else 0
+    if n_spare:
+        logp, nfe, ok, refined = _spend_spare(
+            score_fn, sde, solve, params, x, ids, key, screens[-1].margin, n_spare, logp, nfe, ok,
+            refined, rival,
+        )  # fmt: skip
+    return ClassLikelihoods(logp=logp, nfe=nfe, ok=ok, refined=refined,
+                            covered=~jnp.any(rival & ~refined, axis=1))  # fmt: skip
+
+
+def _spend_spare(score_fn, sde, solve, params, x, ids, key, margin, n_spare, logp, nfe, ok, refined,
+                 rival):  # fmt: skip
+    """One more accurate solve for each of the `n_spare` examples whose closest unrefined rival is
+    nearest (within `margin` nats) to their best refined value; other picks are solved (static
+    shapes) but not used."""
+    b = x.shape[0]
+    best = jnp.max(jnp.where(refined & ok, logp, -jnp.inf), axis=1)
+    est = jnp.where(rival & ~refined, jax.lax.stop_gradient(logp), -jnp.inf)
+    cls = jnp.argmax(est, axis=1).astype(jnp.int32)
+    gap = best - est[jnp.arange(b), cls]
+    _, ex = jax.lax.top_k(jnp.where(gap <= margin, -gap, -jnp.inf), n_spare)
+    use = gap[ex] <= margin
+    lp, n, good = _solve_sorted(score_fn, sde, solve, params, x, ex, cls[ex], ids, key, None, None)
+    at = (ex, cls[ex])
+    return (
+        logp.at[at].set(jnp.where(use, lp, logp[at])),
+        nfe.at[at].add(jnp.where(use, n, 0)),
+        ok.at[at].set(jnp.where(use, good, ok[at])),
+        refined.at[at].set(refined[at] | use),
     )
 
 
-def _topk_stages(screen) -> tuple[TopK, ...]:
+def screen_stages(screen) -> tuple[TopK, ...]:
     """The screen argument as a tuple of TopK stages (None: no stage); ValueError otherwise."""
     stages = () if screen is None else (screen,) if isinstance(screen, TopK) else screen
     if isinstance(stages, Screen) or (
@@ -283,7 +322,7 @@ def class_log_likelihood_result(
     """
     solve = as_solve(solve, options)
     _check_common(x, sde, num_classes, chunk_size)
-    screens = _topk_stages(screen)
+    screens = screen_stages(screen)
     if labels is not None:
         check_batch(x, labels, sde, y_name="labels")
         if not screens:
@@ -391,3 +430,9 @@ def cascade_class_log_likelihoods(
         refined=jnp.asarray(active),
         covered=jnp.ones((b,), bool),
     )
+
+
+def compilations() -> dict[str, int]:
+    """How many programs this process has compiled so far: {"scorer": the pure class scorer's,
+    "cascade": the cascade's chunk solves'} (one per distinct static setting and shape)."""
+    return {"scorer": _score._cache_size(), "cascade": _solve_pairs_jit._cache_size()}

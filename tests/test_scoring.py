@@ -109,6 +109,24 @@ def test_topk_refines_the_best_classes(problem, plain):
     assert (np.asarray(res.nfe)[refined] > np.asarray(plain.nfe)[refined]).all()  # screen + solve
 
 
+def test_spare_budget_refines_close_rivals(problem, plain):
+    """TopK(spare=1): every example whose best dropped rival is within the margin gets one more
+    accurate solve (equal to the unscreened value); with a margin no rival is within, none does."""
+    _, _, params, x, _ = problem
+    sf, sde = make_score_fn("vp", (D,)), SDES["vp"]
+    for margin, extra in ((1e3, 1), (1e-9, 0)):
+        res = jaxrej.class_log_likelihood_result(
+            sf, params, sde, x, num_classes=C, key=KEY, divergence="exact",
+            screen=jaxrej.TopK(k=1, margin=margin, spare=1.0), **TOL,
+        )  # fmt: skip
+        refined = np.asarray(res.refined)
+        assert (refined.sum(1) == 1 + extra).all(), margin
+        np.testing.assert_allclose(np.asarray(res.logp)[refined], np.asarray(plain.logp)[refined],
+                                   rtol=1e-5, atol=1e-4)  # fmt: skip
+    with pytest.raises(ValueError, match="TopK.spare"):
+        jaxrej.TopK(spare=2.0)
+
+
 def test_topk_labels_are_always_refined(problem):
     _, _, params, x, truth = problem
     worst = jnp.asarray(truth.argmin(1))

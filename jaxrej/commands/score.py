@@ -74,7 +74,7 @@ def run(args) -> dict:
     from jaxrej.data.preprocessing import to_model_input
     from jaxrej.data.registry import load_dataset
     from jaxrej.flow import FlowSolve
-    from jaxrej.scoring import DEFAULT_SCREEN, _score, class_log_likelihood_result
+    from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
     from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
     from jaxrej.training.workdir import load_trained, read_config
 
@@ -105,7 +105,7 @@ def run(args) -> dict:
     solve = FlowSolve(divergence=e["divergence"], n_probes=e["n_probes"], rtol=e["rtol"],
                       atol=e["atol"], eps=e["eps"])  # fmt: skip
     screen = DEFAULT_SCREEN if screen_setting(e) == "default" else None
-    compiled0 = _score._cache_size()
+    compiled0 = compilations()["scorer"]
     chunks, masks, nfe, refined, covered = [], [], [], [], []
     t0 = time.perf_counter()
     for i, ((xb,), mask) in enumerate(padded_batches(images, batch_size=e["batch_size"])):
@@ -142,7 +142,7 @@ def run(args) -> dict:
         "nfe_mean_per_example": float(nfe.sum(axis=1).mean()),
         "refined_fraction": float(refined.mean()),
         "covered_fraction": float(covered.mean()),
-        "compilations": _score._cache_size() - compiled0,
+        "compilations": compilations()["scorer"] - compiled0,
         "batches": nb,
         "params": "raw" if args.raw_params else "ema",
         "checkpoint_step": step,
