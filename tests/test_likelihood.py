@@ -144,6 +144,7 @@ def test_class_log_likelihoods_and_marginal(problem):
         divergence="exact",
         rtol=1e-5,
         atol=1e-5,
+        screen=None,
     )
     assert ll.shape == (len(x), C)
     truth = np.stack(
@@ -159,6 +160,14 @@ def test_class_log_likelihoods_and_marginal(problem):
         logsumexp(truth + np.asarray(prior), axis=1),
         atol=2e-3,
     )
+    # The default (screened) call: the refined class is each example's best, exact to 2e-3.
+    res = jaxrej.class_log_likelihood_result(
+        make_score_fn("vp", (D,)), _params(mus, covs), sde, jnp.asarray(x, jnp.float32),
+        num_classes=C, key=KEY, divergence="exact",
+    )  # fmt: skip
+    refined = np.asarray(res.refined)
+    assert refined[np.arange(len(x)), truth.argmax(1)].all()
+    np.testing.assert_allclose(np.asarray(res.logp)[refined], truth[refined], atol=2e-3)
 
 
 def test_batch_invariance(problem):
