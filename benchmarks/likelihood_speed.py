@@ -1,6 +1,7 @@
 """jaxrej's class log-likelihoods against the score_sde / SBGC reference pipeline, on one workload.
 
 Run:  python -m benchmarks.likelihood_speed [--workdir runs/digits] [--n 16] [--repeats 3] [--quick]
+      [--out likelihood_speed]
 
 Workload: a trained conditional score model of the digits data (a `jaxrej train` workdir), the
 first `n` test digits spread over the split, every class, exact divergence, rtol = atol = 1e-5.
@@ -235,6 +236,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="skip the slow all-class jaxrej variant")
     ap.add_argument("--results-dir", default=RESULTS)
+    ap.add_argument("--out", default="likelihood_speed", help="results file stem")
     args = ap.parse_args(argv)
     load0 = os.getloadavg()[0]
     score_fn, params, sde, x, labels, c = load_workload(args.workdir, args.n)
@@ -374,7 +376,7 @@ def main(argv=None):
         class_log_likelihoods=rows, per_example=per_example, input_gradient=grads,
         attack_step=attack,
     )  # fmt: skip
-    write_report("likelihood_speed", out, args.results_dir, render)
+    write_report(args.out, out, args.results_dir, render)
 
 
 def margin_loss(ll, y):
