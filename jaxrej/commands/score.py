@@ -106,7 +106,7 @@ def run(args) -> dict:
                       atol=e["atol"], eps=e["eps"])  # fmt: skip
     screen = DEFAULT_SCREEN if screen_setting(e) == "default" else None
     compiled0 = compilations()["scorer"]
-    chunks, masks, nfe, refined, covered = [], [], [], [], []
+    parts, masks = {"logp": [], "nfe": [], "refined": [], "covered": []}, []
     t0 = time.perf_counter()
     for i, ((xb,), mask) in enumerate(padded_batches(images, batch_size=e["batch_size"])):
         x = to_model_input(jnp.asarray(xb), d["n_levels"], mode=e["dequantize"],
@@ -116,20 +116,17 @@ def run(args) -> dict:
             key=jax.random.fold_in(probe_key, i), solve=solve, screen=screen,
             chunk_size=e.get("chunk_size") or None,
         )  # fmt: skip
-        chunks.append(np.asarray(res.logp))
-        nfe.append(np.asarray(res.nfe))
-        refined.append(np.asarray(res.refined))
-        covered.append(np.asarray(res.covered))
+        for name, acc in parts.items():
+            acc.append(np.asarray(getattr(res, name)))
         masks.append(mask)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - t0
-    class_logp = np.concatenate([c[m] for c, m in zip(chunks, masks, strict=True)])
-    nfe = np.concatenate([c[m] for c, m in zip(nfe, masks, strict=True)])
-    refined = np.concatenate([c[m] for c, m in zip(refined, masks, strict=True)])
-    covered = np.concatenate([c[m] for c, m in zip(covered, masks, strict=True)])
+    class_logp, nfe, refined, covered = (
+        np.concatenate([c[m] for c, m in zip(acc, masks, strict=True)]) for acc in parts.values()
+    )
     s = summarize(class_logp, labels, event_shape=d["event_shape"], n_levels=d["n_levels"])
     pred, ok = s.pop("pred"), s.pop("ok")
     atomic_save_npz(os.path.join(args.workdir, f"score_{args.split}.npz"),
