@@ -33,8 +33,6 @@ OPEN = "<!-- results:{stem} -->"
 CLOSE = "<!-- /results:{stem} -->"
 _STEM = r"[A-Za-z0-9_.-]+"
 _MARKER = re.compile(rf"^<!-- (?P<close>/?)results:(?P<stem>{_STEM}) -->[ \t]*$", re.M)
-# Modules of benchmarks/ that are helpers, not benchmarks (they write no results).
-HELPERS = ("report", "trained")
 
 
 def invocation(argv: list[str] | None = None) -> str | None:
@@ -111,8 +109,10 @@ def regions(text: str) -> list[tuple[str, int, int]]:
 
 
 def _benchmark_modules() -> list[str]:
-    return sorted(f[:-3] for f in os.listdir(HERE)
-                  if f.endswith(".py") and not f.startswith("_") and f[:-3] not in HELPERS)  # fmt: skip
+    """The benchmarks, by the rule `jaxrej bench` lists them with."""
+    from jaxrej.commands.bench import available
+
+    return available(os.path.dirname(HERE))
 
 
 def _module_of(stem: str) -> str:
@@ -281,9 +281,7 @@ def update_readme(readme: str = README, results: str = RESULTS, check: bool = Fa
     if changed and not check:
         from jaxrej.training.checkpoint import atomic_write_text
 
-        mode = os.stat(readme).st_mode & 0o777
-        atomic_write_text(readme, new)
-        os.chmod(readme, mode)  # the temporary file's 0600 would hide the README from others
+        atomic_write_text(readme, new)  # keeps the README's mode
     return changed
 
 
