@@ -47,13 +47,19 @@ class EvalData(NamedTuple):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalOptions:
     """percentiles: per-class threshold percentiles in (0, 100); corruptions: names (empty: none);
-    severities: subset of 1..5; n_corrupt: test rows per corruption and severity; seed: the
-    corruption keys."""
+    severities: subset of 1..5; n_corrupt: test rows per corruption and severity; corruption_scale:
+    the corruptions' length scale (None: their size rule, sqrt(H W) / 32); seed: the corruption
+    keys; interpolate: scorers whose log p(x) = logsumexp_c s_c - log C is traced along lines
+    between `n_pairs` random test pairs at `n_points` points (`eval.interpolation`)."""
 
     percentiles: tuple[float, ...] = (1.0, 2.0)
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     n_corrupt: int = 100
+    corruption_scale: float | None = None
+    interpolate: tuple[str, ...] = ("sbgc",)
+    n_pairs: int = 16
+    n_points: int = 11
     seed: int = 0
 
     def __post_init__(self):
@@ -68,10 +74,10 @@ class EvalOptions:
 
 
 def corrupted_sets(
-    images: np.ndarray, *, names, severities, seed: int
+    images: np.ndarray, *, names, severities, seed: int, scale: float | None = None
 ) -> dict[tuple[str, int], np.ndarray]:
     """{(name, severity): corrupted copy of `images`}, each deterministic given (seed, name,
-    severity)."""
+    severity); `scale`: `corruptions.corrupt`'s length scale."""
     import jax
 
     from jaxrej import corruptions
@@ -85,7 +91,9 @@ def corrupted_sets(
     for i, name in enumerate(names):
         for sev in severities:
             key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), sev)
-            out[(name, sev)] = np.asarray(corruptions.corrupt(name, images, sev, key=key))
+            out[(name, sev)] = np.asarray(
+                corruptions.corrupt(name, images, sev, key=key, scale=scale)
+            )
     return out
 
 
@@ -144,7 +152,8 @@ def evaluate(
             )
     n_c = min(options.n_corrupt, len(xt))
     corrupted = corrupted_sets(xt[:n_c], names=options.corruptions,
-                               severities=options.severities, seed=options.seed)  # fmt: skip
+                               severities=options.severities, seed=options.seed,
+                               scale=options.corruption_scale)  # fmt: skip
     pops = {"val": xv, "test": xt, **{f"ood/{k}": v for k, v in data.ood.items()},
             **{f"corrupt/{n}/{s}": v for (n, s), v in corrupted.items()}}  # fmt: skip
     scores = population_scores(scorers, pops, out_dir=out_dir, progress=progress)
@@ -163,10 +172,38 @@ def evaluate(
         r["ood"] = {k: tables.ood_row(s["test"], s[f"ood/{k}"], th[name]) for k in data.ood}
         r["thresholds"] = {k: v.tolist() for k, v in th[name].items()}
         report["scorers"][name] = r
-    report["figures"] = figures(
+    for name in options.interpolate:
+        if name in scorers:
+            report["scorers"][name]["interpolation"], fig = interpolation(
+                scorers[name], xt, options=options, out_dir=out_dir, progress=progress
+            )
+            report.setdefault("interpolation_figures", []).append(fig)
+    report["figures"] = report.pop("interpolation_figures", []) + figures(
         scores, th, data, corrupted, report, out_dir=out_dir, threshold=ks[0]
     )
     return report
+
+
+def interpolation(sc: Scorer, images, *, options: EvalOptions, out_dir: str, progress: bool):
+    """(summary dict, PNG path) of log p(x) along lines between random test pairs, scored through
+    the cache."""
+    import jax.numpy as jnp
+    from jax.scipy.special import logsumexp
+
+    from jaxrej.eval import interpolation as interp
+
+    i0, i1 = interp.random_pairs(len(images), options.n_pairs, seed=options.seed)
+    path = os.path.join(out_dir, "scores", sc.name, "interpolation.npz")
+
+    def log_px(points):
+        s = cached_scores(path, np.asarray(points), sc.class_scores, batch_size=sc.batch_size,
+                          settings=sc.settings, desc=f"{sc.name} interpolation", progress=progress)  # fmt: skip
+        return np.asarray(logsumexp(jnp.asarray(s), axis=1)) - np.log(s.shape[1])
+
+    curves = interp.interpolation_curves(log_px, images[i0], images[i1], n_points=options.n_points)
+    fig = interp.plot(curves, os.path.join(out_dir, f"interpolation_{sc.name}.png"),
+                      title=f"{sc.name}: log p(x) between {options.n_pairs} pairs of test images")  # fmt: skip
+    return curves.to_dict(), fig
 
 
 def figures(
