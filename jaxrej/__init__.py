@@ -25,9 +25,11 @@ _ATTRS = {
         "Screen",
         "batch_mesh",
     ),
+    "jaxrej.elbo": ("class_elbos",),
 }
 _WHERE = {name: module for module, names in _ATTRS.items() for name in names}
-_MODULES = ("classifiers", "heads", "metrics", "reject", "scoring", "flow", "autodiff")
+_MODULES = ("classifiers", "heads", "metrics", "reject", "scoring", "flow", "autodiff", "elbo",
+            "attacks", "corruptions")  # fmt: skip
 __all__ = [*_MODULES, *_WHERE]
 
 

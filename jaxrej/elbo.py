@@ -1,0 +1,231 @@
+"""Class scores from the denoising bound: log p(x | y) >= ELBO(x, y), every class at once.
+
+The "Diffusion Classifier" of Li et al. 2023 ("Your diffusion model is secretly a zero-shot
+classifier") scores each class by its denoising loss, with the SAME times and noises for every
+class of an example, so the class comparison sees only the model's difference between classes.
+Here the loss is the likelihood-weighted one (Song, Durkan, Murray & Ermon 2021, "Maximum
+likelihood training of score-based diffusion models", thm. 3, its denoising form), completed with
+its prior and constant terms, so every score is a true lower bound in nats:
+
+    ELBO(x, y) = E_z log pi(m_T x + std_T z) + D log m_T
+                 - 1/2 int_eps^T g(t)^2 / std(t)^2 ( E_z || std(t) s(x_t, t, y) + z ||^2 - D ) dt,
+
+    x_t = m(t) x + std(t) z,  z ~ N(0, I_D),  m, std: the SDE's perturbation kernel (jaxrej.sde).
+
+It bounds the model "reverse SDE from pi at T down to eps, then x = x_eps / m(eps) + N(0,
+std(eps)^2 / m(eps)^2)": averaging thm. 3's bound on [eps, T] over x_eps ~ N(m(eps) x,
+std(eps)^2) turns its conditional score into the kernel's from 0 (the training target), and the
+drift's divergence int_eps^T div f = D log(m_T / m_eps) with that decoder's reconstruction term
+D log m_eps leaves D log m_T. With the exact score the bound equals E_{x_eps} log p_eps(x_eps)
++ D log m_eps - E_{x_T}[log p_T(x_T) - log pi(x_T)] (tests/test_elbo.py): tight up to the
+prior's mismatch and the width of the decoder, as the ODE's log p_eps(x | y) is.
+
+The prior term is exact (Gaussian), the integral Monte Carlo over `n_times` (t, z) draws per
+example, shared by its classes and drawn from (key, index in the batch) alone:
+  "importance": t ~ p(t) = w(t) / Z on [eps, T], w = g^2 / std^2 (jaxrej.training.losses), each
+                draw weighted Z = W(T) - W(eps);
+  "stratified": the same density, one draw in each of n_times equal-probability strata of p(t);
+  "uniform":    t ~ U(eps, T), each draw weighted (T - eps) w(t).
+All three are unbiased. The integrand's "- D" is estimated as rho(t) ||z||^2 + (1 - rho(t)) D with
+rho = m^2 / (m^2 + std^2), a control variate (E ||z||^2 = D): where the signal dominates (small t)
+the network cannot see the noise and ||std s + z||^2 ~ ||z||^2, where the noise dominates it
+predicts z and ||std s + z||^2 ~ 0; subtracting the matching term removes most of either's
+variance (and keeps the uniform sampling's variance from growing like 1 / eps).
+Pure JAX: jit, grad and vmap compose; shapes are static.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxrej.likelihood import check_batch
+from jaxrej.sde import SDE, VESDE, VPSDE, SubVPSDE
+from jaxrej.training.losses import (
+    dsm_loss_per_example,
+    importance_cum_weight,
+    importance_weight,
+    sample_importance_time,
+)
+
+TIME_SAMPLINGS = ("importance", "stratified", "uniform")
+
+
+def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size):
+    if not isinstance(sde, (VPSDE, SubVPSDE, VESDE)):
+        raise ValueError(f"sde: expected a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}")
+    if num_classes is not None and not (
+        isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1
+    ):
+        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
+    if not (isinstance(n_times, int) and not isinstance(n_times, bool) and n_times >= 1):
+        raise ValueError(f"n_times: expected an int >= 1, got {n_times!r}")
+    if time_sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"time_sampling: expected one of {TIME_SAMPLINGS}, got {time_sampling!r}")
+    if not (isinstance(eps, (int, float)) and 0.0 < eps < sde.T):
+        raise ValueError(f"eps: expected a float in (0, T={sde.T}), got {eps!r}")
+    if chunk_size is not None and not (
+        isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1
+    ):
+        raise ValueError(f"chunk_size: expected None or an int >= 1, got {chunk_size!r}")
+
+
+def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5) -> jax.Array:
+    """t with W(t) = W(eps) + u (W(T) - W(eps)), u in [0, 1] (any shape): the inverse CDF of
+    p(t) = w(t) / Z, by bisection in log t on jaxrej.training.losses.importance_cum_weight (W is
+    increasing); float32 gives t to a few ulps. Used to stratify u."""
+    dtype = jnp.result_type(u, jnp.float32)
+    w0 = importance_cum_weight(sde, jnp.asarray(eps, dtype))
+    w1 = importance_cum_weight(sde, jnp.asarray(sde.T, dtype))
+    target = w0 + u * (w1 - w0)
+    lo = jnp.full(jnp.shape(u), math.log(eps), dtype)
+    hi = jnp.full(jnp.shape(u), math.log(sde.T), dtype)
+
+    def step(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        below = importance_cum_weight(sde, jnp.exp(mid)) < target
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, 48, step, (lo, hi))
+    return jnp.clip(jnp.exp(0.5 * (lo + hi)), eps, sde.T)
+
+
+def sample_times(sde, n: int, *, key: jax.Array, time_sampling: str = "importance",
+                 eps: float = 1e-5, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """(t, c), each (n,): times in [eps, T] and weights with E[mean_k c_k h(t_k)] =
+    int_eps^T w(t) h(t) dt for any h, w = g^2 / std^2 (module doc for the three samplings)."""
+    _check_options(sde, None, n, time_sampling, eps, None)
+    z = importance_cum_weight(sde, jnp.asarray(sde.T, dtype)) - importance_cum_weight(
+        sde, jnp.asarray(eps, dtype)
+    )
+    if time_sampling == "uniform":
+        t = jax.random.uniform(key, (n,), dtype, minval=eps, maxval=sde.T)
+        return t, (sde.T - eps) * importance_weight(sde, t)
+    if time_sampling == "importance":
+        t = sample_importance_time(sde, (n,), key=key, eps=eps).astype(dtype)
+    else:
+        u = (jnp.arange(n, dtype=dtype) + jax.random.uniform(key, (n,), dtype)) / n
+        t = importance_time_from_uniform(sde, u, eps=eps).astype(dtype)
+    return t, jnp.full((n,), z, dtype)
+
+
+def draws(sde, x: jax.Array, n_times: int, *, key: jax.Array, time_sampling: str,
+          eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+    """(t (B, K), c (B, K), z (B, K, *event)): example i's draws come from fold_in(key, i) alone,
+    so they are the same for all its classes, whatever the batch around it."""
+
+    def one(i):
+        tkey, zkey = jax.random.split(jax.random.fold_in(key, i))
+        t, c = sample_times(sde, n_times, key=tkey, time_sampling=time_sampling, eps=eps,
+                            dtype=x.dtype)  # fmt: skip
+        return t, c, jax.random.normal(zkey, (n_times, *x.shape[1:]), x.dtype)
+
+    return jax.vmap(one)(jnp.arange(x.shape[0]))
+
+
+def residual(score_fn, params, sde, x, t, z, y) -> jax.Array:
+    """||std s(x_t, t, y) + z||^2 - rho ||z||^2 - (1 - rho) D for ONE example x (event shape), time
+    t, noise z: the noise-space denoising loss (losses.dsm_loss_per_example, plain weighting,
+    summed) less a control variate of mean D, rho = m^2 / (m^2 + std^2) (module doc)."""
+    loss = dsm_loss_per_example(score_fn, params, sde, x, y, t, z, weighting="plain", reduce="sum")
+    m2, std2 = jnp.square(sde.mean_coeff(t)), jnp.square(sde.std(t))
+    rho = m2 / (m2 + std2)
+    return loss - rho * jnp.sum(jnp.square(z)) - (1 - rho) * x.size
+
+
+def prior_terms(sde, x: jax.Array) -> jax.Array:
+    """E_z log pi(m_T x + std_T z) + D log m_T for ONE example (exact): a scalar."""
+    t = jnp.asarray(sde.T, x.dtype)
+    mean, std = sde.marginal(x, t)
+    d = x.size
+    return (sde.prior_logp(mean) - 0.5 * d * jnp.square(std) / sde.prior_std**2
+            + d * sde.log_mean_coeff(t))  # fmt: skip
+
+
+@functools.partial(
+    jax.jit, static_argnames=("score_fn", "sde", "n_times", "time_sampling", "eps", "chunk_size")
+)
+def _elbos(score_fn, params, sde, x, cls, key, *, n_times, time_sampling, eps, chunk_size):
+    """ELBO of the pairs (x[b], cls[b, m]): x (B, *event), cls (B, M) -> (B, M)."""
+    b, m = cls.shape
+    t, c, z = draws(sde, x, n_times, key=key, time_sampling=time_sampling, eps=eps)
+    one = functools.partial(residual, score_fn, params, sde)
+    if chunk_size is None:
+        per_time = jax.vmap(one, in_axes=(None, 0, 0, None))  # (K,) for one class
+        per_class = jax.vmap(per_time, in_axes=(None, None, None, 0))  # (M, K)
+        r = jax.vmap(per_class)(x, t, z, cls)  # (B, M, K)
+    else:
+
+        def flat(idx):
+            i, j, k = idx // (m * n_times), (idx // n_times) % m, idx % n_times
+            return one(x[i], t[i, k], z[i, k], cls[i, j])
+
+        r = jax.lax.map(flat, jnp.arange(b * m * n_times), batch_size=chunk_size)
+        r = r.reshape(b, m, n_times)
+    dsm = jnp.mean(c[:, None, :] * r, axis=-1)
+    return jax.vmap(functools.partial(prior_terms, sde))(x)[:, None] - 0.5 * dsm
+
+
+def class_elbos(
+    score_fn: Callable,
+    params,
+    sde: SDE,
+    x: jax.Array,
+    *,
+    num_classes: int,
+    key: jax.Array,
+    n_times: int = 64,
+    time_sampling: str = "stratified",
+    eps: float = 1e-5,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    """Lower bounds on log p(x | y) for every class y: x (B, *event) -> (B, C) nats.
+
+    score_fn(params, x, t, y) as in `jaxrej.class_log_likelihoods`. n_times: (t, z) draws per
+    example, the same for all its classes (module doc); time_sampling: "stratified" (default),
+    "importance" or "uniform". eps: the smallest time, as FlowSolve.eps. chunk_size: score
+    evaluations per vmapped call (default: all B * C * n_times at once); the result does not
+    depend on it. An unbiased estimate of the bound: its mean over keys is the bound; its class
+    differences have the variance of the model's class differences only. Cost: B * C * n_times
+    score evaluations, one backward pass of as many under grad. Pure: jit, grad and vmap compose.
+    `jaxrej.marginal_log_likelihood` of the result bounds log p(x) from below.
+    """
+    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size)
+    check_batch(x, None, sde)
+    cls = jnp.broadcast_to(jnp.arange(num_classes, dtype=jnp.int32), (x.shape[0], num_classes))
+    return _elbos(score_fn, params, sde, x, cls, key, n_times=n_times, time_sampling=time_sampling,
+                  eps=float(eps), chunk_size=chunk_size)  # fmt: skip
+
+
+def elbo(
+    score_fn: Callable,
+    params,
+    sde: SDE,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    key: jax.Array,
+    num_classes: int | None = None,
+    n_times: int = 64,
+    time_sampling: str = "stratified",
+    eps: float = 1e-5,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    """The bound of `class_elbos` for one class per example: x (B, *event), y (B,) int -> (B,).
+
+    With the same key, elbo(...)[i] equals class_elbos(...)[i, y[i]] (the same draws).
+    num_classes: when given, a label outside [0, num_classes) gives NaN.
+    """
+    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size)
+    check_batch(x, y, sde)
+    y = jnp.asarray(y)
+    out = _elbos(score_fn, params, sde, x, y[:, None].astype(jnp.int32), key, n_times=n_times,
+                 time_sampling=time_sampling, eps=float(eps), chunk_size=chunk_size)[:, 0]  # fmt: skip
+    if num_classes is not None:
+        out = jnp.where((y >= 0) & (y < num_classes), out, jnp.nan)
+    return out

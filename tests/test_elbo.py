@@ -1,0 +1,337 @@
+"""The denoising bound (jaxrej.elbo) against closed forms on Gaussian classes.
+
+Independent truths, in float64 numpy/scipy, from tests/gaussian.py's marginals p_t(. | y) =
+N(a_t mu_y, a_t^2 S_y + v_t I) (for which its score is exact), the kernel std k_t and g(t)^2
+written out here:
+- "path KL": with the exact score, the bound is E_{x_e ~ N(a_e x, k_e^2)} log p_eps(x_e) + D log a_e
+  - E_{x_T ~ N(a_T x, k_T^2)} [log p_T(x_T) - log pi(x_T)] (the reverse SDE's path measure and the
+  forward one differ only in their start, pi against p_T);
+- "model": the density of the model the bound is for -- the reverse SDE from pi at T down to eps
+  (linear for a linear score: mean and variance by scipy's solve_ivp in S_y's eigenbasis), then
+  x = x_eps / a_e + N(0, k_e^2 / a_e^2): the bound must lie below it;
+- "quadrature": the bound's integral by scipy.integrate.quad, its noise expectation in closed form
+  (exact for the scaled score c s*, c != 1, where the bound is not tight).
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import quad, solve_ivp
+
+import jaxrej
+from jaxrej import elbo as E
+from tests.gaussian import alpha_var, make_params, make_score_fn
+
+C, D, B = 3, 3, 4
+EPS = 1e-5
+B0, B1, SMIN, SMAX = 0.1, 20.0, 0.01, 50.0
+SDES = {"vp": jaxrej.VPSDE(), "subvp": jaxrej.SubVPSDE(), "ve": jaxrej.VESDE()}
+PRIOR_STD = {"vp": 1.0, "subvp": 1.0, "ve": SMAX}
+
+
+# ------------------------------------------------------------------ closed-form truths (float64)
+
+
+def kernel_std(kind, t):
+    """std of x(t) | x(0) in the DSM kernel (score_sde's convention: sigma(t) for VE)."""
+    a, v = alpha_var(kind, t)
+    return SMIN * (SMAX / SMIN) ** t if kind == "ve" else np.sqrt(v)
+
+
+def g2(kind, t):
+    """g(t)^2 of each SDE, from its definition."""
+    if kind == "ve":
+        return 2 * math.log(SMAX / SMIN) * (SMIN * (SMAX / SMIN) ** t) ** 2
+    beta = B0 + t * (B1 - B0)
+    a, _ = alpha_var(kind, t)
+    return beta if kind == "vp" else beta * (1 - a**4)
+
+
+def drift(kind, t):
+    return 0.0 if kind == "ve" else -0.5 * (B0 + t * (B1 - B0))
+
+
+def expected_log_normal(a, b, c, cov):
+    """E_{u ~ N(a, b I)} log N(u; c, cov)."""
+    d = a.size
+    inv = np.linalg.inv(cov)
+    r = a - c
+    return -0.5 * (d * math.log(2 * math.pi) + np.linalg.slogdet(cov)[1] + b * np.trace(inv)
+                   + r @ inv @ r)  # fmt: skip
+
+
+def marginal(kind, mu, cov, t):
+    a, v = alpha_var(kind, t)
+    return a * mu, a**2 * cov + v * np.eye(mu.size)
+
+
+def path_kl_bound(kind, mu, cov, x):
+    """The bound with the exact score (module doc)."""
+    a_e, a_T = alpha_var(kind, EPS)[0], alpha_var(kind, 1.0)[0]
+    prior = (np.zeros(x.size), PRIOR_STD[kind] ** 2 * np.eye(x.size))
+    head = expected_log_normal(a_e * x, kernel_std(kind, EPS) ** 2, *marginal(kind, mu, cov, EPS))
+    b_T = kernel_std(kind, 1.0) ** 2
+    mismatch = expected_log_normal(a_T * x, b_T, *marginal(kind, mu, cov, 1.0))
+    return head + x.size * math.log(a_e) - mismatch + expected_log_normal(a_T * x, b_T, *prior)
+
+
+def quadrature_bound(kind, mu, cov, x, c=1.0):
+    """prior + D log a_T - 1/2 int (g^2/k^2)(E||k c s*(x_t) + z||^2 - D) dt, by quad in log t."""
+    d = x.size
+    a_T, k_T = alpha_var(kind, 1.0)[0], kernel_std(kind, 1.0)
+    s2 = PRIOR_STD[kind] ** 2
+    head = (-0.5 * (a_T**2 * x @ x + d * k_T**2) / s2 - d * (0.5 * math.log(2 * math.pi)
+            + math.log(PRIOR_STD[kind])) + d * math.log(a_T))  # fmt: skip
+
+    def integrand(logt):
+        t = math.exp(logt)
+        a = alpha_var(kind, t)[0]
+        k = kernel_std(kind, t)
+        mean, cov_t = marginal(kind, mu, cov, t)
+        inv = np.linalg.inv(cov_t)
+        r = inv @ (a * x - mean)
+        m = np.eye(d) - c * k**2 * inv
+        e = c**2 * k**2 * r @ r + np.sum(m * m)
+        return t * g2(kind, t) / k**2 * (e - d)
+
+    val, _ = quad(integrand, math.log(EPS), 0.0, limit=400, epsabs=1e-11, epsrel=1e-11)
+    return head - 0.5 * val
+
+
+def model_log_density(kind, mu, cov, x, c=1.0):
+    """log density at x of: reverse SDE with score c s* from pi at T to eps, then the decoder."""
+    lam, u = np.linalg.eigh(cov)
+    mt, xt = u.T @ mu, u.T @ x
+
+    def rhs(t, s):  # per eigen-coordinate mean nu and variance P, t decreasing
+        nu, p = s[: lam.size], s[lam.size :]
+        a, v = alpha_var(kind, t)
+        lt = a**2 * lam + v
+        coef = drift(kind, t) + c * g2(kind, t) / lt
+        return np.r_[coef * nu - c * g2(kind, t) * a * mt / lt, 2 * coef * p - g2(kind, t)]
+
+    s0 = np.r_[np.zeros(lam.size), np.full(lam.size, PRIOR_STD[kind] ** 2)]
+    sol = solve_ivp(rhs, (1.0, EPS), s0, method="DOP853", rtol=1e-12, atol=1e-13)
+    nu, p = sol.y[: lam.size, -1], sol.y[lam.size :, -1]
+    a_e, k_e = alpha_var(kind, EPS)[0], kernel_std(kind, EPS)
+    var = (p + k_e**2) / a_e**2
+    return float(np.sum(-0.5 * np.log(2 * np.pi * var) - 0.5 * (xt - nu / a_e) ** 2 / var))
+
+
+# ------------------------------------------------------------------ problem
+
+
+def _problem(seed=3):
+    mus, covs = make_params(C, D, seed=seed, scale=1.5)
+    rng = np.random.default_rng(seed + 1)
+    y = np.arange(B) % C
+    x = mus[y] + 0.6 * rng.normal(size=(B, D))
+    x[-1] += 3.0  # one example far from every class
+    return mus, covs, x
+
+
+# One score function object per setting, so that tests share compilations (score_fn is static).
+SCORES = {kind: make_score_fn(kind, (D,)) for kind in SDES}
+SCALE = 0.7
+
+
+def _scaled_vp(p, x, t, y):
+    return SCALE * SCORES["vp"](p, x, t, y)
+
+
+@functools.partial(jax.jit, static_argnames=("score_fn", "kind", "n_keys", "n_times",
+                                             "time_sampling"))  # fmt: skip
+def _mc_jit(score_fn, params, x, key, *, kind, n_keys, n_times, time_sampling):
+    f = lambda k: E.class_elbos(score_fn, params, SDES[kind], x, num_classes=C, key=k,  # noqa: E731
+                                n_times=n_times, time_sampling=time_sampling)  # fmt: skip
+    return jax.vmap(f)(jax.random.split(key, n_keys))
+
+
+def _mc(kind, score_fn, params, x, *, n_keys=64, key=None, n_times=32, time_sampling="stratified"):
+    """class_elbos over n_keys keys (vmapped): (n_keys, B, C) numpy."""
+    key = jax.random.key(11) if key is None else key
+    return np.asarray(_mc_jit(score_fn, params, x, key, kind=kind, n_keys=n_keys,
+                              n_times=n_times, time_sampling=time_sampling))  # fmt: skip
+
+
+# ------------------------------------------------------------------ tests
+
+
+# How far the model (reverse SDE from pi) may lie above the bound with the exact score: the gap
+# is the path KL of a start at pi instead of p_T, whose means differ by a_T mu (VP, sub-VP:
+# a_T = 0.0066) or by mu itself (VE, against a prior std of 50).
+MODEL_GAP = {"vp": 0.01, "subvp": 0.01, "ve": 1.0}
+
+
+@pytest.mark.parametrize("kind", ["vp", "subvp", "ve"])
+def test_exact_score_bound_is_tight_and_below_the_model(kind, x64):
+    """Exact score: quadrature == path-KL closed form; the bound lies below the model's density
+    (by < MODEL_GAP); bound + prior mismatch == the data's log N(x; mu_y, S_y) up to the eps
+    terms; the library's mean over keys matches within 4 standard errors."""
+    from scipy.stats import multivariate_normal
+
+    mus, covs, x = _problem()
+    truth = np.array([[path_kl_bound(kind, mus[c], covs[c], xi) for c in range(C)] for xi in x])
+    a_T, b_T = alpha_var(kind, 1.0)[0], kernel_std(kind, 1.0) ** 2
+    prior = (np.zeros(D), PRIOR_STD[kind] ** 2 * np.eye(D))
+    for i in range(B):
+        for c in range(C):
+            mismatch = expected_log_normal(
+                a_T * x[i], b_T, *marginal(kind, mus[c], covs[c], 1.0)
+            ) - expected_log_normal(a_T * x[i], b_T, *prior)
+            data = multivariate_normal(mus[c], covs[c]).logpdf(x[i])
+            # the eps terms: smoothing by N(0, k_e^2) moves log N(x; mu, S) by ~ k_e^2 times these
+            inv = np.linalg.inv(covs[c])
+            r = inv @ (x[i] - mus[c])
+            eps_terms = kernel_std(kind, EPS) ** 2 * (np.trace(inv) + r @ r) + 1e-6
+            assert abs(truth[i, c] + mismatch - data) < eps_terms, (i, c, truth[i, c], data)
+            gap = model_log_density(kind, mus[c], covs[c], x[i]) - truth[i, c]
+            assert -1e-7 <= gap < MODEL_GAP[kind], (i, c, gap)
+    for i in (0, B - 1):
+        for c in range(C):
+            q = quadrature_bound(kind, mus[c], covs[c], x[i])
+            np.testing.assert_allclose(q, truth[i, c], rtol=1e-8, atol=1e-7)
+
+    params = (jnp.asarray(mus), jnp.asarray(covs))
+    est = _mc(kind, SCORES[kind], params, jnp.asarray(x))
+    mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(est.shape[0])
+    assert np.all(np.abs(mean - truth) <= 4 * se + 1e-6), (mean - truth, se)
+    assert np.all(se < 0.5 + 0.03 * np.abs(truth))  # informative: not a vacuous tolerance
+
+
+@pytest.mark.parametrize("time_sampling", E.TIME_SAMPLINGS)
+def test_unbiased_for_an_imperfect_score(time_sampling, x64):
+    """Score 0.7 s*: the bound is strictly below the model's density (by > 0.05 nats), the
+    estimator's mean over keys equals the quadrature within 4 standard errors (a few percent), for
+    each time sampling."""
+    kind, cscale = "vp", SCALE
+    mus, covs, x = _problem()
+    q = np.array([[quadrature_bound(kind, mus[c], covs[c], xi, cscale) for c in range(C)]
+                  for xi in x])  # fmt: skip
+    dens = np.array([[model_log_density(kind, mus[c], covs[c], xi, cscale) for c in range(C)]
+                     for xi in x])  # fmt: skip
+    assert np.all(dens - q > 0.05), dens - q
+    params = (jnp.asarray(mus), jnp.asarray(covs))
+    est = _mc(kind, _scaled_vp, params, jnp.asarray(x), n_keys=256, time_sampling=time_sampling)
+    mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(est.shape[0])
+    assert np.all(np.abs(mean - q) <= 4 * se + 1e-6), (mean - q, se)
+    assert np.all(se < 0.3 + 0.03 * np.abs(q)), se  # informative: not a vacuous tolerance
+
+
+def test_shared_draws_lower_the_variance_of_class_differences(x64):
+    """ELBO(x, y) - ELBO(x, y') over 64 keys, for three close classes (means 0.2 apart, one
+    covariance: a hard decision): the same (t, z) for both classes (the library) against independent
+    draws per class (two calls, two keys): variance at least 100x lower, same mean."""
+    mus, covs, x = _problem()
+    mus = mus[:1] + np.array([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.0, 0.2, 0.0]])
+    covs = np.repeat(covs[:1], C, axis=0)
+    score_fn, params = SCORES["vp"], (jnp.asarray(mus), jnp.asarray(covs))
+    shared = _mc("vp", score_fn, params, jnp.asarray(x))
+    other = _mc("vp", score_fn, params, jnp.asarray(x), key=jax.random.key(99))
+    d_shared = shared[:, :, 0] - shared[:, :, 1]
+    d_indep = shared[:, :, 0] - other[:, :, 1]
+    ratio = d_indep.var(0) / d_shared.var(0)
+    assert np.all(ratio > 100), ratio
+    se = np.sqrt(d_indep.var(0) / d_indep.shape[0])
+    assert np.all(np.abs(d_shared.mean(0) - d_indep.mean(0)) < 4 * se), (d_shared, d_indep)
+
+
+def test_jit_grad_matches_finite_differences(x64):
+    """jit(grad) of a class-score loss w.r.t. x equals central differences of the same draws."""
+    mus, covs, x = _problem()
+    score_fn, params = SCORES["vp"], (jnp.asarray(mus), jnp.asarray(covs))
+    key = jax.random.key(4)
+    y = jnp.asarray(np.arange(B) % C)
+
+    def loss(z):
+        s = E.class_elbos(score_fn, params, SDES["vp"], z, num_classes=C, key=key, n_times=8)
+        return jnp.sum(jax.nn.log_softmax(s, axis=1)[jnp.arange(B), y]) + 1e-3 * jnp.sum(s)
+
+    x = jnp.asarray(x)
+    g = jax.jit(jax.grad(loss))(x)
+    v = jax.random.normal(jax.random.key(5), x.shape, x.dtype)
+    h = 1e-5
+    fd = (loss(x + h * v) - loss(x - h * v)) / (2 * h)
+    assert abs(float(fd - jnp.sum(g * v))) <= 1e-6 * float(jnp.linalg.norm(g)), (fd, g)
+    assert float(jnp.linalg.norm(g)) > 1e-3
+
+
+def test_draws_chunks_and_one_label(x64):
+    """The result does not depend on chunk_size or on the batch around an example; `elbo` with a
+    label is that class's column; a bad label gives NaN with num_classes."""
+    mus, covs, x = _problem()
+    sde = SDES["vp"]
+    score_fn, params = SCORES["vp"], (jnp.asarray(mus), jnp.asarray(covs))
+    key = jax.random.key(7)
+    x = jnp.asarray(x)
+    full = E.class_elbos(score_fn, params, sde, x, num_classes=C, key=key, n_times=8)
+    chunked = E.class_elbos(score_fn, params, sde, x, num_classes=C, key=key, n_times=8,
+                            chunk_size=5)  # fmt: skip
+    np.testing.assert_allclose(chunked, full, rtol=1e-12)
+    # example 0 alone has the draws it had in the batch (index 0)
+    alone = E.class_elbos(score_fn, params, sde, x[:1], num_classes=C, key=key, n_times=8)
+    np.testing.assert_allclose(alone, full[:1], rtol=1e-12)
+    y = jnp.asarray([2, 0, 1, 5])
+    one = E.elbo(score_fn, params, sde, x, y, key=key, n_times=8, num_classes=C)
+    np.testing.assert_allclose(one[:3], full[jnp.arange(3), y[:3]], rtol=1e-12)
+    assert np.isnan(one[3])
+    # the classes of an example share their draws: a score that ignores y gives equal columns
+    same = E.class_elbos(lambda p, z, t, _: score_fn(p, z, t, 0), params, sde, x, num_classes=C,
+                         key=key, n_times=8)  # fmt: skip
+    np.testing.assert_allclose(same, jnp.repeat(same[:, :1], C, axis=1), rtol=1e-12)
+
+
+def test_stratified_times_invert_the_cumulative_weight(x64):
+    """importance_time_from_uniform(u) solves W(t) = W(eps) + u (W(T) - W(eps)), for each SDE;
+    stratified draws put one time in each stratum."""
+    from jaxrej.training.losses import importance_cum_weight
+
+    u = jnp.linspace(0.0, 1.0, 101)
+    for sde in SDES.values():
+        t = E.importance_time_from_uniform(sde, u, eps=EPS)
+        w0, w1 = importance_cum_weight(sde, jnp.asarray(EPS)), importance_cum_weight(sde, 1.0)
+        np.testing.assert_allclose(importance_cum_weight(sde, t), w0 + u * (w1 - w0), atol=1e-9)
+        t, c = E.sample_times(sde, 16, key=jax.random.key(0), time_sampling="stratified",
+                              eps=EPS, dtype=jnp.float64)  # fmt: skip
+        frac = (importance_cum_weight(sde, t) - w0) / (w1 - w0)
+        np.testing.assert_array_equal(np.floor(np.asarray(frac) * 16), np.arange(16))
+        np.testing.assert_allclose(c, w1 - w0)
+
+
+def test_float32_is_unbiased_too():
+    """The default float32 path (float32 draws and times): its mean over keys matches the float64
+    closed form within 4 standard errors."""
+    mus, covs, x = _problem()
+    p32 = (jnp.asarray(mus, jnp.float32), jnp.asarray(covs, jnp.float32))
+    est = _mc("vp", SCORES["vp"], p32, jnp.asarray(x, jnp.float32))
+    assert est.dtype == np.float32
+    truth = np.array([[path_kl_bound("vp", mus[c], covs[c], xi) for c in range(C)] for xi in x])
+    mean, se = est.mean(0, dtype=np.float64), est.std(0, ddof=1, dtype=np.float64) / 8.0
+    assert np.all(np.abs(mean - truth) <= 4 * se + 1e-4 * np.abs(truth)), (mean - truth, se)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(num_classes=0), "num_classes"),
+        (dict(n_times=0), "n_times"),
+        (dict(time_sampling="sobol"), "time_sampling"),
+        (dict(eps=0.0), "eps"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(x=jnp.zeros((3,))), "x"),
+        (dict(x=jnp.zeros((2, 3), jnp.int32)), "x"),
+        (dict(sde="vp"), "sde"),
+    ],
+)
+def test_bad_arguments_raise(kw, match):
+    mus, covs, _ = _problem()
+    args = dict(score_fn=SCORES["vp"], params=(jnp.asarray(mus), jnp.asarray(covs)),
+                sde=SDES["vp"], x=jnp.zeros((2, D)), num_classes=C, key=jax.random.key(0))  # fmt: skip
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        E.class_elbos(args.pop("score_fn"), args.pop("params"), args.pop("sde"), args.pop("x"),
+                      **args)  # fmt: skip
