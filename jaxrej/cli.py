@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "Train a score-based generative classifier (DSM) from a config.",
     "score": "Class log-likelihoods, predictions and bits/dim for a split of a trained workdir.",
     "heads": "Train a base classifier, fit SDIM-logit and GMM heads, report reject metrics.",
+    "gwin": "GWIN: MC-dropout classifier, conditional WGAN-GP, transform rejected inputs; tau table.",
     "bench": "Run a benchmark from benchmarks/ and write benchmarks/results/NAME.json.",
 }
 
