@@ -1,0 +1,30 @@
+"""Gradient attacks on class-score functions `(B, *event) -> (B, C)`: FGSM, BIM, PGD (L-inf, L2),
+APGD (CE, DLR), EOT for stochastic scorers, and the reject-aware adaptive loss.
+
+    res = jaxrej.attacks.pgd(class_score_fn, x, y, key=key, eps=0.1, norm="linf", steps=40)
+    res.x_adv, res.success, res.margin, res.norm
+
+Every attack is one compiled region (`jaxrej.attacks.pgd` module doc); a stochastic scorer is
+called as `class_score_fn(x, key)` when the attack gets `stochastic=True` (`jaxrej.attacks.eot`).
+"""
+
+from jaxrej.attacks.apgd import apgd
+from jaxrej.attacks.geometry import NORMS, lp_norm, project
+from jaxrej.attacks.losses import LOSSES, attack_loss, goal_reached, margin
+from jaxrej.attacks.pgd import bim, fgsm, pgd
+from jaxrej.attacks.result import AttackResult
+
+__all__ = [
+    "AttackResult",
+    "LOSSES",
+    "NORMS",
+    "apgd",
+    "attack_loss",
+    "bim",
+    "fgsm",
+    "goal_reached",
+    "lp_norm",
+    "margin",
+    "pgd",
+    "project",
+]

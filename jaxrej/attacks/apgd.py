@@ -1,0 +1,138 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble
+of diverse parameter-free attacks", Alg. 1), the step-size-free PGD at the core of AutoAttack.
+
+    z_{k+1} = P( x_k + eta_k u(grad L(x_k)) )
+    x_{k+1} = P( x_k + a (z_{k+1} - x_k) + (1 - a)(x_k - x_{k-1}) ),  a = 0.75 (1 at k = 0)
+eta_0 = 2 eps. At checkpoints w_j (interval lengths 0.22 N, shrinking by 0.03 N per
+checkpoint, at least 0.06 N -- the reference implementation's schedule) the step is halved and
+the iterate restarts from the best point x_max when
+  (1) the objective increased in at most 75% of the steps since the last checkpoint, or
+  (2) the step was not halved at the last checkpoint and the best objective did not improve.
+Returned per example: the best point that reaches the goal if any iterate did, else
+the iterate with the highest objective (the reference code's x_best_adv / x_best).
+u and P as in `jaxrej.attacks.pgd` (sign / L2-normalised; projection then range clip).
+Losses: "ce" and "dlr" as in the paper, also "margin" and "reject". One jitted region.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxrej.attacks import eot
+from jaxrej.attacks.geometry import ascent_direction, lp_norm, project, random_start
+from jaxrej.attacks.losses import goal_reached, margin
+from jaxrej.attacks.options import check_common
+from jaxrej.attacks.pgd import _num_classes
+from jaxrej.attacks.result import AttackResult, better, select
+
+__all__ = ["apgd", "checkpoint_schedule"]
+
+ALPHA = 0.75  # momentum
+RHO = 0.75  # condition (1)
+
+
+def checkpoint_schedule(steps: int) -> tuple[int, int, int]:
+    """(first interval, decrement, minimum interval) in steps: 0.22 N, 0.03 N, 0.06 N (>= 1)."""
+    return max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+
+
+def _bcast(m, x):
+    return m.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("static_fn", "norm", "steps", "restarts", "loss", "clip", "targeted",
+                     "n_eot", "stochastic"),
+)  # fmt: skip
+def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restarts, loss, clip,
+          targeted, n_eot, stochastic):  # fmt: skip
+    fn = eot.join_scorer(static_fn, leaves)
+    kw = dict(stochastic=stochastic, n_eot=n_eot, loss=loss, targeted=targeted,
+              thresholds=thresholds)  # fmt: skip
+    k0, dk, kmin = checkpoint_schedule(steps)
+    b = x.shape[0]
+
+    def goal(s):
+        return goal_reached(s, y, targeted=targeted, thresholds=thresholds)
+
+    def one_restart(r):
+        k_start, k_r = jax.random.split(jax.random.fold_in(key, r))
+        x0 = random_start(x, eps, norm, clip, key=k_start)
+        lv, g, s = eot.loss_and_grad(fn, x0, y, jax.random.fold_in(k_r, 0), **kw)
+        eta = jnp.full((b,), 2.0, x.dtype) * eps
+        st = dict(
+            x=x0, x_old=x0, g=g, eta=eta, loss=lv,
+            x_best=x0, g_best=g, loss_best=lv,
+            adv=(x0, goal(s), lv, s),  # best candidate for the result
+            n_incr=jnp.zeros((b,), jnp.int32), counter=jnp.int32(0), interval=jnp.int32(k0),
+            loss_best_last=lv, reduced_last=jnp.zeros((b,), bool),
+        )  # fmt: skip
+
+        def step(st, i):
+            a = jnp.where(i == 0, 1.0, ALPHA).astype(x.dtype)
+            xk = st["x"]
+            z = project(xk + _bcast(st["eta"], xk) * ascent_direction(st["g"], norm), x, eps,
+                        norm, clip)  # fmt: skip
+            x_new = project(xk + a * (z - xk) + (1 - a) * (xk - st["x_old"]), x, eps, norm, clip)
+            lv, g, s = eot.loss_and_grad(fn, x_new, y, jax.random.fold_in(k_r, i + 1), **kw)
+            cand = (x_new, goal(s), lv, s)
+            adv = select(better(cand[1], lv, st["adv"][1], st["adv"][2]), cand, st["adv"])
+            lv_f = jnp.where(jnp.isnan(lv), -jnp.inf, lv)
+            incr = lv_f > st["loss"]
+            imp = lv_f > st["loss_best"]
+            x_best = select(imp, x_new, st["x_best"])
+            g_best = select(imp, g, st["g_best"])
+            loss_best = jnp.where(imp, lv_f, st["loss_best"])
+            n_incr = st["n_incr"] + incr.astype(jnp.int32)
+            counter = st["counter"] + 1
+            at_check = counter == st["interval"]
+            osc = n_incr.astype(x.dtype) <= RHO * st["interval"].astype(x.dtype)
+            no_impr = ~st["reduced_last"] & (st["loss_best_last"] >= loss_best)
+            reduce = at_check & (osc | no_impr)
+            new = dict(
+                x=select(reduce, x_best, x_new), x_old=xk, g=select(reduce, g_best, g),
+                eta=jnp.where(reduce, st["eta"] / 2, st["eta"]), loss=lv_f,
+                x_best=x_best, g_best=g_best, loss_best=loss_best, adv=adv,
+                n_incr=jnp.where(at_check, 0, n_incr),
+                counter=jnp.where(at_check, 0, counter),
+                interval=jnp.where(at_check, jnp.maximum(st["interval"] - dk, kmin),
+                                   st["interval"]),
+                loss_best_last=jnp.where(at_check, loss_best, st["loss_best_last"]),
+                reduced_last=jnp.where(at_check, reduce, st["reduced_last"]),
+            )  # fmt: skip
+            return new, None
+
+        st, _ = jax.lax.scan(step, st, jnp.arange(steps - 1)) if steps > 1 else (st, None)
+        return st["adv"]
+
+    def over_restarts(best, r):
+        cand = one_restart(r)
+        return select(better(cand[1], cand[2], best[1], best[2]), cand, best), None
+
+    best = one_restart(0)
+    if restarts > 1:
+        best, _ = jax.lax.scan(over_restarts, best, jnp.arange(1, restarts))
+    x_adv, success, lv, s = best
+    return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
+                        norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
+
+
+def apgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=100, restarts=1, loss="ce",
+         clip=(0.0, 1.0), targeted=False, thresholds=None, n_eot=1,
+         stochastic=False) -> AttackResult:  # fmt: skip
+    """APGD (module doc) on `class_score_fn: (B, *event) -> (B, C)`; options as in
+    `jaxrej.attacks.pgd` (no step size: it adapts). steps counts gradient evaluations."""
+    c = _num_classes(class_score_fn, x, key, stochastic)
+    clip = check_common(x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, loss=loss,
+                        clip=clip, targeted=targeted, thresholds=thresholds, n_eot=n_eot,
+                        num_classes=c)  # fmt: skip
+    static_fn, leaves = eot.split_scorer(class_score_fn)
+    x = jnp.asarray(x)
+    th = None if thresholds is None else jnp.asarray(thresholds, x.dtype)
+    return _apgd(static_fn, leaves, x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, x.dtype),
+                 th, norm=norm, steps=steps, restarts=restarts, loss=loss, clip=clip,
+                 targeted=bool(targeted), n_eot=n_eot, stochastic=bool(stochastic))  # fmt: skip
