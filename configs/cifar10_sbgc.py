@@ -22,7 +22,7 @@ def get_config():
     base = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(base)
     config = base.get_config()
-    config.data.dataset = "cifar10"
+    config.data.dataset = "cifar10"  # tfds; or "npz:PATH" with uint8 images (N, 32, 32, 3)
 
     config.model = type(config.model)()
     config.model.name = "unet"

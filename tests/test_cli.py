@@ -52,3 +52,60 @@ def test_load_config_applies_overrides_to_a_config_dict():
     assert isinstance(c, ml_collections.ConfigDict) and tuple(c.reject.percentiles) == (5.0,)
     with pytest.raises(ValueError, match="no such config file"):
         load_config(str(CONFIGS / "absent.py"))
+
+
+def test_score_summary_warns_on_a_density_worse_than_uniform_and_label_blind_scores():
+    """`jaxrej score`'s warnings against closed forms: rows b_i + o_c (class offsets o shared by
+    every row) have class spread std(o) and example spread std(b) exactly."""
+    import numpy as np
+
+    from jaxrej.commands.score import (
+        LABEL_DEPENDENCE_MIN,
+        label_dependence,
+        summarize,
+        warnings_for,
+    )
+
+    rng = np.random.default_rng(0)
+    d, levels = 64, 17
+    b = rng.normal(150.0, 20.0, 200)
+    labels = rng.integers(0, 10, 200)
+    for o_scale, blind in ((10.0, False), (1e-3, True)):
+        o = rng.normal(0.0, o_scale, 10)
+        lp = b[:, None] + o[None, :]
+        ld = label_dependence(lp)
+        assert ld["class_spread"] == pytest.approx(np.std(o), rel=1e-9)
+        assert ld["example_spread"] == pytest.approx(np.std(b), rel=1e-9)
+        s = summarize(lp, labels, event_shape=(8, 8, 1), n_levels=levels)
+        w = " ".join(warnings_for(s))
+        assert ("barely depend on the label" in w) == blind == (ld["ratio"] < LABEL_DEPENDENCE_MIN)
+        # log p(x) ~ +150 nats over 64 dims, 17 levels: log2 17 - 150 / (64 ln 2) ~ 0.7 bits/dim
+        assert s["bits_per_dim"] < np.log2(levels) and "uniform density" not in w
+    # a density below the uniform one on the levels: log p(x) < 0 on [0, 1)^D means bpd > log2 L
+    bad = np.full((5, 10), -1.0 * d)  # -1 nat per dimension
+    s = summarize(bad, np.zeros(5, int), event_shape=(8, 8, 1), n_levels=levels)
+    assert s["bits_per_dim"] == pytest.approx(1 / np.log(2) + np.log2(levels))
+    assert any("worse than a uniform density" in x for x in warnings_for(s))
+    # a failed row counts as wrong and is left out of the spreads; no labels: no accuracy
+    lp = b[:, None] + rng.normal(0, 10, 10)[None, :]
+    lp[0, 3] = np.nan
+    s = summarize(lp, None, event_shape=(8, 8, 1), n_levels=levels)
+    assert s["accuracy"] is None and s["n_failed"] == 1 and s["pred"][0] == -1
+    assert s["label_dependence"]["example_spread"] == pytest.approx(np.std(lp[1:].mean(1)))
+
+
+def test_result_file_names_keep_sets_and_limited_runs_apart():
+    from jaxrej.commands import heads, score
+
+    names = {score.result_stem("test", 0), score.result_stem("test", 60),
+             score.result_stem("fashion", 0), score.result_stem("ood_fashion", 60)}  # fmt: skip
+    assert names == {
+        "score_test",
+        "score_test_limit60",
+        "score_fashion",
+        "score_ood_fashion_limit60",
+    }
+    assert heads.result_stem(None, None) == "heads"
+    assert heads.result_stem("c=mnist_corrupted/fog", ["f=npz:f.npz", "kmnist"]) == (
+        "heads_c_ood_f_kmnist"
+    )

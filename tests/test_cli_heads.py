@@ -35,6 +35,39 @@ def run_dir(tmp_path_factory):
     return d
 
 
+def test_other_sets_write_their_own_files_and_keep_the_full_run(run_dir, tmp_path):
+    """--test / --ood runs write heads_<test>_ood_<name>.json; heads.json stays byte-identical."""
+    import shutil
+
+    wd = tmp_path / "w"
+    shutil.copytree(
+        run_dir, wd
+    )  # the full run's folder, copied: run_dir stays as the fixture made it
+    before = {p.name: p.read_bytes() for p in wd.iterdir()}
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "blobs.npz", x=rng.integers(0, 256, (30, 8, 8)).astype(np.uint8))
+    tiny = [*FAST, "--config.train.epochs=4", "--config.sdim.epochs=8", "--config.gmm.max_iter=5",
+            "--config.gmm.n_components=2", "--no-progress"]  # fmt: skip
+    argv = ["heads", "--config", CONFIG, "--workdir", str(wd), "--test", "again=digits",
+            "--ood", f"blobs=npz:{tmp_path / 'blobs.npz'}", "--ood", "digits", *tiny]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert {p.name: p.read_bytes() for p in wd.iterdir() if p.name in before} == before
+    new = sorted(p.name for p in wd.iterdir() if p.name not in before)
+    assert new == ["heads_again_ood_blobs_digits.json", "heads_again_ood_blobs_digits_scores.npz"]
+    res = json.loads((wd / new[0]).read_text())
+    assert res["n"]["ood/blobs"] == 30 and res["n"]["ood/digits"] == 360 and res["notes"] == []
+    assert (
+        res["sets"]["ood/blobs"].endswith("[all]") and res["sets"]["ood/digits"] == "digits [test]"
+    )
+    for entry in res["scorers"].values():
+        assert set(entry["ood"]) == {"blobs", "digits"}
+        assert {"accuracy", "acc_left", "rejection_rate"} <= set(entry["global_threshold"])
+    assert "in-distribution" in res["ood_positive"]
+    # the digits run named no OOD set: it says so, and used the transformed test split
+    full = json.loads(before["heads.json"])
+    assert "no OOD set given" in full["notes"][0]
+
+
 def test_writes_json_and_scores_and_keeps_other_files(run_dir):
     assert (run_dir / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in run_dir.iterdir()) == [
@@ -76,6 +109,10 @@ def test_reported_metrics_match_sklearn_on_the_saved_scores(run_dir):
         (["--config.reject.percentiles=(0.0, 2.0)"], "reject.percentiles"),
         (["--config.data.val_fraction=1.5"], "val_fraction"),
         (["--config.nope=1"], "nope"),
+        (["--config.data.dataset=idx"], "data.path and its"),
+        (["--config.data.dataset='idx:absent.gz'"], "no such file"),
+        (["--ood", "npz:absent.npz"], "ood 'absent'"),
+        (["--test", "bad name=digits"], "set name"),
     ],
 )
 def test_bad_config_exits_2_with_a_message(tmp_path, capsys, extra, message):
@@ -141,5 +178,43 @@ def test_heads_data_names_a_bad_value():
 
     with pytest.raises(ValueError, match="data.val_fraction"):
         load_heads_data("digits", val_fraction=0.0, seed=0)
-    with pytest.raises(ValueError, match="data.dataset"):
+    with pytest.raises(ValueError, match="ood 'nope': dataset 'nope': unknown name"):
         load_heads_data("digits", ood=("nope",), val_fraction=0.1, seed=0)
+
+
+def test_heads_data_from_local_files_uses_the_fixed_split(tmp_path, monkeypatch):
+    """idx:/npz: sets: fit = the registry's train rows, val = its validation rows, test = its
+    test rows (never tuned on), an OOD file whole; val_fraction plays no part."""
+    from jaxrej.data import local
+    from jaxrej.data.registry import local_split_indices
+    from jaxrej.eval.heads import load_heads_data
+
+    n = 48
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 6, 6)).astype(np.uint8)
+    x[:, 0, 0] = np.arange(n)  # the row number, to read the rows back
+    y = np.arange(n) % 3
+    monkeypatch.chdir(tmp_path)
+    local.write_idx("im.gz", x)
+    local.write_idx("lab.gz", y.astype(np.uint8))
+    np.savez("o.npz", images=rng.integers(0, 256, (7, 6, 6, 1)).astype(np.uint8))
+    d = load_heads_data("idx:im.gz,lab.gz", ood=("o=npz:o.npz",), val_fraction=0.5, seed=3)
+    idx = local_split_indices(n)
+    for got, split in ((d.fit, "train"), (d.val, "validation"), (d.test, "test")):
+        rows = np.round(got[0][:, 0, 0, 0] * 255).astype(int)
+        np.testing.assert_array_equal(rows, idx[split])
+        np.testing.assert_array_equal(got[1], y[rows])
+        np.testing.assert_allclose(got[0][..., 0], x[rows] / 255.0, rtol=1e-6)
+    assert d.ood["o"].shape == (7, 6, 6, 1) and d.num_classes == 3
+    assert (
+        d.sources["val"] == "idx:im.gz,lab.gz [validation]"
+        and d.sources["ood/o"] == "npz:o.npz [all]"
+    )
+    # --test: another set's test split; an unlabelled one is refused, as is another image size
+    d2 = load_heads_data("idx:im.gz,lab.gz", val_fraction=0.5, seed=3, test="t=idx:im.gz,lab.gz")
+    np.testing.assert_array_equal(d2.test[1], d.test[1])
+    assert set(d2.ood) == {"inverted", "noise"}
+    with pytest.raises(ValueError, match="no labels"):
+        load_heads_data("idx:im.gz,lab.gz", val_fraction=0.5, seed=3, test="npz:o.npz")
+    with pytest.raises(ValueError, match="image shape"):
+        load_heads_data("idx:im.gz,lab.gz", ood=("digits",), val_fraction=0.5, seed=3)

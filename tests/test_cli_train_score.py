@@ -65,9 +65,10 @@ def test_train_then_score_digits(tmp_path, capsys):
         )
         == 0
     )
-    s = json.load(open(os.path.join(wd, "score.json")))
+    s = json.load(open(os.path.join(wd, "score_test_limit6.json")))
     assert s["n"] == 6 and s["split"] == "test" and s["eval"]["rtol"] == 0.001
-    z = np.load(os.path.join(wd, "score_test.npz"))
+    assert s["ood"] == {} and "no OOD set given" in s["notes"][0]
+    z = np.load(os.path.join(wd, "score_test_limit6.npz"))
     lp, labels, pred = z["class_logp"], z["labels"], z["pred"]
     assert lp.shape == (6, 10) and np.all(np.isfinite(lp))
     # the summary is what the saved class log-likelihoods say (independent recomputation)
@@ -82,7 +83,7 @@ def test_train_then_score_digits(tmp_path, capsys):
     # result files get the mode a plain open() gives (0o666 & ~umask), not mkstemp's 0o600
     umask = os.umask(0)
     os.umask(umask)
-    for f in ("config.json", "train.json", "score.json", "score_test.npz"):
+    for f in ("config.json", "train.json", "score_test_limit6.json", "score_test_limit6.npz"):
         assert stat.S_IMODE(os.stat(os.path.join(wd, f)).st_mode) == 0o666 & ~umask, f
 
     # training a finished run again changes nothing and reports the original numbers
@@ -111,7 +112,7 @@ def test_train_then_score_digits(tmp_path, capsys):
     assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
     err = capsys.readouterr().err
     assert "step 9" in err and "using step 6" in err
-    assert json.load(open(os.path.join(wd, "score.json")))["checkpoint_step"] == 6
+    assert json.load(open(os.path.join(wd, "score_test_limit2.json")))["checkpoint_step"] == 6
     # ... and train resumes from step 6, moving the corrupt one aside
     assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress",
                  *TINY, "--config.training.n_iters=9"]) == 0  # fmt: skip
@@ -121,12 +122,12 @@ def test_train_then_score_digits(tmp_path, capsys):
     assert train["start_step"] == 6 and train["final_step"] == 9
     assert os.listdir(os.path.join(wd, "corrupt_checkpoints")) == ["9"]
     assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
-    assert "warning" not in capsys.readouterr().err
-    assert json.load(open(os.path.join(wd, "score.json")))["checkpoint_step"] == 9
+    assert "using step" not in capsys.readouterr().err  # no checkpoint was skipped
+    assert json.load(open(os.path.join(wd, "score_test_limit2.json")))["checkpoint_step"] == 9
 
     # every checkpoint corrupt: score fails with one clear line (no orbax tracebacks after it)
-    # and leaves score.json as it was
-    before_score = open(os.path.join(wd, "score.json")).read()
+    # and leaves its results as they were
+    before_score = open(os.path.join(wd, "score_test_limit2.json")).read()
     for step in ("3", "6", "9"):
         _corrupt(os.path.join(wd, "checkpoints", step))
     proc = subprocess.run(
@@ -138,7 +139,57 @@ def test_train_then_score_digits(tmp_path, capsys):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jaxrej score: error: checkpoint"), proc.stderr
     assert "step 9" in lines[0] and "[3, 6]" in lines[0]
-    assert open(os.path.join(wd, "score.json")).read() == before_score
+    assert open(os.path.join(wd, "score_test_limit2.json")).read() == before_score
+
+
+def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
+    """--test and --ood sets (local files the test writes) get their own files; a --limit run
+    and another set's run leave a full run's files byte-identical; the OOD AUROC is the one of
+    the saved log p(x)."""
+    from sklearn.metrics import roc_auc_score
+
+    from jaxrej.data import digits, local
+
+    wd = str(tmp_path / "run")
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *TINY]) == 0
+    x, y = digits.load("test")
+    local.write_idx(str(tmp_path / "im.gz"), x[:8, ..., 0])
+    local.write_idx(str(tmp_path / "lab.gz"), y[:8].astype(np.uint8))
+    np.savez(tmp_path / "noise.npz", images=np.random.default_rng(0).integers(0, 17, (3, 8, 8, 1)))
+    small = f"small=idx:{tmp_path / 'im.gz'},{tmp_path / 'lab.gz'}"
+    score = ["score", "--workdir", wd, "--no-progress", *FAST_SCORE]
+    assert (
+        main([*score, "--test", small, "--split", "all", "--ood", f"npz:{tmp_path / 'noise.npz'}"])
+        == 0
+    )
+    full = _hashes(wd)
+    s = json.load(open(os.path.join(wd, "score_small_all.json")))
+    assert s["n"] == 8 and s["dataset"] == small.split("=", 1)[1] and s["limit"] is None
+    z = np.load(os.path.join(wd, "score_small_all.npz"))
+    np.testing.assert_array_equal(z["labels"], y[:8])
+    o = np.load(os.path.join(wd, "score_ood_noise.npz"))
+    assert o["class_logp"].shape == (3, 10) and s["ood"]["noise"]["n"] == 3
+    lse = lambda a: np.log(np.mean(np.exp(a - a.max(1, keepdims=True)), 1)) + a.max(1)  # noqa: E731
+    np.testing.assert_allclose(o["log_px"], lse(o["class_logp"]), rtol=1e-5)
+    pos = np.r_[np.ones(8), np.zeros(3)]
+    auroc = roc_auc_score(pos, np.r_[lse(z["class_logp"]), o["log_px"]])
+    assert s["ood"]["noise"]["auroc"] == pytest.approx(auroc, abs=1e-9)
+    assert "in-distribution" in s["ood_score"] and s["notes"] == []
+    capsys.readouterr()
+    # a limited run of the same set: new files, the full run's byte-identical
+    assert main([*score, "--test", small, "--split", "all", "--limit", "2"]) == 0
+    after = _hashes(wd)
+    assert {k: after[k] for k in full} == full
+    new = sorted(set(after) - set(full))
+    assert new == ["score_small_all_limit2.json", "score_small_all_limit2.npz"]
+    assert json.load(open(os.path.join(wd, "score_small_all_limit2.json")))["n"] == 2
+    # a set that does not exist, or of the wrong image size: one clear line naming the flag
+    assert main([*score, "--ood", f"npz:{tmp_path / 'absent.npz'}"]) == 2
+    err = capsys.readouterr().err
+    assert "--ood absent" in err and "no such file" in err and str(tmp_path / "absent.npz") in err
+    np.savez(tmp_path / "big.npz", x=np.zeros((2, 9, 9), np.uint8))
+    assert main([*score, "--test", f"npz:{tmp_path / 'big.npz'}", "--split", "all"]) == 2
+    assert "differ from the run's" in capsys.readouterr().err
 
 
 def _corrupt(step_dir):
@@ -187,8 +238,9 @@ def test_unet_toy_on_mock_mnist(tmp_path, capsys):
     import tensorflow_datasets as tfds
 
     wd = str(tmp_path / "run")
-    toy = ["--config.model.nf=4", "--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1",
-           "--config.model.attn_resolutions=(28,)", "--config.training.n_iters=2", "--config.training.batch_size=4",
+    toy = ["--config.data.dataset=mnist", "--config.model.unet.nf=4", "--config.model.unet.ch_mult=(1,)",
+           "--config.model.unet.num_res_blocks=1", "--config.model.unet.attn_resolutions=(28,)",
+           "--config.training.n_iters=2", "--config.training.batch_size=4",
            "--config.training.log_every=1", "--config.training.eval_every=2", "--config.training.checkpoint_every=2",
            "--config.training.warmup=1", "--config.data.eval_split=''"]  # fmt: skip
     with tfds.testing.mock_data(num_examples=8, data_dir=str(tmp_path / "tfds")):
@@ -197,7 +249,7 @@ def test_unet_toy_on_mock_mnist(tmp_path, capsys):
                 [
                     "train",
                     "--config",
-                    str(CONFIGS / "mnist_sbgc.py"),
+                    str(CONFIGS / "mnist_sbgc_large.py"),
                     "--workdir",
                     wd,
                     "--no-progress",

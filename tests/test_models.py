@@ -45,10 +45,24 @@ NETS = [
         ),
         (8, 8, 3),
     ),
+    (ConditionalMLP(num_classes=3, hidden=32, n_blocks=2, emb_dim=16, conditioning="film"), (5,)),
+    (
+        ConditionalUNet(
+            num_classes=3,
+            nf=4,
+            ch_mult=(1, 2),
+            num_res_blocks=1,
+            attn_resolutions=(),
+            conditioning="film",
+        ),
+        (8, 8, 1),
+    ),  # fmt: skip
 ]
 
 
-@pytest.mark.parametrize("net,event", NETS, ids=["mlp-image", "mlp-vector", "unet-toy"])
+@pytest.mark.parametrize(
+    "net,event", NETS, ids=["mlp-image", "mlp-vector", "unet-toy", "mlp-film", "unet-film"]
+)
 def test_score_fn_contract(net, event):
     sde = VPSDE()
     # random params of the right shapes (eval_shape: compiling a U-Net's init is slow on CPU)
@@ -135,6 +149,8 @@ def test_bad_model_settings_raise():
         init_params(
             ConditionalMLP(num_classes=2, time_embedding="nope"), (4,), key=jax.random.key(0)
         )
+    with pytest.raises(ValueError, match="conditioning"):
+        init_params(ConditionalMLP(num_classes=2, conditioning="x"), (4,), key=jax.random.key(0))
     with pytest.raises(ValueError, match="divisible"):
         init_params(
             ConditionalUNet(num_classes=2, nf=8, ch_mult=(1, 2, 2)),
@@ -158,3 +174,70 @@ def test_cifar10_config_parameter_count():
     shapes = jax.eval_shape(lambda: init_params(net, (32, 32, 3), key=jax.random.key(0)))
     n = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
     assert 60e6 < n < 75e6, n
+
+
+def _param_names(net, event):
+    shapes = jax.eval_shape(lambda: init_params(net, event, key=jax.random.key(0)))
+    return sorted(shapes["params"])
+
+
+def test_add_conditioning_keeps_the_checkpoint_layout_and_film_is_identity_at_init():
+    """conditioning="add" (the default) has the parameter names earlier runs saved; "film" adds
+    a zero-initialised modulation per block, so at init h * (1 + 0) + 0 = h: the FiLM net's
+    hidden path equals the same net with the label and time terms removed."""
+    add = ConditionalMLP(num_classes=2, hidden=8, n_blocks=2, emb_dim=4)
+    want = ["block0_dense0", "block0_dense1", "block0_emb", "block0_norm", "block1_dense0",
+            "block1_dense1", "block1_emb", "block1_norm", "embed", "in", "out", "out_norm"]  # fmt: skip
+    assert _param_names(add, (3,)) == want
+    film = ConditionalMLP(num_classes=2, hidden=8, n_blocks=2, emb_dim=4, conditioning="film")
+    names = _param_names(film, (3,))
+    assert "block0_film" in names and "block0_emb" not in names
+    p = _randomize(init_params(film, (3,), key=jax.random.key(0)), jax.random.key(1))
+    p = jax.tree_util.tree_map(lambda a: a, p)
+    p["params"]["block0_film"] = jax.tree_util.tree_map(jnp.zeros_like, p["params"]["block0_film"])
+    p["params"]["block1_film"] = jax.tree_util.tree_map(jnp.zeros_like, p["params"]["block1_film"])
+    x = jax.random.normal(jax.random.key(2), (4, 3))
+    t = jnp.array([0.1, 0.4, 0.6, 0.9])
+    y0, y1 = jnp.zeros(4, jnp.int32), jnp.ones(4, jnp.int32)
+    # with zero modulation neither the label nor the time reach the output
+    np.testing.assert_allclose(film.apply(p, x, t, y0), film.apply(p, x, t[::-1], y1), atol=1e-6)
+
+
+def _load(name, overrides=()):
+    from jaxrej.cli import load_config
+
+    return load_config(str(CONFIGS / name), list(overrides)).to_dict()
+
+
+def test_model_name_switches_architecture_from_the_command_line():
+    """configs/mnist_sbgc.py carries both architectures; model.name picks one, each section's
+    fields reach only its own network, and the flat form of older configs still builds."""
+    from jaxrej.training.workdir import build_net
+
+    def net_of(cfg):
+        m = dict(cfg["model"])
+        return build_net(m.pop("name"), num_classes=10, **m)
+
+    mlp = net_of(_load("mnist_sbgc.py"))
+    assert isinstance(mlp, ConditionalMLP) and mlp.conditioning == "film"
+    assert mlp.hidden == _load("mnist_sbgc.py")["model"]["mlp"]["hidden"]
+    unet = net_of(
+        _load("mnist_sbgc.py", ["--config.model.name='unet'", "--config.model.unet.nf=8"])
+    )
+    assert isinstance(unet, ConditionalUNet) and unet.nf == 8
+    wide = net_of(_load("mnist_sbgc_large.py", ["--config.model.name=mlp",
+                                                 "--config.model.mlp.hidden=64"]))  # fmt: skip
+    assert isinstance(wide, ConditionalMLP) and wide.hidden == 64
+    large = net_of(_load("mnist_sbgc_large.py"))
+    assert isinstance(large, ConditionalUNet) and large.nf == 64
+    flat = net_of(_load("digits_sbgc.py"))  # the flat form: every field is the MLP's
+    assert isinstance(flat, ConditionalMLP) and flat.conditioning == "add"
+    # a flat field beside the sections applies to the picked architecture
+    both = build_net("unet", num_classes=3, unet={"nf": 4}, mlp={"hidden": 8}, conditioning="add")
+    assert both.nf == 4 and both.conditioning == "add"
+    with pytest.raises(ValueError, match=r"'unet' has no field\(s\) \['hidden'\]"):
+        build_net("unet", num_classes=3, unet={"nf": 4, "hidden": 8})
+    with pytest.raises(ValueError, match="model.mlp"):
+        build_net("mlp", num_classes=3, mlp=5)
+    with pytest.raises(ValueError, match="model.name"):
+        build_net("resnet", num_classes=3, mlp={})

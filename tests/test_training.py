@@ -24,10 +24,15 @@ from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
 from jaxrej.training.loop import (
     TrainOptions,
     batch_indices,
+    data_mesh,
     init_train_state,
+    make_batch_train_step,
     make_optimizer,
+    make_train_step,
+    optimizer_from_options,
     train,
 )
+from jaxrej.training.losses import class_denoising_losses, label_gap
 
 NET = ConditionalMLP(num_classes=2, hidden=16, n_blocks=1, emb_dim=8)
 SDE = VPSDE()
@@ -137,7 +142,8 @@ def test_ema_and_warmup():
 @pytest.mark.parametrize(
     "field,value",
     [("lr", -1.0), ("lr", float("nan")), ("n_iters", 0), ("batch_size", 2.5), ("ema_decay", 1.0),
-     ("weighting", "l2"), ("reduce", "max"), ("warmup", -1), ("eps", 0.0), ("grad_clip", 0.0)],
+     ("weighting", "l2"), ("reduce", "max"), ("warmup", -1), ("eps", 0.0), ("grad_clip", 0.0),
+     ("data_parallel", 1), ("label_gap_rows", -1)],
 )  # fmt: skip
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"training.{field}"):
@@ -337,8 +343,14 @@ def test_training_learns_the_score_of_gaussian_classes(tmp_path):
     params0 = init_params(net, (4,), key=jax.random.key(0))
     state, _ = train(workdir=str(tmp_path), score_fn=make_score_fn(net, sde), sde=sde, init_params=params0,
                      images=x, labels=y, n_levels=levels, progress=False, key=jax.random.key(1),
+                     eval_images=x[:64], eval_labels=y[:64],
                      opts=TrainOptions(n_iters=600, batch_size=128, lr=3e-3, warmup=50, ema_decay=0.95,
-                                       log_every=100, eval_every=1000, checkpoint_every=600))  # fmt: skip
+                                       log_every=100, eval_every=1000, checkpoint_every=600,
+                                       label_gap_rows=64))  # fmt: skip
+    # the label diagnostic in metrics.jsonl: the two classes are far apart, so the true label's
+    # denoising bound is many nats better and picks the class of every row
+    last = [json.loads(r) for r in open(tmp_path / "metrics.jsonl")][-1]
+    assert last["step"] == 600 and last["label_acc"] == 1.0 and last["label_gap_nats"] > 5.0
     # exact score of p_t for x0 ~ N(mu_y, s^2 I) (the dequantized data is that to ~1e-3)
     mu, s = (centres + 0.5) / levels, 16 / levels
     score_fn = jax.jit(jax.vmap(make_score_fn(net, sde), in_axes=(None, 0, 0, 0)))
@@ -357,3 +369,93 @@ def test_training_learns_the_score_of_gaussian_classes(tmp_path):
 
     assert err(params0) > 0.9  # zero output at init: relative error 1
     assert err(state.ema_params) < 0.05
+
+
+def _diag_gauss_score(sde):
+    """Exact score of class c ~ N(mu_c, diag(s2_c)) under the SDE: params = (mu (C, D), s2 (C, D))."""
+
+    def score_fn(params, x, t, y):
+        mu, s2 = params
+        m, std = sde.mean_coeff(t), sde.std(t)
+        return -(x - m * mu[y]) / (m**2 * s2[y] + std**2)
+
+    return score_fn
+
+
+def _quadrature_losses(sde, mu, s2, x, eps, weighting):
+    """E over z of ||eps_theta - z||^2 in closed form for the exact Gaussian score, integrated over
+    t by the trapezoid rule on a geometric grid: the bound's class terms, (B, C)."""
+    t = np.geomspace(eps, 1.0, 40001)
+    b = sde.beta_min * t + 0.5 * (sde.beta_max - sde.beta_min) * t**2
+    m, var0 = np.exp(-0.5 * b), 1.0 - np.exp(-b)
+    std = np.sqrt(var0)
+    out = np.zeros((len(x), len(mu)))
+    for i, xi in enumerate(x):
+        for c in range(len(mu)):
+            var = m[:, None] ** 2 * s2[c] + var0[:, None]
+            mean_part = (std[:, None] * m[:, None] * (xi - mu[c]) / var) ** 2
+            noise_part = (var0[:, None] / var - 1.0) ** 2
+            e = (mean_part + noise_part).sum(1)  # E ||eps_theta - z||^2, (T,)
+            if weighting == "likelihood":
+                w = (sde.beta_min + (sde.beta_max - sde.beta_min) * t) / var0
+                out[i, c] = 0.5 * np.trapezoid(w * e, t)
+            else:
+                out[i, c] = np.trapezoid(e / x.shape[1], t) / (1.0 - eps)
+    return out
+
+
+@pytest.mark.parametrize("weighting", ["likelihood", "plain"])
+def test_class_denoising_losses_match_the_integral(weighting):
+    """Monte Carlo (shared, stratified draws) against the closed-form expectation integrated by
+    quadrature, for exact Gaussian class scores; and the class differences, which carry less
+    noise because the draws are shared."""
+    sde, eps = VPSDE(), 1e-3
+    mu = np.array([[0.2, 0.5, 0.8], [0.7, 0.3, 0.4]])
+    s2 = np.array([[0.01, 0.02, 0.015], [0.03, 0.01, 0.02]])
+    x = np.array([[0.25, 0.45, 0.75], [0.6, 0.35, 0.5]])
+    params = (jnp.asarray(mu, jnp.float32), jnp.asarray(s2, jnp.float32))
+    got = np.asarray(
+        jax.jit(
+            lambda p, x: class_denoising_losses(
+                _diag_gauss_score(sde), p, sde, x, num_classes=2, key=jax.random.key(0),
+                n_samples=65536, weighting=weighting, eps=eps,
+            )
+        )(params, jnp.asarray(x, jnp.float32))
+    )  # fmt: skip
+    want = _quadrature_losses(sde, mu, s2, x, eps, weighting)
+    np.testing.assert_allclose(got, want, rtol=0.03)
+    # the true classes (0 for row 0, 1 for row 1) have the smaller bound, as in the truth
+    np.testing.assert_allclose(got[:, 1] - got[:, 0], want[:, 1] - want[:, 0], rtol=0.05)
+    g = label_gap(jnp.asarray(got), jnp.array([0, 1]))
+    np.testing.assert_allclose(g.gap, [want[0, 1] - want[0, 0], want[1, 0] - want[1, 1]], rtol=0.05)
+    assert bool(g.correct.all())
+
+
+def test_label_gap_of_a_loss_table():
+    losses = jnp.array([[1.0, 3.0, 5.0], [2.0, 1.0, 0.0]])
+    g = label_gap(losses, jnp.array([0, 1]))
+    np.testing.assert_allclose(g.gap, [3.0, 0.0])  # (3 + 5) / 2 - 1 ; (2 + 0) / 2 - 1
+    np.testing.assert_array_equal(g.correct, [True, False])
+    with pytest.raises(ValueError, match="num_classes"):
+        class_denoising_losses(SCORE_FN, None, SDE, jnp.zeros((1, 4)), num_classes=1,
+                               key=jax.random.key(0))  # fmt: skip
+
+
+def test_batch_step_equals_gathering_step():
+    """make_batch_train_step on the batch make_train_step gathers, with its step key, gives the
+    same state; one device, so data_mesh is None whatever data_parallel says."""
+    x, y = _data()
+    opts = _opts()
+    assert data_mesh(opts) is None
+    p0 = init_params(NET, EVENT, key=jax.random.key(1))
+    key = jax.random.key(3)
+    a, _ = make_train_step(SCORE_FN, SDE, opts, n_levels=5)(
+        init_train_state(p0, optimizer_from_options(opts)), jnp.asarray(x), jnp.asarray(y), key
+    )
+    data_key, step_key = jax.random.split(key)
+    idx = np.asarray(batch_indices(jnp.int32(0), len(x), opts.batch_size, key=data_key))
+    b, _ = make_batch_train_step(SCORE_FN, SDE, opts, n_levels=5)(
+        init_train_state(p0, optimizer_from_options(opts)), jnp.asarray(x[idx]),
+        jnp.asarray(y[idx]), jax.random.fold_in(step_key, 0),
+    )  # fmt: skip
+    _leaves_equal(a.params, b.params)

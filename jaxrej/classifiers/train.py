@@ -1,8 +1,9 @@
 """Training and inference for the base classifiers: one compiled region per call.
 
-`train` runs every epoch and step inside `lax.scan` (Adam(W) via optax, softmax cross-entropy,
-a fresh permutation per epoch from `fold_in(key, epoch)`; the last partial batch of an epoch
-is dropped). `apply` returns logits and penultimate features in padded fixed-size batches,
+`train` runs each epoch as one jitted `lax.scan` over its steps (Adam(W) via optax, softmax
+cross-entropy, a fresh permutation per epoch from `fold_in(key, epoch)`; the last partial batch
+of an epoch is dropped), called from a Python loop over epochs with an optional tqdm bar (one
+compilation serves every epoch). `apply` returns logits and penultimate features in padded fixed-size batches,
 so one compilation serves any N.
 """
 
@@ -64,11 +65,11 @@ def _loss(model, params, batch_stats, x, y, train):
     return loss, batch_stats
 
 
-@partial(jax.jit, static_argnames=("model", "epochs", "batch_size", "optimizer"))
-def _train(model, state, images, labels, key, *, epochs, batch_size, optimizer):
+@partial(jax.jit, static_argnames=("model", "batch_size", "optimizer"))
+def _epoch(model, carry, images, labels, key, e, *, batch_size, optimizer):
+    """One epoch: carry (params, batch_stats, opt_state) -> (carry, mean loss)."""
     n = images.shape[0]
     steps = n // batch_size
-    opt_state = optimizer.init(state.params)
 
     def step(carry, idx):
         params, batch_stats, opt_state = carry
@@ -79,15 +80,9 @@ def _train(model, state, images, labels, key, *, epochs, batch_size, optimizer):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-    def epoch(carry, e):
-        perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: steps * batch_size]
-        carry, losses = jax.lax.scan(step, carry, perm.reshape(steps, batch_size))
-        return carry, jnp.mean(losses)
-
-    (params, batch_stats, _), losses = jax.lax.scan(
-        epoch, (state.params, state.batch_stats, opt_state), jnp.arange(epochs)
-    )
-    return ClassifierState(params=params, batch_stats=batch_stats, losses=losses)
+    perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: steps * batch_size]
+    carry, losses = jax.lax.scan(step, carry, perm.reshape(steps, batch_size))
+    return carry, jnp.mean(losses)
 
 
 def train(
@@ -101,10 +96,12 @@ def train(
     batch_size: int = 128,
     learning_rate: float = 1e-3,
     weight_decay: float = 0.0,
+    progress: bool = False,
 ) -> ClassifierState:
     """Minimise the mean softmax cross-entropy with AdamW; images (N, *event) float, labels (N,).
 
     Returns the final state; `losses` (epochs,) holds each epoch's mean training loss.
+    progress: a tqdm bar over epochs (on stderr) showing the last epoch's loss.
     """
     n = np.shape(images)[0]
     if np.shape(labels) != (n,):
@@ -114,16 +111,27 @@ def train(
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
     optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
-    return _train(
-        model,
-        state,
-        jnp.asarray(images, jnp.float32),
-        jnp.asarray(labels, jnp.int32),
-        key,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-    )
+    images, labels = jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)
+    carry = (state.params, state.batch_stats, optimizer.init(state.params))
+    epochs_iter = range(epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = epochs_iter = tqdm(epochs_iter, desc="classifier", unit="epoch", dynamic_ncols=True)
+    losses = []
+    for e in epochs_iter:
+        carry, loss = _epoch(
+            model, carry, images, labels, key, jnp.asarray(e, jnp.int32),
+            batch_size=batch_size, optimizer=optimizer,
+        )  # fmt: skip
+        losses.append(loss)
+        if bar is not None:
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+    if bar is not None:
+        bar.close()
+    params, batch_stats, _ = carry
+    return ClassifierState(params=params, batch_stats=batch_stats, losses=jnp.stack(losses))
 
 
 @partial(jax.jit, static_argnames=("model", "batch_size"))

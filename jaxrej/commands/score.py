@@ -1,59 +1,116 @@
-"""`jaxrej score --workdir DIR --split test [--limit N] [--config.eval.rtol=1e-4 ...]`:
-class log-likelihoods log p(x | y) for every class by the probability-flow ODE, predictions
-(argmax), accuracy and bits/dim of a split, from the EMA params of DIR's newest intact checkpoint
-(an unreadable newer one is skipped with a warning; score.json records `checkpoint_step`).
+"""`jaxrej score --workdir DIR [--split test] [--test [name=]SPEC] [--ood [name=]SPEC ...]
+[--limit N] [--config.eval.rtol=1e-4 ...]`: class log-likelihoods log p(x | y) for every class by
+the probability-flow ODE, predictions (argmax), accuracy and bits/dim of a set, from the EMA
+params of DIR's newest intact checkpoint (an unreadable newer one is skipped with a warning; the
+JSON records `checkpoint_step`).
 
-Writes DIR/score_<split>.npz (class_logp (N, C), labels, pred, ok, nfe, refined, covered) and
-DIR/score.json. Scoring is `jaxrej.class_log_likelihood_result` on padded batches of one shape (so
-it compiles once; score.json reports `compilations`): with eval.screen = "default" the library's
-TopK screens pick each digit's best class for the accurate solve (eval.divergence, rtol, atol,
-eps); "none" solves every class accurately.
-A row with a failed solve (NaN) gets pred = -1: counted as failed/rejected, never as correct.
+The scored set: split `--split` of the run's `data.dataset`, or of `--test SPEC` (a dataset
+string, `jaxrej.data.registry`). OOD sets (`--ood`, repeatable; a local file is used whole, a
+registry name's test split): their class log-likelihoods too, and per set the AUROC of
+log p(x) (positive = the scored, in-distribution set) and bits/dim.
+
+Files, one set each, so no run overwrites another set's results, and a `--limit N` run never
+overwrites a full run's: DIR/score_<set>[_limit<N>].json (summary) and .npz (class_logp (N, C),
+labels, pred, ok, nfe, refined, covered), and DIR/score_ood_<name>[_limit<N>].npz per OOD set.
+<set> is the split ("test"), or with --test its name (plus "_<split>" unless the split is test).
+
+Scoring is `jaxrej.class_log_likelihood_result` on padded batches of one shape (so it compiles
+once; the JSON reports `compilations`): with eval.screen = "default" the library's TopK screens
+pick each image's best class for the accurate solve (eval.divergence, rtol, atol, eps); "none"
+solves every class accurately. A row with a failed solve (NaN) gets pred = -1: counted as
+failed/rejected, never as correct.
+
+`warnings` in the summary (also printed): bits/dim worse than a uniform density over the pixel
+levels (log2 n_levels), and class-conditional scores that barely depend on the label:
+`label_dependence` = median over examples of the spread (std) of log p(x | y) over the classes y,
+divided by the spread (std) over examples of the class-averaged log p(x | y); below
+LABEL_DEPENDENCE_MIN the label hardly moves the score compared with how much the images do.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
+LABEL_DEPENDENCE_MIN = 0.05
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--workdir", required=True, help="a training run folder")
-    parser.add_argument("--split", default="test", help="data split to score (default: test)")
+    parser.add_argument("--split", default="test", help="split to score (default: test)")
+    parser.add_argument("--test", default=None, metavar="[name=]SPEC",
+                        help="score this dataset (its --split) instead of the run's dataset")  # fmt: skip
+    parser.add_argument("--ood", action="append", default=None, metavar="[name=]SPEC",
+                        help="an OOD set (repeatable): its log p(x) AUROC and bits/dim")  # fmt: skip
     parser.add_argument("--limit", type=int, default=0, help="score only the first N examples")
     parser.add_argument("--raw-params", action="store_true", help="use raw params, not the EMA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def summarize(class_logp: np.ndarray, labels: np.ndarray, *, event_shape, n_levels: int) -> dict:
-    """Accuracy (failed rows count as wrong), failures and bits/dim from (N, C) class log-likelihoods."""
+def label_dependence(class_logp: np.ndarray) -> dict:
+    """How much log p(x | y) (N, C) depends on y (module doc): class_spread (median over rows of
+    the std over classes), example_spread (std over rows of the class mean), and their ratio;
+    failed rows are left out; None where fewer than 2 rows are left."""
+    lp = np.asarray(class_logp, np.float64)
+    lp = lp[np.all(np.isfinite(lp), axis=1)]
+    if lp.shape[0] < 2 or lp.shape[1] < 2:
+        return {"class_spread": None, "example_spread": None, "ratio": None}
+    cs = float(np.median(np.std(lp, axis=1)))
+    es = float(np.std(np.mean(lp, axis=1)))
+    return {"class_spread": cs, "example_spread": es, "ratio": cs / es if es > 0 else math.inf}
+
+
+def summarize(class_logp: np.ndarray, labels, *, event_shape, n_levels: int) -> dict:
+    """Accuracy (failed rows count as wrong; None without labels), failures, bits/dim and the
+    label dependence from (N, C) class log-likelihoods."""
     import jax.numpy as jnp
 
     from jaxrej.likelihood import bits_per_dim, marginal_log_likelihood
 
     class_logp = np.asarray(class_logp, np.float64)
+    n = int(class_logp.shape[0])
     ok = np.all(np.isfinite(class_logp), axis=1)
     pred = np.where(ok, np.argmax(np.where(ok[:, None], class_logp, 0.0), axis=1), -1)
-    n = int(labels.shape[0])
-    correct = (pred == labels) & ok
     marg = np.asarray(marginal_log_likelihood(jnp.asarray(class_logp)))
-    cond = class_logp[np.arange(n), labels]
     bpd = np.asarray(bits_per_dim(jnp.asarray(marg), tuple(event_shape), n_levels=n_levels))
-    bpd_c = np.asarray(bits_per_dim(jnp.asarray(cond), tuple(event_shape), n_levels=n_levels))
     mean = lambda a: float(np.mean(a[ok])) if ok.any() else math.nan  # noqa: E731
-    return {
-        "n": n,
-        "n_failed": int(n - ok.sum()),
-        "accuracy": float(correct.sum() / n),
-        "accuracy_solved": float(correct.sum() / max(ok.sum(), 1)),
-        "bits_per_dim": mean(bpd),
-        "bits_per_dim_conditional": mean(bpd_c),
-        "pred": pred,
-        "ok": ok,
-    }
+    out = {"n": n, "n_failed": int(n - ok.sum()), "accuracy": None, "accuracy_solved": None}
+    if labels is not None:
+        correct = (pred == labels) & ok
+        cond = class_logp[np.arange(n), labels]
+        bpd_c = np.asarray(bits_per_dim(jnp.asarray(cond), tuple(event_shape), n_levels=n_levels))
+        out |= {"accuracy": float(correct.sum() / n),
+                "accuracy_solved": float(correct.sum() / max(ok.sum(), 1))}  # fmt: skip
+    out["bits_per_dim"] = mean(bpd)
+    out["bits_per_dim_conditional"] = None if labels is None else mean(bpd_c)
+    out["uniform_bits_per_dim"] = math.log2(n_levels)
+    out["label_dependence"] = label_dependence(class_logp)
+    return out | {"pred": pred, "ok": ok, "log_px": marg}
+
+
+def warnings_for(summary: dict) -> list[str]:
+    """The user-facing warnings of a summary (module doc)."""
+    out = []
+    bpd, uni = summary["bits_per_dim"], summary["uniform_bits_per_dim"]
+    if math.isfinite(bpd) and bpd > uni:
+        out.append(
+            f"bits/dim {bpd:.3f} is worse than a uniform density over the pixel levels "
+            f"({uni:.3f} = log2 n_levels): the model has not learnt the data density"
+        )
+    r = summary["label_dependence"]["ratio"]
+    if r is not None and r < LABEL_DEPENDENCE_MIN:
+        ld = summary["label_dependence"]
+        out.append(
+            f"the class-conditional scores barely depend on the label: the spread of "
+            f"log p(x|y) over classes ({ld['class_spread']:.3g} nats, median) is {r:.3g} of its "
+            f"spread over examples ({ld['example_spread']:.3g} nats), below "
+            f"{LABEL_DEPENDENCE_MIN}; predictions from it are close to guesses"
+        )
+    return out
 
 
 def screen_setting(e: dict) -> str:
@@ -64,6 +121,36 @@ def screen_setting(e: dict) -> str:
     return "default" if e.get("screen_margin", 1.0) > 0 else "none"
 
 
+def result_stem(set_name: str, limit: int) -> str:
+    """'score_<set>' or 'score_<set>_limit<N>' (module doc)."""
+    return f"score_{set_name}" + (f"_limit{limit}" if limit else "")
+
+
+def _load(field: str, spec: str, split: str, d: dict, limit: int):
+    from jaxrej.data.registry import load_dataset
+
+    try:
+        data = load_dataset(spec, split, data_dir=d.get("data_dir") or None)
+    except ValueError as e:
+        raise ValueError(f"{field}: {e}") from e
+    if tuple(data.images.shape[1:]) != tuple(d["event_shape"]):
+        raise ValueError(
+            f"{field}: {spec!r} images {data.images.shape[1:]} differ from the run's "
+            f"{tuple(d['event_shape'])}"
+        )
+    images, labels = data.images, data.labels
+    if images.size and images.max() >= d["n_levels"]:
+        raise ValueError(
+            f"{field}: {spec!r} has pixel levels up to {images.max()}, the run's data has "
+            f"{d['n_levels']} levels"
+        )
+    if limit:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    if labels is not None and labels.size and labels.max() >= d["num_classes"]:
+        raise ValueError(f"{field}: labels up to {labels.max()}, expected < {d['num_classes']}")
+    return images, labels
+
+
 def run(args) -> dict:
     import jax
     import jax.numpy as jnp
@@ -72,8 +159,9 @@ def run(args) -> dict:
     from jaxrej.commands.train import check_eval
     from jaxrej.data.batching import num_batches, padded_batches
     from jaxrej.data.preprocessing import to_model_input
-    from jaxrej.data.registry import load_dataset
+    from jaxrej.data.registry import check_data_fields, is_local, parse_named
     from jaxrej.flow import FlowSolve
+    from jaxrej.metrics import ood_detection
     from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
     from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
     from jaxrej.training.workdir import load_trained, read_config
@@ -83,68 +171,119 @@ def run(args) -> dict:
     check_eval(e)
     if args.limit < 0:
         raise ValueError(f"--limit: expected >= 0, got {args.limit}")
+    test_arg, ood_args = getattr(args, "test", None), getattr(args, "ood", None) or []
+    ood_named = [parse_named(o) for o in ood_args]  # ValueError for a malformed string
+    names = [n for n, _ in ood_named]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--ood: two sets share a name in {names}; name them with name=SPEC")
     score_fn, params, sde, cfg, step = load_trained(args.workdir, ema=not args.raw_params)
     d = cfg["data"]
-    data = load_dataset(d["dataset"], args.split, data_dir=d.get("data_dir") or None,
-                        path=d.get("path") or None)  # fmt: skip
-    images, labels = data.images, data.labels
-    if args.limit:
-        images, labels = images[: args.limit], labels[: args.limit]
-    if tuple(images.shape[1:]) != tuple(d["event_shape"]):
-        raise ValueError(
-            f"--split: images {images.shape[1:]} differ from the run's {d['event_shape']}"
-        )
+    check_data_fields(d)
+    if test_arg:
+        test_name, test_spec = parse_named(test_arg)
+        set_name = test_name if args.split == "test" else f"{test_name}_{args.split}"
+        images, labels = _load("--test", test_spec, args.split, d, args.limit)
+    else:
+        test_spec, set_name = d["dataset"], args.split
+        images, labels = _load("--split", test_spec, args.split, d, args.limit)
+    oods = {}
+    for name, spec in ood_named:
+        split = "all" if is_local(spec) else "test"
+        oods[name] = (spec, split, _load(f"--ood {name}", spec, split, d, args.limit)[0])
+
     key = jax.random.key(cfg.get("seed", 0) + 1)
     dq_key, probe_key = jax.random.split(key)
-    nb = num_batches(len(images), e["batch_size"])
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=nb, desc=f"score {args.split}", dynamic_ncols=True)
     solve = FlowSolve(divergence=e["divergence"], n_probes=e["n_probes"], rtol=e["rtol"],
                       atol=e["atol"], eps=e["eps"])  # fmt: skip
     screen = DEFAULT_SCREEN if screen_setting(e) == "default" else None
-    compiled0 = compilations()["scorer"]
-    parts, masks = {"logp": [], "nfe": [], "refined": [], "covered": []}, []
-    t0 = time.perf_counter()
-    for i, ((xb,), mask) in enumerate(padded_batches(images, batch_size=e["batch_size"])):
-        x = to_model_input(jnp.asarray(xb), d["n_levels"], mode=e["dequantize"],
-                           key=jax.random.fold_in(dq_key, i))  # fmt: skip
-        res = class_log_likelihood_result(
-            score_fn, params, sde, x, num_classes=d["num_classes"],
-            key=jax.random.fold_in(probe_key, i), solve=solve, screen=screen,
-            chunk_size=e.get("chunk_size") or None,
-        )  # fmt: skip
-        for name, acc in parts.items():
-            acc.append(np.asarray(getattr(res, name)))
-        masks.append(mask)
+
+    def score(x_all, desc):
+        nb = num_batches(len(x_all), e["batch_size"])
+        bar = None
+        if not args.no_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=nb, desc=f"score {desc}", dynamic_ncols=True)
+        parts, masks = {"logp": [], "nfe": [], "refined": [], "covered": []}, []
+        for i, ((xb,), mask) in enumerate(padded_batches(x_all, batch_size=e["batch_size"])):
+            x = to_model_input(jnp.asarray(xb), d["n_levels"], mode=e["dequantize"],
+                               key=jax.random.fold_in(dq_key, i))  # fmt: skip
+            res = class_log_likelihood_result(
+                score_fn, params, sde, x, num_classes=d["num_classes"],
+                key=jax.random.fold_in(probe_key, i), solve=solve, screen=screen,
+                chunk_size=e.get("chunk_size") or None,
+            )  # fmt: skip
+            for name, acc in parts.items():
+                acc.append(np.asarray(getattr(res, name)))
+            masks.append(mask)
+            if bar is not None:
+                bar.update(1)
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
+        out = {k: np.concatenate([c[m] for c, m in zip(acc, masks, strict=True)])
+               for k, acc in parts.items()}  # fmt: skip
+        return out, nb
+
+    compiled0 = compilations()["scorer"]
+    t0 = time.perf_counter()
+    r, nb = score(images, set_name)
     elapsed = time.perf_counter() - t0
-    class_logp, nfe, refined, covered = (
-        np.concatenate([c[m] for c, m in zip(acc, masks, strict=True)]) for acc in parts.values()
-    )
-    s = summarize(class_logp, labels, event_shape=d["event_shape"], n_levels=d["n_levels"])
-    pred, ok = s.pop("pred"), s.pop("ok")
-    atomic_save_npz(os.path.join(args.workdir, f"score_{args.split}.npz"),
-                    class_logp=class_logp, labels=labels, pred=pred, ok=ok, nfe=nfe,
-                    refined=refined, covered=covered)  # fmt: skip
+    s = summarize(r["logp"], labels, event_shape=d["event_shape"], n_levels=d["n_levels"])
+    pred, ok, log_px = s.pop("pred"), s.pop("ok"), s.pop("log_px")
+    stem = result_stem(set_name, args.limit)
+    arrays = {"class_logp": r["logp"], "pred": pred, "ok": ok, "nfe": r["nfe"],
+              "refined": r["refined"], "covered": r["covered"]}  # fmt: skip
+    if labels is not None:
+        arrays["labels"] = labels
+    ood_results, ood_files = {}, []
+    for name, (spec, split, x_ood) in oods.items():
+        t1 = time.perf_counter()
+        ro, _ = score(x_ood, f"ood {name}")
+        so = summarize(ro["logp"], None, event_shape=d["event_shape"], n_levels=d["n_levels"])
+        so_ok, so_lp = so.pop("ok"), so.pop("log_px")
+        so.pop("pred")
+        path = os.path.join(args.workdir, f"{result_stem('ood_' + name, args.limit)}.npz")
+        atomic_save_npz(path, class_logp=ro["logp"], log_px=so_lp, ok=so_ok, nfe=ro["nfe"],
+                        refined=ro["refined"], covered=ro["covered"])  # fmt: skip
+        ood_files.append(path)
+        det = ood_detection(log_px, so_lp)
+        ood_results[name] = {
+            "spec": spec, "split": split, "n": so["n"], "n_failed": so["n_failed"],
+            "auroc": det["auroc"], "fpr_at_95_tpr": det["fpr_at_95_tpr"],
+            "aupr_in": det["aupr_in"], "bits_per_dim": so["bits_per_dim"],
+            "time_s": round(time.perf_counter() - t1, 2),
+        }  # fmt: skip
+    atomic_save_npz(os.path.join(args.workdir, f"{stem}.npz"), **arrays)
+    notes = []
+    if not ood_results:
+        notes.append("no OOD set given (--ood [name=]SPEC): no OOD AUROC reported")
+    warnings = warnings_for(s)
     summary = {
+        "set": set_name,
+        "dataset": test_spec,
         "split": args.split,
+        "limit": args.limit or None,
         **s,
+        "ood": ood_results,
+        "ood_score": "log p(x) (uniform class prior); AUROC positive = in-distribution "
+        "(the scored set), as jaxrej.metrics",
+        "warnings": warnings,
+        "notes": notes,
         "time_s": round(elapsed, 2),
-        "nfe_mean_per_example": float(nfe.sum(axis=1).mean()),
-        "refined_fraction": float(refined.mean()),
-        "covered_fraction": float(covered.mean()),
+        "nfe_mean_per_example": float(r["nfe"].sum(axis=1).mean()),
+        "refined_fraction": float(r["refined"].mean()),
+        "covered_fraction": float(r["covered"].mean()),
         "compilations": compilations()["scorer"] - compiled0,
         "batches": nb,
         "params": "raw" if args.raw_params else "ema",
         "checkpoint_step": step,
         "eval": e,
         "workdir": args.workdir,
+        "files": [os.path.join(args.workdir, f"{stem}.{x}") for x in ("json", "npz")] + ood_files,
     }
-    atomic_write_json(os.path.join(args.workdir, "score.json"), summary)
+    atomic_write_json(os.path.join(args.workdir, f"{stem}.json"), summary)
+    for w in warnings:
+        print(f"jaxrej score: warning: {w}", file=sys.stderr)
+    for n in notes:
+        print(f"jaxrej score: note: {n}", file=sys.stderr)
     return summary

@@ -1,5 +1,7 @@
 """`jaxrej train --config CONFIG --workdir DIR [--config.a.b=v ...]`: DSM training of a
-class-conditional score model; resumes from DIR's newest intact checkpoint if DIR holds the same
+class-conditional score model (on the train split less `data.val_fraction` of each class when
+set: the rows `jaxrej evaluate` fits reject thresholds on; a local set's train split already
+excludes its validation rows); resumes from DIR's newest intact checkpoint if DIR holds the same
 run (an unreadable newer one is named and moved to DIR/corrupt_checkpoints/).
 
 Writes DIR/config.json (once), DIR/checkpoints/, DIR/metrics.jsonl and DIR/train.json. A run
@@ -19,7 +21,15 @@ TRAIN_FILE = "train.json"
 
 # fields a resumed run may change without invalidating its checkpoints
 RESUMABLE_FIELDS = {
-    "training": {"n_iters", "log_every", "eval_every", "checkpoint_every", "max_to_keep"},
+    "training": {
+        "n_iters",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "max_to_keep",
+        "data_parallel",
+        "label_gap_rows",
+    },
     "eval": None,  # the whole section (scoring settings)
 }
 
@@ -68,7 +78,7 @@ def _stored_summary(path: str) -> dict | None:
 
 def prepare(config) -> dict:
     """Validate a ConfigDict into plain values: (cfg dict, TrainOptions, data, eval settings)."""
-    from jaxrej.data.registry import load_dataset
+    from jaxrej.data.registry import check_data_fields, is_local, load_dataset
     from jaxrej.training.loop import TrainOptions
     from jaxrej.training.workdir import build_net, build_sde
 
@@ -85,9 +95,25 @@ def prepare(config) -> dict:
     sde_cfg = dict(cfg["sde"])
     sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
     d = cfg["data"]
-    kw = {"data_dir": d.get("data_dir") or None, "path": d.get("path") or None}
-    train = load_dataset(d["dataset"], d.get("train_split", "train"), **kw)
-    evals = load_dataset(d["dataset"], d["eval_split"], **kw) if d.get("eval_split") else None
+    check_data_fields(d)
+    kw = {"data_dir": d.get("data_dir") or None}
+    try:
+        train = load_dataset(d["dataset"], d.get("train_split", "train"), **kw)
+        evals = load_dataset(d["dataset"], d["eval_split"], **kw) if d.get("eval_split") else None
+    except ValueError as e:
+        raise ValueError(f"data.dataset: {e}") from e
+    if train.labels is None:
+        raise ValueError(f"data.dataset: {d['dataset']!r} has no labels; training needs them")
+    vf = d.get("val_fraction")
+    if vf and not is_local(d["dataset"]):  # hold out the reject thresholds' validation rows
+        from jaxrej.eval.heads import split_validation
+
+        if not 0.0 < vf < 1.0:
+            raise ValueError(f"data.val_fraction: expected a number in (0, 1), got {vf!r}")
+        fit_idx, _ = split_validation(train.labels, vf, seed=cfg.get("seed", 0))
+        train = dataclasses.replace(
+            train, images=train.images[fit_idx], labels=train.labels[fit_idx]
+        )
     d["num_classes"] = int(train.num_classes)
     d["n_levels"] = int(train.n_levels)
     d["event_shape"] = list(train.images.shape[1:])

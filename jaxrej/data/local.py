@@ -2,7 +2,7 @@
 
 IDX: magic 0x00 0x00 <type> <ndim>, then ndim big-endian uint32 sizes, then the data in
 big-endian order (type 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64).
-.npz: arrays "images" (or "x") and "labels" (or "y").
+.npz: array "images" (else "x") and, optionally, "labels" (else "y").
 """
 
 from __future__ import annotations
@@ -63,24 +63,27 @@ def write_idx(path: str, array: np.ndarray) -> None:
         f.write(header + array.astype(_IDX_TYPES[code]).tobytes())
 
 
-def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) from an .npz with keys images|x and labels|y."""
+def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images, labels or None) from an .npz with array "images" (else "x") and optionally
+    "labels" (else "y")."""
     if not os.path.isfile(path):
         raise ValueError(f"npz: no such file {path!r}")
     with np.load(path) as f:
         keys = set(f.files)
         ik = "images" if "images" in keys else "x" if "x" in keys else None
         lk = "labels" if "labels" in keys else "y" if "y" in keys else None
-        if ik is None or lk is None:
+        if ik is None:
             raise ValueError(
-                f"npz: {path!r} needs arrays 'images' (or 'x') and 'labels' (or 'y'), has {sorted(keys)}"
+                f"npz: {path!r} needs an array 'images' (or 'x'), and optionally 'labels' "
+                f"(or 'y'); it has {sorted(keys)}"
             )
-        return f[ik], f[lk]
+        return f[ik], (None if lk is None else f[lk])
 
 
-def check_arrays(images, labels, *, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and normalise: images (N, H, W, C) integer, labels (N,) -> int32."""
-    images, labels = np.asarray(images), np.asarray(labels)
+def check_arrays(images, labels, *, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate and normalise: images (N, H, W, C) or (N, H, W) integer -> (N, H, W, C);
+    labels (N,) integer >= 0 -> int32, or None (an unlabelled set)."""
+    images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
@@ -89,6 +92,11 @@ def check_arrays(images, labels, *, name: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if not np.issubdtype(images.dtype, np.integer):
         raise ValueError(f"{name}: expected integer pixel levels, got dtype {images.dtype}")
+    if images.size and images.min() < 0:
+        raise ValueError(f"{name}: expected pixel levels >= 0, got {images.min()}")
+    if labels is None:
+        return images, None
+    labels = np.asarray(labels)
     if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"{name}: expected integer labels of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"

@@ -1,7 +1,7 @@
 """The reject-heads protocol: a base classifier, the SDIM-logit head, GMM heads and baselines,
 their thresholds, and the metrics reported for each (`jaxrej heads` is a thin wrapper).
 
-    data = load_heads_data("digits", val_fraction=0.15, seed=0)
+    data = load_heads_data("digits", val_fraction=0.15, seed=0, ood=("fashion=idx:f.gz",))
     res = evaluate_heads(data, options=HeadsOptions(...), key=jax.random.key(0))
     res.report["table"], res.scores["gmm/test"]
 
@@ -35,11 +35,13 @@ class HeadsData(NamedTuple):
     test: tuple[np.ndarray, np.ndarray]
     ood: dict[str, np.ndarray]  # name -> images (M, H, W, C), shaped like the test images
     num_classes: int
+    sources: dict[str, str] = {}  # "fit", "val", "test", "ood/<name>" -> where the rows came from
 
 
 class HeadsEvaluation(NamedTuple):
     report: dict  # JSON-ready numbers (see the module doc)
     scores: dict[str, np.ndarray]  # every scorer's test and OOD confidences, labels, predictions
+    fitted: Any = None  # jaxrej.eval.pixel_scorers.FittedHeads: the classifier and every head
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,42 +92,84 @@ def load_heads_data(
     val_fraction: float,
     seed: int,
     data_dir: str | None = None,
-    path: str | None = None,
+    test: str | None = None,
 ) -> HeadsData:
-    """Train and test splits of `dataset` (`data.registry`), scaled by
-    `preprocessing.to_unit_interval`, the train split divided into fit and val
-    (`split_validation`). OOD sets: the test split of each dataset named in `ood`, or with no
-    names, `data.ood.transformed` of the test split (noise seed: seed + 1000)."""
+    """The protocol's splits of the dataset string `dataset` (`data.registry`), scaled by
+    `preprocessing.to_unit_interval`.
+
+    fit / val: a local set's (idx:, npz:) fixed "train" / "validation" splits; otherwise the
+    "train" split divided by `split_validation(val_fraction, seed)`. test: the "test" split of
+    `dataset`, or of `test` ("[name=]SPEC") when given. OOD sets: each "[name=]SPEC" in `ood`
+    (a local file whole, split "all"; a registry name its "test" split; labels not needed), or
+    with none named, `data.ood.transformed` of the test split (noise seed: seed + 1000)."""
     from jaxrej.data import ood as ood_sets
     from jaxrej.data.preprocessing import to_unit_interval
-    from jaxrej.data.registry import load_dataset
+    from jaxrej.data.registry import is_local, load_dataset, parse_named
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"data.val_fraction: expected a number in (0, 1), got {val_fraction}")
-    kw = {"data_dir": data_dir or None, "path": path or None, "download": False}
-    train, test = load_dataset(dataset, "train", **kw), load_dataset(dataset, "test", **kw)
+    kw = {"data_dir": data_dir or None, "download": False}
+
+    def need_labels(d, field):
+        if d.labels is None:
+            raise ValueError(f"{field}: {d.spec!r} has no labels; this split needs them")
+        return d
+
+    def load(field, spec, split):
+        try:
+            return load_dataset(spec, split, **kw)
+        except ValueError as e:
+            raise ValueError(f"{field}: {e}") from e
+
+    train = need_labels(load("data.dataset", dataset, "train"), "data.dataset")
+    x_train = to_unit_interval(train.images, train.n_levels)
+    if is_local(dataset):
+        val = need_labels(load("data.dataset", dataset, "validation"), "data.dataset")
+        fit_xy = (x_train, train.labels)
+        val_xy = (to_unit_interval(val.images, val.n_levels), val.labels)
+        sources = {"fit": f"{dataset} [train]", "val": f"{dataset} [validation]"}
+    else:
+        fit_idx, val_idx = split_validation(train.labels, val_fraction, seed=seed)
+        fit_xy = (x_train[fit_idx], train.labels[fit_idx])
+        val_xy = (x_train[val_idx], train.labels[val_idx])
+        sources = {
+            "fit": f"{dataset} [train, {1 - val_fraction:g} of each class]",
+            "val": f"{dataset} [train, {val_fraction:g} of each class]",
+        }
+    test_spec = parse_named(test)[1] if test else dataset
+    test_set = need_labels(load("--test" if test else "data.dataset", test_spec, "test"), "--test")
+    sources["test"] = f"{test_spec} [test]"
     if ood:
         sets = {}
-        for name in ood:
-            d = load_dataset(name, "test", **kw)
+        for item in ood:
+            name, spec = parse_named(item)
+            if name in sets:
+                raise ValueError(f"ood: two sets named {name!r}; name them with name=SPEC")
+            split = "all" if is_local(spec) else "test"
+            d = load(f"ood {name!r}", spec, split)
             sets[name] = to_unit_interval(d.images, d.n_levels)
+            sources[f"ood/{name}"] = f"{spec} [{split}]"
     else:
-        levels = ood_sets.transformed(test.images, test.n_levels, seed=seed + 1000)
-        sets = {n: to_unit_interval(x, test.n_levels) for n, x in levels.items()}
-    for name, x in sets.items():
-        if x.shape[1:] != test.images.shape[1:]:
+        levels = ood_sets.transformed(test_set.images, test_set.n_levels, seed=seed + 1000)
+        sets = {n: to_unit_interval(x, test_set.n_levels) for n, x in levels.items()}
+        sources |= {f"ood/{n}": f"{test_spec} [test] {n}" for n in sets}
+    shape = train.images.shape[1:]
+    for name, x in [("test", test_set.images), *sets.items()]:
+        if x.shape[1:] != shape:
             raise ValueError(
-                f"ood.datasets: {name!r} has image shape {x.shape[1:]}, "
-                f"expected {test.images.shape[1:]}"
+                f"{'--test' if name == 'test' else 'ood ' + repr(name)}: image shape "
+                f"{x.shape[1:]}, expected the training images' {shape}"
             )
-    x_train = to_unit_interval(train.images, train.n_levels)
-    fit_idx, val_idx = split_validation(train.labels, val_fraction, seed=seed)
+    classes = int(train.num_classes)
+    if test_set.labels.size and test_set.labels.max() >= classes:
+        raise ValueError(f"--test: labels up to {test_set.labels.max()}, expected < {classes}")
     return HeadsData(
-        fit=(x_train[fit_idx], train.labels[fit_idx]),
-        val=(x_train[val_idx], train.labels[val_idx]),
-        test=(to_unit_interval(test.images, test.n_levels), test.labels),
+        fit=fit_xy,
+        val=val_xy,
+        test=(to_unit_interval(test_set.images, test_set.n_levels), test_set.labels),
         ood=sets,
-        num_classes=int(train.num_classes),
+        num_classes=classes,
+        sources=sources,
     )
 
 
@@ -279,7 +323,14 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
         ),
         "scorers": scorers,
     }
-    return HeadsEvaluation(report, saved)
+    from jaxrej.eval.pixel_scorers import FittedHeads, freeze_kwargs
+
+    fitted = FittedHeads(
+        state=state, sdim=head, temperature=jnp.asarray(temperature, jnp.float32),
+        mahalanobis=maha, gmm_cc=gmm_cc, gmm=gmm_all, model=o.model,
+        model_kwargs=freeze_kwargs(o.model_kwargs), num_classes=num_classes,
+    )  # fmt: skip
+    return HeadsEvaluation(report, saved, fitted)
 
 
 def markdown(report: dict, *, percentiles, ood_names) -> str:

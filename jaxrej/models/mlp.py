@@ -1,7 +1,10 @@
 """Class-conditional residual MLP score network for vectors and small images.
 
-Input x (B, *event) is flattened; emb = time MLP + label Dense (embeddings.py);
-each block: h <- h + Dense(silu(Dense(silu(LN(h))) + Dense(silu(emb)))).
+Input x (B, *event) is flattened; emb = time MLP + label Dense (embeddings.py). Every block is
+conditioned on (t, y), in one of two ways (`conditioning`):
+  "add":  h <- h + Dense(silu(Dense(silu(LN(h))) + Dense(silu(emb))))
+  "film": h <- h + Dense(silu(Dense(silu(LN(h) * (1 + a) + b))))),  (a, b) = Dense(silu(emb))
+          (feature-wise linear modulation, Perez et al. 2018; zero-initialised, so a = b = 0 at init).
 The output (B, *event) is the noise prediction eps_theta(x, t, y) (score = -eps / std(t), score.py).
 """
 
@@ -15,6 +18,13 @@ import jax.numpy as jnp
 
 from jaxrej.models.embeddings import TimeLabelEmbedding
 
+CONDITIONINGS = ("add", "film")
+
+
+def check_conditioning(value: str) -> None:
+    if value not in CONDITIONINGS:
+        raise ValueError(f"conditioning: expected one of {CONDITIONINGS}, got {value!r}")
+
 
 class ConditionalMLP(nn.Module):
     """eps_theta(x, t, y): (B, *event), (B,), (B,) int -> (B, *event)."""
@@ -25,10 +35,12 @@ class ConditionalMLP(nn.Module):
     emb_dim: int = 128
     time_embedding: str = "fourier"
     fourier_scale: float = 16.0
+    conditioning: str = "add"
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
         del train  # no dropout / batch statistics
+        check_conditioning(self.conditioning)
         event = x.shape[1:]
         d = math.prod(event)
         emb = TimeLabelEmbedding(
@@ -37,9 +49,15 @@ class ConditionalMLP(nn.Module):
         emb = nn.silu(emb)
         h = nn.Dense(self.hidden, name="in")(x.reshape(x.shape[0], d))
         for i in range(self.n_blocks):
-            z = nn.silu(nn.LayerNorm(name=f"block{i}_norm")(h))
-            z = nn.Dense(self.hidden, name=f"block{i}_dense0")(z)
-            z = z + nn.Dense(self.hidden, name=f"block{i}_emb")(emb)
+            z = nn.LayerNorm(name=f"block{i}_norm")(h)
+            if self.conditioning == "film":
+                ab = nn.Dense(2 * self.hidden, kernel_init=nn.initializers.zeros,
+                              name=f"block{i}_film")(emb)  # fmt: skip
+                a, b = jnp.split(ab, 2, axis=-1)
+                z = z * (1.0 + a) + b
+            z = nn.Dense(self.hidden, name=f"block{i}_dense0")(nn.silu(z))
+            if self.conditioning == "add":
+                z = z + nn.Dense(self.hidden, name=f"block{i}_emb")(emb)
             z = nn.Dense(self.hidden, name=f"block{i}_dense1")(nn.silu(z))
             h = h + z
         h = nn.silu(nn.LayerNorm(name="out_norm")(h))

@@ -2,6 +2,8 @@
 
 Residual blocks: GroupNorm -> SiLU -> 3x3 conv -> + Dense(emb) -> GroupNorm -> SiLU -> 3x3 conv
 (zero-initialised), skip (1x1 conv when channels change), output (skip + h) / sqrt(2).
+With conditioning="film" the embedding scales and shifts the second GroupNorm instead
+(GN(h) * (1 + a) + b, (a, b) = Dense(silu(emb)); "scale-shift norm", Dhariwal & Nichol 2021).
 Self-attention blocks at the resolutions in `attn_resolutions`; 3x3 stride-2 conv down-sampling,
 nearest-neighbour + 3x3 conv up-sampling; emb = time MLP + label Dense (embeddings.py).
 eps_theta(x, t, y): (B, H, W, C), (B,), (B,) -> (B, H, W, C). No dropout.
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrej.models.embeddings import TimeLabelEmbedding
+from jaxrej.models.mlp import check_conditioning
 
 
 def _groups(ch: int) -> int:
@@ -24,13 +27,22 @@ def _groups(ch: int) -> int:
 
 class ResnetBlock(nn.Module):
     out_ch: int
+    conditioning: str = "add"
 
     @nn.compact
     def __call__(self, x, emb):
         h = nn.silu(nn.GroupNorm(num_groups=_groups(x.shape[-1]))(x))
         h = nn.Conv(self.out_ch, (3, 3))(h)
-        h = h + nn.Dense(self.out_ch)(nn.silu(emb))[:, None, None, :]
-        h = nn.silu(nn.GroupNorm(num_groups=_groups(self.out_ch))(h))
+        if self.conditioning == "film":
+            ab = nn.Dense(2 * self.out_ch, kernel_init=nn.initializers.zeros, name="film")(
+                nn.silu(emb)
+            )[:, None, None, :]
+            a, b = jnp.split(ab, 2, axis=-1)
+            h = nn.GroupNorm(num_groups=_groups(self.out_ch))(h) * (1.0 + a) + b
+        else:
+            h = h + nn.Dense(self.out_ch)(nn.silu(emb))[:, None, None, :]
+            h = nn.GroupNorm(num_groups=_groups(self.out_ch))(h)
+        h = nn.silu(h)
         h = nn.Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros)(h)
         if x.shape[-1] != self.out_ch:
             x = nn.Conv(self.out_ch, (1, 1), name="skip")(x)
@@ -61,10 +73,12 @@ class ConditionalUNet(nn.Module):
     attn_resolutions: tuple = (16,)
     time_embedding: str = "sinusoidal"
     fourier_scale: float = 16.0
+    conditioning: str = "add"
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
         del train
+        check_conditioning(self.conditioning)
         if x.ndim != 4:
             raise ValueError(f"x: expected (B, H, W, C) images, got shape {x.shape}")
         n_down = len(self.ch_mult) - 1
@@ -80,19 +94,21 @@ class ConditionalUNet(nn.Module):
         hs = [h]
         for level, mult in enumerate(self.ch_mult):
             for _ in range(self.num_res_blocks):
-                h = ResnetBlock(self.nf * mult)(h, emb)
+                h = ResnetBlock(self.nf * mult, self.conditioning)(h, emb)
                 if h.shape[1] in self.attn_resolutions:
                     h = AttnBlock()(h)
                 hs.append(h)
             if level != n_down:
                 h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
                 hs.append(h)
-        h = ResnetBlock(h.shape[-1])(h, emb)
+        h = ResnetBlock(h.shape[-1], self.conditioning)(h, emb)
         h = AttnBlock()(h)
-        h = ResnetBlock(h.shape[-1])(h, emb)
+        h = ResnetBlock(h.shape[-1], self.conditioning)(h, emb)
         for level, mult in reversed(list(enumerate(self.ch_mult))):
             for _ in range(self.num_res_blocks + 1):
-                h = ResnetBlock(self.nf * mult)(jnp.concatenate([h, hs.pop()], axis=-1), emb)
+                h = ResnetBlock(self.nf * mult, self.conditioning)(
+                    jnp.concatenate([h, hs.pop()], axis=-1), emb
+                )
             if h.shape[1] in self.attn_resolutions:
                 h = AttnBlock()(h)
             if level != 0:

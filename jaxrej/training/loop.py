@@ -5,6 +5,26 @@ metrics and a progress bar.
 Determinism: the batch and the noise at step s are pure functions of (data, key, s)
 (per-epoch permutations from fold_in(data_key, epoch), per-step keys from fold_in(step_key, s)),
 so a run resumed from a checkpoint ends with exactly the params of an uninterrupted run.
+
+Data parallelism (`TrainOptions.data_parallel`, on by default; used when more than one device
+exists): a one-axis mesh "batch" over all devices (`jaxrej.batch_mesh()`); the params, the EMA,
+the optimiser state and the (small, device-resident) training set are replicated, and each
+step's batch is sharded over the mesh with a sharding constraint inside the one jitted step
+(`jax.jit` with in/out shardings; XLA inserts the all-reduce of the gradient). The step is
+written once for the global batch, so its random draws (batch rows, dequantization noise, t and
+z) and its batch mean are those of single-device training: the result equals it up to float
+rounding (the order of the cross-device sums), whatever the device count. shard_map with a
+pmean would have to re-derive each device's slice of those draws and average loss, gradient
+and gradient norm by hand. training.batch_size must be a multiple of the device count.
+
+Multi-host (not tested here): call `jax.distributed.initialize()` first in every process; then
+`jax.devices()`, and so `batch_mesh()`, span all hosts, and `train` works unchanged when every
+process loads the same training set with the same key (it is replicated on every device). For
+a training set too large to replicate, stream batches instead: every process draws the same
+global row indices for step s (`batch_indices`), reads only its own contiguous block of them
+(rows [p * B / P, (p + 1) * B / P) for process p of P), builds the global batch with
+`jax.make_array_from_process_local_data(NamedSharding(mesh, P("batch")), local_rows)` (labels
+likewise) and calls `make_batch_train_step(..., mesh=mesh)` with fold_in(step_key, s).
 """
 
 from __future__ import annotations
@@ -23,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxrej.data.batching import padded_batches
 from jaxrej.data.preprocessing import check_images, dequantize
@@ -35,7 +57,13 @@ from jaxrej.training.checkpoint import (
     save_checkpoint,
     set_aside,
 )
-from jaxrej.training.losses import REDUCES, WEIGHTINGS, dsm_loss
+from jaxrej.training.losses import (
+    REDUCES,
+    WEIGHTINGS,
+    class_denoising_losses,
+    dsm_loss,
+    label_gap,
+)
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -69,6 +97,8 @@ class TrainOptions:
     eval_every: int = 1000
     checkpoint_every: int = 1000
     max_to_keep: int = 3
+    data_parallel: bool = True
+    label_gap_rows: int = 256
 
     def __post_init__(self):
         def pos_int(name, allow_zero=False):
@@ -88,6 +118,11 @@ class TrainOptions:
         ):
             pos_int(n)
         pos_int("warmup", allow_zero=True)
+        pos_int("label_gap_rows", allow_zero=True)
+        if not isinstance(self.data_parallel, bool):
+            raise ValueError(
+                f"training.data_parallel: expected True or False, got {self.data_parallel!r}"
+            )
         for n in ("lr", "grad_clip"):
             v = getattr(self, n)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -148,17 +183,40 @@ def optimizer_from_options(opts: TrainOptions) -> optax.GradientTransformation:
     )
 
 
-@functools.partial(
-    jax.jit, static_argnames=("score_fn", "sde", "opts", "n_levels"), donate_argnums=(0,)
-)
-def _train_step(state: TrainState, images, labels, key, *, score_fn, sde, opts, n_levels):
+BATCH_AXIS = "batch"  # the axis name of jaxrej.batch_mesh()
+
+
+def data_mesh(opts: TrainOptions, devices=None) -> Mesh | None:
+    """The data-parallel mesh of a run: a one-axis Mesh "batch" over `devices` (default: all
+    devices) when opts.data_parallel and there is more than one device, else None. ValueError
+    when training.batch_size is not a multiple of the device count."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not opts.data_parallel or len(devices) < 2:
+        return None
+    if opts.batch_size % len(devices):
+        raise ValueError(
+            f"training.batch_size: {opts.batch_size} is not a multiple of the {len(devices)} "
+            "devices the batch is sharded over; use a multiple of the device count or "
+            "training.data_parallel=False"
+        )
+    return Mesh(np.asarray(devices), (BATCH_AXIS,))
+
+
+def _shard_batch(mesh, *arrays):
+    """The arrays with their leading (batch) axis sharded over `mesh` (unchanged if None)."""
+    if mesh is None:
+        return arrays
+    s = NamedSharding(mesh, P(BATCH_AXIS))
+    return tuple(jax.lax.with_sharding_constraint(a, s) for a in arrays)
+
+
+def _batch_update(state: TrainState, levels, labels, key, *, score_fn, sde, opts, n_levels, mesh):
+    """One optimiser + EMA step on a batch of integer levels (B, *event) and labels (B,);
+    `key` is the step's key (fold_in(step_key, step))."""
     optimizer = optimizer_from_options(opts)
-    data_key, step_key = jax.random.split(key)
-    idx = batch_indices(state.step, images.shape[0], opts.batch_size, key=data_key)
-    k = jax.random.fold_in(step_key, state.step)
-    dq_key, loss_key = jax.random.split(k)
-    x = dequantize(images[idx], n_levels, key=dq_key)
-    y = labels[idx]
+    levels, labels = _shard_batch(mesh, levels, labels)
+    dq_key, loss_key = jax.random.split(key)
+    x = dequantize(levels, n_levels, key=dq_key)
 
     def loss_fn(params):
         return dsm_loss(
@@ -166,7 +224,7 @@ def _train_step(state: TrainState, images, labels, key, *, score_fn, sde, opts, 
             params,
             sde,
             x,
-            y,
+            labels,
             key=loss_key,
             weighting=opts.weighting,
             importance_sampling=opts.importance_sampling,
@@ -183,20 +241,71 @@ def _train_step(state: TrainState, images, labels, key, *, score_fn, sde, opts, 
     return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-def make_train_step(score_fn: Callable, sde, opts: TrainOptions, *, n_levels: int) -> Callable:
+def _step(state: TrainState, images, labels, key, *, score_fn, sde, opts, n_levels, mesh):
+    data_key, step_key = jax.random.split(key)
+    idx = batch_indices(state.step, images.shape[0], opts.batch_size, key=data_key)
+    return _batch_update(state, images[idx], labels[idx], jax.random.fold_in(step_key, state.step),
+                         score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels, mesh=mesh)  # fmt: skip
+
+
+_STATIC = ("score_fn", "sde", "opts", "n_levels", "mesh")
+_train_step = jax.jit(_step, static_argnames=_STATIC, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_on_mesh(fn, mesh, sharded_batch: bool, **static):
+    """fn(state, a, b, key, **static) jitted on `mesh`: state, key and outputs replicated; a and
+    b replicated (a whole training set, the batch sharded inside by `_shard_batch`) or, with
+    sharded_batch, a global batch sharded over "batch"; state donated."""
+    rep = NamedSharding(mesh, P())
+    data = NamedSharding(mesh, P(BATCH_AXIS)) if sharded_batch else rep
+    return jax.jit(functools.partial(fn, mesh=mesh, **static), in_shardings=(rep, data, data, rep),
+                   out_shardings=rep, donate_argnums=(0,))  # fmt: skip
+
+
+def replicate(tree, mesh: Mesh | None):
+    """`tree` placed whole on every device of `mesh` (unchanged if mesh is None)."""
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def make_train_step(
+    score_fn: Callable, sde, opts: TrainOptions, *, n_levels: int, mesh: Mesh | None = None
+) -> Callable:
     """The jitted step (state, images, labels, key) -> (state, metrics); state is donated.
 
     images: (N, *event) integer levels of the whole training set (device-resident);
     labels: (N,). The step gathers its batch (`batch_indices`), dequantizes it
     (preprocessing.dequantize), takes one step of `optimizer_from_options(opts)` on the DSM
     loss and updates the EMA:  ema <- decay * ema + (1 - decay) * params.
-    One compilation is shared by every call with the same (score_fn, sde, opts, n_levels).
+    mesh (`data_mesh`): shard the batch over the mesh's "batch" axis, everything else
+    replicated (inputs are placed so; `replicate` them once to avoid a copy per step).
+    One compilation is shared by every call with the same (score_fn, sde, opts, n_levels, mesh).
     """
-    return functools.partial(_train_step, score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+    static = dict(score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+    if mesh is None:
+        return functools.partial(_train_step, mesh=None, **static)
+    return _jit_on_mesh(_step, mesh, False, **static)
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "sde", "opts", "n_levels"))
-def _eval_loss(params, images, labels, mask, key, *, score_fn, sde, opts, n_levels):
+def make_batch_train_step(
+    score_fn: Callable, sde, opts: TrainOptions, *, n_levels: int, mesh: Mesh | None = None
+) -> Callable:
+    """The jitted step (state, levels, labels, step_key) -> (state, metrics) on a given batch:
+    levels (B, *event) integer levels, labels (B,), step_key the step's own key. With a mesh,
+    levels and labels may be global arrays sharded over "batch" (the multi-host recipe in the
+    module doc); the result equals make_train_step's when given its batch and
+    fold_in(step_key, step)."""
+    static = dict(score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+    if mesh is None:
+        return jax.jit(functools.partial(_batch_update, mesh=None, **static), donate_argnums=(0,))
+    return _jit_on_mesh(_batch_update, mesh, True, **static)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _eval_loss(params, images, labels, mask, key, *, score_fn, sde, opts, n_levels, mesh):
+    images, labels, mask = _shard_batch(mesh, images, labels, mask)
     dq_key, loss_key = jax.random.split(key)
     x = dequantize(images, n_levels, key=dq_key)
     mean = dsm_loss(
@@ -216,10 +325,13 @@ def _eval_loss(params, images, labels, mask, key, *, score_fn, sde, opts, n_leve
     return mean * n, n
 
 
-def make_eval_loss(score_fn: Callable, sde, opts: TrainOptions, *, n_levels: int) -> Callable:
+def make_eval_loss(
+    score_fn: Callable, sde, opts: TrainOptions, *, n_levels: int, mesh: Mesh | None = None
+) -> Callable:
     """jitted (params, images, labels, mask, key) -> (sum of per-example DSM losses, count),
     the training objective (same weighting/sampling) on dequantized inputs."""
-    return functools.partial(_eval_loss, score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+    return functools.partial(_eval_loss, score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels,
+                             mesh=mesh)  # fmt: skip
 
 
 def evaluate_loss(eval_fn, params, images, labels, *, batch_size: int, key: jax.Array) -> float:
@@ -230,6 +342,32 @@ def evaluate_loss(eval_fn, params, images, labels, *, batch_size: int, key: jax.
         total += float(s)
         count += float(n)
     return total / count
+
+
+@functools.partial(jax.jit, static_argnames=("score_fn", "sde", "num_classes", "eps"))
+def _label_gap(params, x, y, mask, key, *, score_fn, sde, num_classes, eps):
+    losses = class_denoising_losses(score_fn, params, sde, x, num_classes=num_classes, key=key,
+                                    n_samples=8, weighting="likelihood", eps=eps)  # fmt: skip
+    g = label_gap(losses, y)
+    return jnp.sum(jnp.where(mask, g.gap, 0.0)), jnp.sum(mask & g.correct)
+
+
+def evaluate_label_gap(score_fn, params, sde, images, labels, *, n_levels: int, num_classes: int,
+                       key: jax.Array, eps: float = 1e-5, batch_size: int = 16) -> dict:  # fmt: skip
+    """Does the model use its label? On (images, labels) at bin centres: `label_gap_nats`, the
+    mean over rows of (the other classes' mean denoising bound - the true class's), nats, and
+    `label_acc`, the accuracy of the class with the smallest bound (losses.label_gap), in padded
+    batches of `batch_size` rows (each row costs 8 * num_classes network calls).
+    Near 0 and near 1 / num_classes: the class-conditional scores ignore the label."""
+    from jaxrej.data.preprocessing import center
+
+    gap, correct, n = 0.0, 0, 0
+    for i, ((xb, yb), mask) in enumerate(padded_batches(images, labels, batch_size=batch_size)):
+        g, c = _label_gap(params, center(jnp.asarray(xb), n_levels), jnp.asarray(yb, jnp.int32),
+                          jnp.asarray(mask), jax.random.fold_in(key, i), score_fn=score_fn,
+                          sde=sde, num_classes=num_classes, eps=eps)  # fmt: skip
+        gap, correct, n = gap + float(g), correct + int(c), n + int(np.sum(mask))
+    return {"label_gap_nats": gap / n, "label_acc": correct / n}
 
 
 def _all_finite(tree) -> bool:
@@ -276,7 +414,10 @@ def train(
     workdir must exist. If workdir/checkpoints holds a checkpoint, training resumes from
     the newest intact one (the caller checks that the run's config matches); unreadable newer
     ones are named in a warning and moved to workdir/corrupt_checkpoints. Checkpoints every
-    `opts.checkpoint_every` steps and at the end; metrics as JSON lines in workdir/metrics.jsonl.
+    `opts.checkpoint_every` steps and at the end; metrics as JSON lines in workdir/metrics.jsonl
+    (with eval data: eval_loss_ema and, on the first opts.label_gap_rows eval rows,
+    `evaluate_label_gap`'s label_gap_nats and label_acc). With more than one device and
+    opts.data_parallel, every step is data-parallel over all devices (`data_mesh`; module doc).
     `on_step(state)` is called after every step (tests use it to simulate a kill).
     """
     if not os.path.isdir(workdir):
@@ -290,6 +431,7 @@ def train(
         raise ValueError(
             f"training.batch_size: {opts.batch_size} exceeds the {images.shape[0]} training examples"
         )
+    mesh = data_mesh(opts)
     state = init_train_state(init_params, optimizer_from_options(opts))
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
     metrics_path = os.path.join(workdir, METRICS_FILE)
@@ -305,13 +447,20 @@ def train(
     elif os.path.exists(metrics_path):
         atomic_write_text(metrics_path, "")
     train_key, eval_key = jax.random.split(key)
-    step_fn = make_train_step(score_fn, sde, opts, n_levels=n_levels)
-    eval_fn = None
+    step_fn = make_train_step(score_fn, sde, opts, n_levels=n_levels, mesh=mesh)
+    eval_fn, gap_rows = None, None
     if eval_images is not None:
-        eval_fn = make_eval_loss(score_fn, sde, opts, n_levels=n_levels)
-    dev_images = jnp.asarray(images.astype(np.uint8 if n_levels <= 256 else np.int32))
-    dev_labels = jnp.asarray(labels.astype(np.int32))
-    summary = {"start_step": start, "n_iters": opts.n_iters}
+        eval_fn = make_eval_loss(score_fn, sde, opts, n_levels=n_levels, mesh=mesh)
+        num_classes = int(max(labels.max(), np.max(eval_labels))) + 1
+        if opts.label_gap_rows and num_classes >= 2:
+            n_gap = min(opts.label_gap_rows, len(eval_labels))
+            gap_rows = (np.asarray(eval_images)[:n_gap], np.asarray(eval_labels)[:n_gap])
+    state = replicate(state, mesh)
+    dev_images = replicate(jnp.asarray(images.astype(np.uint8 if n_levels <= 256 else np.int32)),
+                           mesh)  # fmt: skip
+    dev_labels = replicate(jnp.asarray(labels.astype(np.int32)), mesh)
+    summary = {"start_step": start, "n_iters": opts.n_iters,
+               "data_parallel_devices": 1 if mesh is None else int(mesh.size)}  # fmt: skip
     t0 = time.perf_counter()
     acc_loss, acc_n = 0.0, 0
     last = kept[-1] if kept else {}  # a finished run resumed reports its last logged row
@@ -355,6 +504,11 @@ def train(
                         batch_size=opts.batch_size,
                         key=eval_key,
                     )
+                    if gap_rows is not None:
+                        row.update(evaluate_label_gap(
+                            score_fn, state.ema_params, sde, *gap_rows, n_levels=n_levels,
+                            num_classes=num_classes, key=jax.random.fold_in(eval_key, 1_000_003),
+                            eps=opts.eps))  # fmt: skip
                 if row is not None:
                     mf.write(json.dumps(row) + "\n")
                     mf.flush()

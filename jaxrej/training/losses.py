@@ -25,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from jaxrej.sde import VESDE, VPSDE, SubVPSDE
 
@@ -75,10 +76,9 @@ def importance_density(sde, t: jax.Array, *, eps: float = 1e-5) -> jax.Array:
     return importance_weight(sde, t) / z
 
 
-def sample_importance_time(sde, shape, *, key: jax.Array, eps: float = 1e-5) -> jax.Array:
-    """t ~ p(t) proportional to g(t)^2 / std(t)^2 on [eps, T], by inverting W in closed form."""
+def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5) -> jax.Array:
+    """t = W^-1(W(eps) + u (W(T) - W(eps))) for u in [0, 1): U(0, 1) draws become t ~ p(t)."""
     _check_sde(sde)
-    u = jax.random.uniform(key, shape, jnp.float32)
     w0 = importance_cum_weight(sde, jnp.asarray(eps, jnp.float32))
     w1 = importance_cum_weight(sde, jnp.asarray(sde.T, jnp.float32))
     target = w0 + u * (w1 - w0)
@@ -94,6 +94,13 @@ def sample_importance_time(sde, shape, *, key: jax.Array, eps: float = 1e-5) -> 
         s = jnp.sqrt(c * (c + 4.0))  # sqrt((2 + c)^2 - 4)
         t = _t_from_int_beta(sde, jnp.log1p(0.5 * (c + s)))
     return jnp.clip(t, eps, sde.T)
+
+
+def sample_importance_time(sde, shape, *, key: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """t ~ p(t) proportional to g(t)^2 / std(t)^2 on [eps, T], by inverting W in closed form."""
+    _check_sde(sde)
+    u = jax.random.uniform(key, shape, jnp.float32)
+    return importance_time_from_uniform(sde, u, eps=eps)
 
 
 def dsm_loss_per_example(
@@ -173,3 +180,79 @@ def dsm_loss(
         return jnp.mean(per)
     per = jnp.where(mask, per, 0.0)  # masked rows never contribute, even if NaN
     return jnp.sum(per) / jnp.maximum(jnp.sum(mask.astype(per.dtype)), 1.0)
+
+
+class LabelGap(struct.PyTreeNode):
+    """Does the model use its label? From `class_denoising_losses` L (B, C) and labels y (B,).
+
+    gap:       (B,) mean_{c != y} L[c] - L[y]  (> 0: the true label denoises better)
+    correct:   (B,) argmin_c L[c] == y         (the denoising-bound classifier, Li et al. 2023)
+    """
+
+    gap: jax.Array
+    correct: jax.Array
+
+
+def class_denoising_losses(
+    score_fn,
+    params,
+    sde,
+    x: jax.Array,
+    *,
+    num_classes: int,
+    key: jax.Array,
+    n_samples: int = 8,
+    weighting: str = "likelihood",
+    eps: float = 1e-5,
+) -> jax.Array:
+    """The denoising loss of every example under every class label: x (B, *event) -> (B, C).
+
+    Each example draws `n_samples` pairs (t_k, z_k), SHARED by its C classes, so differences
+    between classes carry no Monte-Carlo noise from the draws themselves.
+      weighting="likelihood": t_k stratified from p(t) = w(t) / Z (w = g^2 / std^2) and
+        L[c] = Z / 2 * mean_k || eps_theta(x_k, t_k, c) - z_k ||^2  (summed over dimensions),
+        the class-dependent part of the bound  -log p(x | c) <= const + L[c]  (Song et al. 2021,
+        "Maximum likelihood training of score-based diffusion models", thm. 1), in nats;
+      weighting="plain": t_k stratified on [eps, T] and L[c] = mean_k mean_d (std s + z)^2,
+        the per-dimension plain DSM loss that training with weighting="plain" minimises.
+    x_k = m(t_k) x + std(t_k) z_k and eps_theta = -std * score.
+    """
+    _check_sde(sde)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+    if not (isinstance(num_classes, int) and num_classes >= 2):
+        raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+    if not (isinstance(n_samples, int) and n_samples >= 1):
+        raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
+    b = x.shape[0]
+    ukey, zkey = jax.random.split(key)
+    u = (jnp.arange(n_samples) + jax.random.uniform(ukey, (b, n_samples))) / n_samples
+    if weighting == "likelihood":
+        t = importance_time_from_uniform(sde, u, eps=eps).astype(x.dtype)
+        zc = importance_cum_weight(sde, jnp.asarray(sde.T)) - importance_cum_weight(
+            sde, jnp.asarray(eps)
+        )
+    else:
+        t = (eps + u * (sde.T - eps)).astype(x.dtype)
+    z = jax.random.normal(zkey, (b, n_samples, *x.shape[1:]), x.dtype)
+    classes = jnp.arange(num_classes, dtype=jnp.int32)
+
+    def one(xi, ti, zi, c):  # one example, one draw, one class
+        mean, std = sde.marginal(xi, ti)
+        r = std * score_fn(params, mean + std * zi, ti, c) + zi  # z - eps_theta
+        if weighting == "likelihood":
+            return 0.5 * zc * jnp.sum(jnp.square(r))
+        return jnp.mean(jnp.square(r))
+
+    per_class = jax.vmap(one, in_axes=(None, None, None, 0))
+    per_draw = jax.vmap(per_class, in_axes=(None, 0, 0, None))
+    per_example = jax.vmap(per_draw, in_axes=(0, 0, 0, None))
+    return jnp.mean(per_example(x, t, z, classes), axis=1)
+
+
+def label_gap(losses: jax.Array, y: jax.Array) -> LabelGap:
+    """LabelGap of class losses (B, C) (`class_denoising_losses`) and true labels y (B,)."""
+    c = losses.shape[-1]
+    true = jnp.take_along_axis(losses, y[:, None], axis=1)[:, 0]
+    others = (jnp.sum(losses, axis=1) - true) / (c - 1)
+    return LabelGap(gap=others - true, correct=jnp.argmin(losses, axis=1) == y)

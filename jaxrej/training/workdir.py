@@ -4,7 +4,7 @@ workdir/config.json        the run's config (plain JSON, written once, atomicall
 workdir/checkpoints/<s>/   orbax TrainState checkpoints
 workdir/corrupt_checkpoints/<s>/   unreadable checkpoints that a resumed `train` moved aside
 workdir/metrics.jsonl      JSON lines: step, loss, grad_norm, eval_loss_ema, time_s
-workdir/<command>.json     each command's summary (train.json, score.json)
+workdir/<command>.json     each command's summary (train.json, score_<set>[_limit<N>].json, heads*.json)
 
 score_fn, params, sde, config = load_score_model("runs/digits")
 score_fn(params, x, t, y)   # ONE example; params are the EMA params of the newest intact checkpoint
@@ -39,14 +39,42 @@ def build_sde(name: str, **kwargs):
         raise ValueError(f"sde: {e}") from e
 
 
-def build_net(name: str, *, num_classes: int, **kwargs):
-    """The flax module for model `name` ("mlp" | "unet") with its fields as keyword values."""
+ARCHITECTURES = ("mlp", "unet")
+
+
+def _net_class(name: str):
     if name == "mlp":
         from jaxrej.models.mlp import ConditionalMLP as cls
     elif name == "unet":
         from jaxrej.models.unet import ConditionalUNet as cls
     else:
-        raise ValueError(f"model.name: expected one of ['mlp', 'unet'], got {name!r}")
+        raise ValueError(f"model.name: expected one of {list(ARCHITECTURES)}, got {name!r}")
+    return cls
+
+
+def net_fields(name: str, **kwargs) -> dict:
+    """The keyword values of architecture `name` from a model section's fields.
+
+    Two forms: flat (every field belongs to `name`: {"hidden": 512, ...}) or with one sub-section
+    per architecture ({"mlp": {...}, "unet": {...}}), of which `name` picks its own; flat fields
+    beside the sub-sections (e.g. "conditioning") apply to whichever architecture is picked and
+    replace its section's value. So one config can switch with `--config.model.name=mlp`.
+    """
+    sections = {k: v for k, v in kwargs.items() if k in ARCHITECTURES}
+    fields = {k: v for k, v in kwargs.items() if k not in ARCHITECTURES}
+    for k, v in sections.items():
+        if not isinstance(v, dict):
+            raise ValueError(f"model.{k}: expected a section of {k!r} fields, got {v!r}")
+    if name in sections:
+        fields = {**sections[name], **fields}
+    return fields
+
+
+def build_net(name: str, *, num_classes: int, **kwargs):
+    """The flax module for model `name` ("mlp" | "unet") with its fields as keyword values
+    (flat, or in per-architecture sections: `net_fields`)."""
+    cls = _net_class(name)
+    kwargs = net_fields(name, **kwargs)
     known = set(cls.__dataclass_fields__) - {"parent", "name", "num_classes"}
     unknown = set(kwargs) - known
     if unknown:
