@@ -24,6 +24,8 @@ COMMANDS = {
     "score": "Class log-likelihoods, predictions and bits/dim for a split of a trained workdir.",
     "heads": "Train a base classifier, fit SDIM-logit and GMM heads, report reject metrics.",
     "gwin": "GWIN: MC-dropout classifier, conditional WGAN-GP, transform rejected inputs; tau table.",
+    "evaluate": "Clean, corrupted, OOD and adversarial reject tables and figures for every run in a workdir.",
+    "demo": "Train the score-based classifier and heads on digits, evaluate them; tables and PNGs.",
     "bench": "Run a benchmark from benchmarks/ and write benchmarks/results/NAME.json.",
 }
 

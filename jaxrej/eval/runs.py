@@ -151,3 +151,100 @@ def eval_data(found, *, test: str | None, ood: list[str] | None, limit: int = 0)
                      f"({', '.join(sets)})")  # fmt: skip
     sources.pop("fit", None)
     return EvalData(val=hd.val, test=(xt, yt), ood=sets), sources, notes
+
+
+def adversarial(
+    found, data, *, out_dir: str, n_heads: int, n_sbgc: int, eps=(0.1, 0.2, 0.3),
+    sbgc_eps=(0.1, 0.3), steps: int = 40, sbgc_steps: int = 10, percentiles=(1.0, 2.0),
+    progress: bool = True,
+) -> dict:  # fmt: skip
+    """The adversarial protocol (`eval.adversarial`, L-inf in pixel space) for every head of the
+    first heads run on the first n_heads test rows, and for the score model on n_sbgc rows spread
+    over the test split, attacked and judged with its cheap differentiable scorer (1 Rademacher
+    probe, rtol = atol = 1e-3, TopK(k=2) keeping the true class; thresholds of that scorer on the
+    validation rows). Per-scorer results are kept in out_dir/adversarial/<name>.json and reused
+    when their settings match. Returns {'report', 'markdown'}."""
+    from jaxrej import attacks
+    from jaxrej import scoring as sc
+    from jaxrej.eval import adversarial as adv
+    from jaxrej.training.checkpoint import atomic_write_json
+    from jaxrej.training.workdir import load_trained
+
+    folder = os.path.join(out_dir, "adversarial")
+    os.makedirs(folder, exist_ok=True)
+    (xv, yv), (xt, yt) = data.val, data.test
+    results, transfer = {}, None
+    msp = None
+
+    def cached(name, settings, compute):
+        path = os.path.join(folder, f"{name}.json")
+        try:
+            with open(path) as f:
+                old = json.load(f)
+            if old.get("settings") == settings:
+                return old["result"]
+        except (OSError, ValueError):
+            pass
+        r = adv.json_ready(compute())
+        atomic_write_json(path, {"settings": settings, "result": r})
+        return r
+
+    log = print if progress else (lambda *a, **k: None)
+    if found["heads"]:
+        heads = load_heads(found["heads"][0])
+        n = min(n_heads, len(yt))
+        x, y = xt[:n], yt[:n]
+        msp = head_scorers(heads)["msp"]
+        stamp = os.path.getmtime(os.path.join(found["heads"][0], HEADS_FILE))
+        opts = adv.AttackOptions(eps=tuple(eps), steps=steps, batch_size=min(120, n),
+                                 percentiles=tuple(percentiles))  # fmt: skip
+        for name, fn in head_scorers(heads).items():
+            log(f"adversarial: {name}")
+            settings = {"saved": stamp, "n": n, "options": repr(opts)}
+
+            def compute(fn=fn):
+                th = adv.fit_thresholds(adv.scores_of(fn, xv, batch_size=120), yv, percentiles)
+                return adv.evaluate_scorer(lambda yb, fn=fn: fn, x, y, th, options=opts,
+                                           key=jax.random.key(0), transfer=transfer, log=log)  # fmt: skip
+
+            results[name] = cached(name, settings, compute)
+            if name == "msp":
+                transfer = {
+                    float(e): adv.batched_attack(attacks.pgd, lambda yb: msp, x, y,
+                                                 key=jax.random.key(2), batch_size=min(120, n),
+                                                 eps=e, steps=steps)["x_adv"]
+                    for e in eps
+                }  # fmt: skip
+    if found["sbgc"] and n_sbgc:
+        tm = load_trained(found["sbgc"][0])
+        d = tm.config["data"]
+        options = (("screen", (sc.TopK(k=2),)), ("divergence", "rademacher"), ("n_probes", 1),
+                   ("rtol", 1e-3), ("atol", 1e-3), ("max_steps", 64))  # fmt: skip
+        base = SBGCScorer(params=tm.params, key=jax.random.key(1), score_fn=tm.score_fn,
+                          sde=tm.sde, num_classes=int(d["num_classes"]),
+                          n_levels=int(d["n_levels"]), options=options)  # fmt: skip
+        rows = np.linspace(0, len(yt) - 1, min(n_sbgc, len(yt))).round().astype(int)
+        xs, ys = xt[rows], yt[rows]
+        opts = adv.AttackOptions(eps=tuple(sbgc_eps), steps=sbgc_steps, batch_size=len(rows),
+                                 percentiles=tuple(percentiles), n_eot=4)  # fmt: skip
+        settings = {"run": os.path.abspath(found["sbgc"][0]), "step": tm.step,
+                    "rows": rows.tolist(), "options": repr(opts), "scorer": repr(options)}  # fmt: skip
+
+        def compute_sbgc():
+            log("adversarial: sbgc (cheap scorer: 1 probe, rtol 1e-3, TopK(k=2))")
+            th = adv.fit_thresholds(adv.scores_of(base, xv, batch_size=36), yv, percentiles)
+            tr = None
+            if msp is not None:
+                tr = {float(e): adv.batched_attack(attacks.pgd, lambda yb: msp, xs, ys,
+                                                   key=jax.random.key(2), batch_size=len(rows),
+                                                   eps=e, steps=steps)["x_adv"]
+                      for e in sbgc_eps}  # fmt: skip
+            r = adv.evaluate_scorer(lambda yb: base.replace(labels=yb), xs, ys, th, options=opts,
+                                    key=jax.random.key(0), transfer=tr, stochastic=True, log=log)  # fmt: skip
+            r["rows"] = rows.tolist()
+            return r
+
+        results = {"sbgc": cached("sbgc", settings, compute_sbgc), **results}
+    md = "### Adversarial inputs (L-inf PGD / APGD in pixel space)\n\n"
+    md += adv.markdown(results, percentiles=percentiles)
+    return {"report": results, "markdown": md}
