@@ -49,6 +49,15 @@ def test_tables_match_numpy_percentiles():
     )
 
 
+def test_thresholds_fall_back_for_a_class_never_right():
+    s = np.array([[0.0, -1.0, -2.0], [-3.0, 0.0, -1.0], [-1.0, 0.0, -5.0], [0.5, -1.0, -2.0]])
+    y = np.array([0, 1, 2, 0])  # class 2's only row is predicted 1
+    th = tables.thresholds(s, y, percentiles=(50.0,))["p50"]
+    own = np.array([0.0, 0.0, 0.5])  # the correct rows' own scores
+    np.testing.assert_allclose(th, [np.percentile([0.0, 0.5], 50), 0.0, np.percentile(own, 50)])
+    assert tables.missing_classes(s, y) == [2]
+
+
 def test_corruption_rows_means_split_noise():
     th = {"p1": np.full(2, -1.0)}
     labels = np.array([0, 1])

@@ -22,7 +22,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workdir", default="./jaxrej-demo", help="output folder (reused)")
     parser.add_argument("--configs", default=None,
                         help="folder of the digits configs (default: the repository's configs/)")  # fmt: skip
-    parser.add_argument("--n-corrupt", type=int, default=40,
+    parser.add_argument("--n-ood", type=int, default=100, help="images per OOD set")
+    parser.add_argument("--n-corrupt", type=int, default=20,
                         help="test digits per corruption and severity")  # fmt: skip
     parser.add_argument("--attack-n", type=int, default=100, help="test digits attacked per head")
     parser.add_argument("--attack-sbgc-n", type=int, default=8,
@@ -65,7 +66,7 @@ def run(args) -> dict:
     times["heads_s"] = time.time() - t0 - times["train_s"]
     print("jaxrej demo: 3/3 evaluation (jaxrej evaluate)", file=sys.stderr)
     summary = evaluate.run(ns(workdir=args.workdir, test=None, ood=None, corruptions="all",
-                              severities="1,2,3,4,5", n_corrupt=args.n_corrupt, limit=0,
+                              severities="1,2,3,4,5", n_corrupt=args.n_corrupt, limit=0, n_ood=args.n_ood,
                               attack=True, attack_n=args.attack_n,
                               attack_sbgc_n=args.attack_sbgc_n, corruption_scale=1.0, sbgc_batch=36,
                               no_progress=args.no_progress, overrides=[]))  # fmt: skip

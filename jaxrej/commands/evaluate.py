@@ -31,6 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--severities", default="1,2,3,4,5", help="comma list of 1..5")
     parser.add_argument("--n-corrupt", type=int, default=100,
                         help="test rows per corruption and severity (default 100)")  # fmt: skip
+    parser.add_argument("--n-ood", type=int, default=0, help="rows per OOD set (0: all)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N test rows")
     parser.add_argument("--attack", action=argparse_bool(), default=True,
                         help="the adversarial table (default on; --no-attack skips it)")  # fmt: skip
@@ -84,7 +85,8 @@ def run(args) -> dict:
             f"--severities: expected a comma list of 1..5, got {args.severities!r}"
         ) from e
     options = protocol.EvalOptions(corruptions=names, severities=sevs, n_corrupt=args.n_corrupt,
-                                   corruption_scale=args.corruption_scale)  # fmt: skip
+                                   corruption_scale=args.corruption_scale,
+                                   n_ood=args.n_ood or None)  # fmt: skip
     found = runs.find_runs(args.workdir)
     data, sources, notes = runs.eval_data(found, test=args.test, ood=args.ood, limit=args.limit)
     scorers = {}

@@ -47,7 +47,8 @@ class EvalData(NamedTuple):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalOptions:
     """percentiles: per-class threshold percentiles in (0, 100); corruptions: names (empty: none);
-    severities: subset of 1..5; n_corrupt: test rows per corruption and severity; corruption_scale:
+    severities: subset of 1..5; n_corrupt: test rows per corruption and severity; n_ood: rows
+    per OOD set (None: all); corruption_scale:
     the corruptions' length scale (None: their size rule, sqrt(H W) / 32); seed: the corruption
     keys; interpolate: scorers whose log p(x) = logsumexp_c s_c - log C is traced along lines
     between `n_pairs` random test pairs at `n_points` points (`eval.interpolation`)."""
@@ -56,6 +57,7 @@ class EvalOptions:
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     n_corrupt: int = 100
+    n_ood: int | None = None
     corruption_scale: float | None = None
     interpolate: tuple[str, ...] = ("sbgc",)
     n_pairs: int = 16
@@ -154,6 +156,7 @@ def evaluate(
     corrupted = corrupted_sets(xt[:n_c], names=options.corruptions,
                                severities=options.severities, seed=options.seed,
                                scale=options.corruption_scale)  # fmt: skip
+    data = data._replace(ood={k: v[: options.n_ood] for k, v in data.ood.items()})
     pops = {"val": xv, "test": xt, **{f"ood/{k}": v for k, v in data.ood.items()},
             **{f"corrupt/{n}/{s}": v for (n, s), v in corrupted.items()}}  # fmt: skip
     scores = population_scores(scorers, pops, out_dir=out_dir, progress=progress)
@@ -165,6 +168,9 @@ def evaluate(
     for name, s in scores.items():
         th[name] = tables.thresholds(s["val"], yv, percentiles=options.percentiles)
         r = {"clean": tables.clean_row(s["test"], yt, th[name])}
+        missing = tables.missing_classes(s["val"], yv)
+        if missing:
+            r["threshold_fallback_classes"] = missing
         if corrupted:
             r["corruptions"] = tables.corruption_rows(
                 {(n, sev): s[f"corrupt/{n}/{sev}"] for (n, sev) in corrupted}, yt[:n_c], th[name]

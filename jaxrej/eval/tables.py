@@ -36,11 +36,33 @@ def confidence(class_scores) -> np.ndarray:
 
 
 def thresholds(class_scores, labels, *, percentiles: Sequence[float]) -> dict[str, np.ndarray]:
-    """{pct_key(p): per-class thresholds (C,)} fitted on validation rows (N, C), labels (N,)."""
-    return {
-        pct_key(p): np.asarray(reject.fit_class_thresholds(class_scores, labels, p))
-        for p in percentiles
-    }
+    """{pct_key(p): per-class thresholds (C,)} fitted on validation rows (N, C), labels (N,)
+    (`reject.fit_class_thresholds`). A class with no correctly classified validation row (a poor
+    model) gets the percentile over every correct row instead, or -inf (never rejected) when no
+    row is correct: `missing_classes` says which."""
+    out = {}
+    for p in percentiles:
+        try:
+            out[pct_key(p)] = np.asarray(reject.fit_class_thresholds(class_scores, labels, p))
+        except ValueError:
+            s, y = np.asarray(class_scores, np.float64), np.asarray(labels)
+            pred, ok = (np.asarray(a) for a in reject.predict(s))
+            own = s[np.arange(len(y)), y]
+            correct = ok & (pred == y)
+            pooled = np.percentile(own[correct], p) if correct.any() else -np.inf
+            out[pct_key(p)] = np.array([
+                np.percentile(own[correct & (y == c)], p) if (correct & (y == c)).any() else pooled
+                for c in range(s.shape[1])
+            ])  # fmt: skip
+    return out
+
+
+def missing_classes(class_scores, labels) -> list[int]:
+    """Classes with no correctly classified row (their thresholds fall back, see `thresholds`)."""
+    pred, ok = (np.asarray(a) for a in reject.predict(np.asarray(class_scores)))
+    y = np.asarray(labels)
+    c = np.shape(class_scores)[1]
+    return [k for k in range(c) if not (ok & (pred == y) & (y == k)).any()]
 
 
 def decide(class_scores, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,10 +114,16 @@ def _mean_rows(rows: Sequence[dict]) -> dict:
     out: dict = {"n_sets": len(rows)}
     for k, v in rows[0].items():
         if isinstance(v, dict):
-            out[k] = {kk: float(np.nanmean([r[k][kk] for r in rows])) for kk in v}
+            out[k] = {kk: _nanmean([r[k][kk] for r in rows]) for kk in v}
         elif k == "accuracy":
             out[k] = float(np.mean([r[k] for r in rows]))
     return out
+
+
+def _nanmean(values) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
 
 
 def ood_row(test_scores, ood_scores, th: Mapping[str, np.ndarray]) -> dict:

@@ -1,0 +1,77 @@
+"""`jaxrej evaluate` end to end on digits at toy size: a briefly trained score model and heads in
+one workdir; the report against the saved scores (reject.decide), resume from the cache, and
+other sets written beside, never over, the full run."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxrej import cli, reject
+from tests.conftest import CONFIGS
+
+pytestmark = pytest.mark.slow
+
+SBGC = ["--config.training.n_iters=40", "--config.training.batch_size=32",
+        "--config.training.log_every=20", "--config.training.eval_every=40",
+        "--config.training.checkpoint_every=40", "--config.training.warmup=1",
+        "--config.model.hidden=64", "--config.eval.divergence='rademacher'",
+        "--config.eval.rtol=1e-2", "--config.eval.atol=1e-2"]  # fmt: skip
+HEADS = ["--config.train.epochs=8", "--config.sdim.epochs=20", "--config.sdim.learning_rate=5e-3",
+         "--config.sdim.batch_size=50", "--config.gmm.n_init=1", "--config.gmm.max_iter=20",
+         "--config.gmm.n_components=4"]  # fmt: skip
+EVAL = ["--no-attack", "--no-progress", "--corruptions", "gaussian_noise,contrast",
+        "--severities", "1,5", "--n-corrupt", "6", "--limit", "24"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evaluate")
+    assert cli.main(["train", "--config", str(CONFIGS / "digits_sbgc.py"), "--workdir",
+                     str(d / "sbgc"), "--no-progress", *SBGC]) == 0  # fmt: skip
+    assert cli.main(["heads", "--config", str(CONFIGS / "digits_heads.py"), "--workdir",
+                     str(d / "heads"), "--no-progress", *HEADS]) == 0  # fmt: skip
+    assert cli.main(["evaluate", "--workdir", str(d), *EVAL]) == 0
+    return d
+
+
+def test_report_matches_the_saved_scores(workdir):
+    out = workdir / "evaluate_limit24"
+    rep = json.loads((out / "evaluate.json").read_text())
+    assert set(rep["scorers"]) == {"sbgc", "msp", "msp_temperature", "sdim_logit", "gmm_cc", "gmm",
+                                   "mahalanobis"}  # fmt: skip
+    assert rep["n_test"] == 24 and len(rep["figures"]) >= 5
+    assert all(os.path.getsize(p) > 1000 for p in rep["figures"])
+    for name, r in rep["scorers"].items():
+        with np.load(out / "scores" / name / "test.npz") as z:
+            s = z["scores"]
+        th = np.asarray(r["thresholds"]["p1"])
+        pred, rej = (np.asarray(a) for a in reject.decide(s, th))
+        assert r["clean"]["p1"]["rejection_rate"] == pytest.approx(rej.mean())
+        assert set(r["ood"]) == {
+            "uniform_noise",
+            "gaussian_noise",
+            "constant",
+            "inverted",
+            "photos",
+        }
+        assert set(r["corruptions"]["rows"]) == {"gaussian_noise", "contrast"}
+        assert r["ood"]["uniform_noise"]["positive"] == "in-distribution"
+    assert "interpolation" in rep["scorers"]["sbgc"]
+    assert (out / "evaluate.md").read_text().startswith("### Clean test set")
+
+
+def test_rerun_reads_the_cache_and_other_sets_keep_their_own_folder(workdir):
+    out = workdir / "evaluate_limit24"
+    before = (out / "evaluate.json").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "scores").rglob("*.npz")}
+    assert cli.main(["evaluate", "--workdir", str(workdir), *EVAL]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "scores").rglob("*.npz")} == stamps
+    after = json.loads((out / "evaluate.json").read_text())
+    old = json.loads(before)
+    assert after["scorers"] == old["scorers"]  # same numbers from the cache
+    argv = ["evaluate", "--workdir", str(workdir), *EVAL[:-1], "12"]
+    assert cli.main(argv) == 0
+    assert (workdir / "evaluate_limit12" / "evaluate.json").is_file()
+    assert (out / "evaluate.json").read_text() == json.dumps(after, indent=2, sort_keys=True) + "\n"
