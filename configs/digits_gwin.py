@@ -2,11 +2,16 @@
 
 Run:
     jaxrej gwin --config configs/digits_gwin.py --workdir runs/digits_gwin
-Measured (seeds 0-2, --config.seed=N; 2 shared CPU cores at load ~16: 32 min wall, 226 s CPU
-each, ~4 min on an idle machine): test accuracy 97.8 / 97.2 / 97.5%; at tau = 0.7, 5-6% rejected,
-accuracy on the rejected subset before -> after transformation 65.0 -> 45.0 / 57.1 -> 57.1 /
-64.7 -> 70.6%. The acceptance target (after > before for every tau >= 0.7 on all three seeds) is
-NOT met: only seed 2 improves; see gwin.json for the full table.
+Measured (seeds 0-2, --config.seed=N, 3 runs at once on 2 shared CPU cores at load ~8-10: ~10 min
+wall, 181 s CPU each): test accuracy 97.8 / 97.2 / 97.5%; accuracy on the rejected subset before
+-> after transformation, tau = 0.7 / 0.8 / 0.9 / 0.95 / 0.99:
+    seed 0: 65.0->70.0, 72.0->76.0, 84.4->86.7, 88.6->90.0, 94.3->95.0   (better at every tau)
+    seed 1: 57.1->57.1, 69.0->69.0, 78.6->78.6, 85.9->85.9, 92.9->92.9   (no prediction changes)
+    seed 2: 64.7->58.8, 75.0->71.9, 83.3->81.5, 89.5->88.4, 94.6->94.0   (worse: 1 net break)
+The acceptance target (after > before for every tau >= 0.7 on all three seeds) is NOT met. The
+MC-dropout penalty (clf_samples) and input noise replaced the dropout-off penalty of the first
+version (seed 0: 65.0 -> 45.0 at tau 0.7); no variant tried (see the GWIN notes in the README)
+changed more than +-2 rejected test examples per seed, with signs that differ between seeds.
 """
 
 import ml_collections
@@ -32,7 +37,7 @@ def get_config():
     config.gan.tau_star = (
         0.95  # the critic sees examples classified correctly with certainty >= tau*
     )
-    config.gan.n_steps = 1000
+    config.gan.n_steps = 600
     config.gan.batch_size = 64
     config.gan.n_critic = 5
     config.gan.lambda_gp = 10.0
@@ -41,6 +46,10 @@ def get_config():
     config.gan.b1 = 0.0
     config.gan.b2 = 0.9
     config.gan.noise_dim = 16
+    config.gan.gen_inputs = "all"  # "all" training inputs | "uncertain" (outside the pool)
+    config.gan.clf_samples = 8  # 0: penalty on the dropout-off classifier; k: k MC-dropout draws
+    config.gan.input_noise = 0.1  # Gaussian noise std on the generator's training inputs
+    config.gan.input_shift = 0  # max random translation (pixels) of the generator's inputs
     config.gan.generator_hidden = (256, 256)
     config.gan.residual = True  # G(x, z) = sigmoid(logit(x) + MLP(x, z)): starts at identity
     config.gan.critic_channels = (32, 64)

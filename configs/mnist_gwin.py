@@ -39,6 +39,10 @@ def get_config():
     config.gan.b1 = 0.0
     config.gan.b2 = 0.9
     config.gan.noise_dim = 32
+    config.gan.gen_inputs = "all"  # "all" training inputs | "uncertain" (outside the pool)
+    config.gan.clf_samples = 0  # 0: penalty on the dropout-off classifier; k: k MC-dropout draws
+    config.gan.input_noise = 0.0  # Gaussian noise std on the generator's training inputs
+    config.gan.input_shift = 0  # max random translation (pixels) of the generator's inputs
     config.gan.generator_hidden = (512, 512)
     config.gan.residual = True  # G(x, z) = sigmoid(logit(x) + MLP(x, z)): starts at identity
     config.gan.critic_channels = (64, 128)

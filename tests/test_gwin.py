@@ -83,8 +83,10 @@ def test_critic_pool_is_exactly_the_confident_and_correct_subset():
 def _train(tmp, name, images, labels, pool, on_step=None, n_steps=4):
     clf = tiny_classifier()
     clf_params = mc_dropout.init(clf, images[:1], key=jax.random.key(5)).params
+    # every random part of a step on: generator-input corruption and the MC-dropout penalty
     opts = wgan.GanOptions(n_steps=n_steps, batch_size=8, n_critic=2, noise_dim=3, log_every=1,
-                           checkpoint_every=2, lr=1e-3)  # fmt: skip
+                           checkpoint_every=2, lr=1e-3, clf_samples=2, input_noise=0.1,
+                           input_shift=1)  # fmt: skip
     return wgan.train(
         ckpt_dir=str(tmp / name),
         generator=wgan.Generator(event_shape=SHAPE, hidden=(8,)),
@@ -211,3 +213,54 @@ def test_tau_table_against_a_hand_count():
     with pytest.raises(ValueError, match="pred_after"):
         protocol.tau_table(labels, probs, pred_after, taus=(0.99,))
     assert "| 0.7 | 40.0 | 50.0 | 50.0 | 100.0 | 80.0 |" in protocol.markdown(rows)
+
+
+def test_transformation_penalty_is_the_nll_of_the_mc_dropout_predictive():
+    x = jax.random.uniform(jax.random.key(0), (5, *SHAPE))
+    y = jnp.array([0, 1, 2, 1, 0])
+    clf = tiny_classifier(dropout=0.5)
+    params = mc_dropout.init(clf, x[:1], key=jax.random.key(1)).params
+    key, k = jax.random.key(2), 4
+    penalty = jax.jit(wgan.transformation_penalty, static_argnums=(0, 4))
+    got = penalty(clf, params, x, y, k, key=key)
+    draw = jax.jit(lambda kt: clf.apply({"params": params}, x, train=True, rngs={"dropout": kt}))
+    probs = np.zeros((5, C))  # independent loop over the k dropout draws
+    for t in range(k):
+        probs += np.asarray(jax.nn.softmax(draw(jax.random.fold_in(key, t)))) / k
+    np.testing.assert_allclose(got, -np.mean(np.log(probs[np.arange(5), y])), rtol=1e-5)
+    det = np.asarray(jax.nn.log_softmax(clf.apply({"params": params}, x, train=False)))
+    want0 = -np.mean(det[np.arange(5), y])
+    np.testing.assert_allclose(penalty(clf, params, x, y, 0, key=key), want0, rtol=1e-5)
+    assert abs(float(got) - want0) > 1e-3  # dropout on is a different loss
+    # without dropout every draw is the deterministic network
+    no_drop = clf.clone(dropout=0.0)
+    np.testing.assert_allclose(penalty(no_drop, params, x, y, 3, key=key), want0, rtol=1e-5)
+
+
+def test_corrupt_translates_with_zero_fill_and_adds_clipped_noise():
+    x = jax.random.uniform(jax.random.key(0), (64, 5, 5, 1))
+    key = jax.random.key(1)
+    assert wgan.corrupt(x, 0, 0.0, key=key) is x
+    out = np.asarray(wgan.corrupt(x, 1, 0.0, key=key))
+    pad = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    seen = set()
+    for i in range(64):  # each output is the input moved by some (dy, dx) in {-1, 0, 1}^2
+        hits = [(dy, dx) for dy in range(3) for dx in range(3)
+                if np.array_equal(out[i], pad[i, dy : dy + 5, dx : dx + 5])]  # fmt: skip
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert len(seen) == 9
+    half = jnp.full((4000, 2, 2, 1), 0.5)
+    noisy = np.asarray(wgan.corrupt(half, 0, 0.1, key=key))
+    assert noisy.min() >= 0.0 and noisy.max() <= 1.0
+    assert abs(np.std(noisy - 0.5) - 0.1) < 0.005 and abs(np.mean(noisy - 0.5)) < 0.005
+
+
+def test_generator_inputs_are_all_rows_or_those_outside_the_pool():
+    labels, pred, certainty = _toy_set()
+    np.testing.assert_array_equal(wgan.generator_inputs(pred, certainty, labels), np.arange(labels.size))  # fmt: skip
+    rows = wgan.generator_inputs(pred, certainty, labels, which="uncertain", tau_star=0.95)
+    pool = (pred == labels) & (certainty >= 0.95)
+    np.testing.assert_array_equal(rows, np.flatnonzero(~pool))
+    with pytest.raises(ValueError, match="which"):
+        wgan.generator_inputs(pred, certainty, labels, which="some")

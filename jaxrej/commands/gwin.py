@@ -25,6 +25,7 @@ import time
 CONFIG_FILE = "gwin_config.json"
 CLASSIFIER_DIR = "gwin_classifier"
 CHECKPOINT_DIR = "gwin_checkpoints"
+GEN_INPUTS = ("all", "uncertain")
 RESUMABLE = {"gan": {"n_steps", "log_every", "checkpoint_every", "max_to_keep"}, "eval": None}
 
 
@@ -109,6 +110,7 @@ def settings(config) -> dict:
             "tau_star": float(gan.tau_star),
             "generator_hidden": tuple(int(w) for w in gan.generator_hidden),
             "residual": bool(gan.residual),
+            "gen_inputs": str(gan.gen_inputs),
             "critic_channels": tuple(int(w) for w in gan.critic_channels),
             "critic_dense": int(gan.critic_dense),
             "taus": tuple(float(t) for t in c.eval.taus),
@@ -126,12 +128,17 @@ def settings(config) -> dict:
             b1=gan.b1,
             b2=gan.b2,
             noise_dim=gan.noise_dim,
+            clf_samples=gan.clf_samples,
+            input_noise=gan.input_noise,
+            input_shift=gan.input_shift,
             log_every=gan.log_every,
             checkpoint_every=gan.checkpoint_every,
             max_to_keep=gan.max_to_keep,
         )
     except (AttributeError, KeyError, TypeError) as e:
         raise ValueError(f"--config: missing or malformed field ({e})") from e
+    if out["gen_inputs"] not in GEN_INPUTS:
+        raise ValueError(f"gan.gen_inputs: expected one of {GEN_INPUTS}, got {out['gen_inputs']!r}")
     if not out["taus"]:
         raise ValueError("eval.taus: expected at least one threshold")
     return out
@@ -207,6 +214,8 @@ def run(args) -> dict:
     on_train = mc(x_train)
     pool = wgan.critic_pool(x_train, y_train, on_train.pred, on_train.certainty,
                             tau_star=s["tau_star"])  # fmt: skip
+    gen_rows = wgan.generator_inputs(on_train.pred, on_train.certainty, y_train,
+                                     which=s["gen_inputs"], tau_star=s["tau_star"])  # fmt: skip
     shape = x_train.shape[1:]
     generator = wgan.Generator(
         event_shape=shape, hidden=s["generator_hidden"], residual=s["residual"]
@@ -215,7 +224,7 @@ def run(args) -> dict:
                          dense=s["critic_dense"])  # fmt: skip
     gan, log = wgan.train(ckpt_dir=os.path.join(workdir, CHECKPOINT_DIR), generator=generator,
                           critic=critic, classifier=model, clf_params=clf.params,
-                          gen_images=x_train, gen_labels=y_train, pool=pool, opts=s["gan"],
+                          gen_images=x_train[gen_rows], gen_labels=y_train[gen_rows], pool=pool, opts=s["gan"],
                           key=k_gan, progress=progress)  # fmt: skip
     t_gan = time.time()
 
@@ -253,6 +262,7 @@ def run(args) -> dict:
             "train": int(y_train.size),
             "test": int(y_test.size),
             "critic_pool": int(pool.labels.shape[0]),
+            "generator_inputs": int(gen_rows.size),
         },  # fmt: skip
         "classifier_restored": clf_restored,
         "resumed": resumed,

@@ -2,17 +2,22 @@
 
 Generator G(x, z): the observation flattened and concatenated with noise z ~ N(0, I) -> MLP ->
 sigmoid, an image in (0, 1)^D. Critic D(x, y): the one-hot label concatenated depth-wise to its
-input and to every hidden layer. With generator inputs (x, y) drawn from the whole training set
-and real examples x_r drawn, class by class (same y), from the critic pool -- the training
-examples the classifier labels correctly with certainty >= tau* (`critic_pool`) -- the losses are
+input and to every hidden layer. With generator inputs (x, y) drawn from the training set
+(`generator_inputs`) and real examples x_r drawn, class by class (same y), from the critic pool --
+the training examples the classifier labels correctly with certainty >= tau* (`critic_pool`) --
+the losses are
 
     L_D = E[D(G(x, z), y)] - E[D(x_r, y)] + lambda_GP E[(||grad_x D(x_hat, y)||_2 - 1)^2],
           x_hat = e x_r + (1 - e) G(x, z),  e ~ U[0, 1]                          (WGAN-GP eq. 3)
-    L_G = -E[D(G(x, z), y)] + lambda_Loss E[CE(classifier(G(x, z)), y)]          (GWIN eq. 2)
+    L_G = -E[D(G(x, z), y)] + lambda_Loss E[Loss(C(G(x, z)), y)]                (GWIN eq. 2)
 
 with n_critic critic steps per generator step, Adam(lr, b1, b2) for both (WGAN-GP: 1e-4, 0, 0.9).
-The classifier term uses the classifier with dropout off. One jitted step does all n_critic + 1
-updates; the randomness of step s is fold_in(key, s), so a resumed run ends with exactly the
+Loss (`transformation_penalty`) is the cross-entropy of the classifier with dropout off
+(clf_samples = 0) or -log of its MC-dropout predictive over clf_samples fresh dropout draws, so
+a perturbation that fools one deterministic network does not pay. Options beyond the paper: the
+generator's inputs x may be `corrupt`ed (random translation, Gaussian noise) before G sees them,
+and `generator_inputs` selects all training rows or only the uncertain ones. One jitted step
+does all n_critic + 1 updates; the randomness of step s is fold_in(key, s), so a resumed run ends with exactly the
 parameters of an uninterrupted one (`train`).
 """
 
@@ -38,8 +43,11 @@ __all__ = [
     "GanState",
     "CriticPool",
     "critic_pool",
+    "generator_inputs",
     "sample_real",
     "interpolate",
+    "corrupt",
+    "transformation_penalty",
     "gradient_norms",
     "gradient_penalty",
     "init_state",
@@ -113,6 +121,9 @@ class GanOptions:
     b1: float = 0.0
     b2: float = 0.9
     noise_dim: int = 16
+    clf_samples: int = 0  # 0: penalty on the dropout-off classifier; k: on k MC-dropout networks
+    input_noise: float = 0.0  # std of Gaussian noise on the generator's training inputs
+    input_shift: int = 0  # max random translation (pixels) of the generator's training inputs
     log_every: int = 100
     checkpoint_every: int = 500
     max_to_keep: int = 2
@@ -123,7 +134,11 @@ class GanOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"gan.{name}: expected an int >= 1, got {v!r}")
-        for name in ("lambda_gp", "lambda_loss", "lr"):
+        for name in ("clf_samples", "input_shift"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"gan.{name}: expected an int >= 0, got {v!r}")
+        for name in ("lambda_gp", "lambda_loss", "lr", "input_noise"):
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"gan.{name}: expected a finite number, got {v!r}")
@@ -180,6 +195,21 @@ def critic_pool(images, labels, pred, certainty, *, tau_star: float = 0.95) -> C
     )
 
 
+def generator_inputs(pred, certainty, labels, *, which: str = "all", tau_star: float = 0.95):
+    """Row indices (int array) of the training examples the generator learns to transform:
+    "all" rows, or the "uncertain" ones -- outside the critic pool (wrong or certainty < tau_star),
+    the population a certainty threshold rejects at test time."""
+    pred, certainty, labels = map(np.asarray, (pred, certainty, labels))
+    if which == "all":
+        return np.arange(labels.shape[0])
+    if which != "uncertain":
+        raise ValueError(f"which: expected 'all' or 'uncertain', got {which!r}")
+    rows = np.flatnonzero((pred != labels) | (certainty < tau_star))
+    if rows.size == 0:
+        raise ValueError(f"tau_star={tau_star}: no uncertain training example to transform")
+    return rows
+
+
 def sample_real(pool: CriticPool, y: jax.Array, *, key: jax.Array) -> jax.Array:
     """One pool image of class y_i for every label of y (B,), uniformly with replacement."""
     u = jax.random.uniform(key, y.shape)
@@ -207,6 +237,44 @@ def gradient_norms(critic_fn: Callable, x: jax.Array, y: jax.Array) -> jax.Array
 def gradient_penalty(critic_fn: Callable, x: jax.Array, y: jax.Array) -> jax.Array:
     """E_i[(||grad_x D(x_i, y_i)||_2 - 1)^2] at the points x (B, ...) (the caller interpolates)."""
     return jnp.mean(jnp.square(gradient_norms(critic_fn, x, y) - 1.0))
+
+
+def corrupt(x: jax.Array, shift: int, noise: float, *, key: jax.Array) -> jax.Array:
+    """x (B, H, W, Ch) in [0, 1], each example translated by (dy, dx) ~ U{-shift..shift}^2 (zero
+    fill) and given N(0, noise^2) pixel noise, clipped to [0, 1]; x itself when both are 0."""
+    if shift == 0 and noise == 0.0:
+        return x
+    k_s, k_n = jax.random.split(key)
+    if shift > 0:
+        h, w = x.shape[1:3]
+        pad = jnp.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+        d = jax.random.randint(k_s, (x.shape[0], 2), 0, 2 * shift + 1)
+
+        def one(xi, di):
+            return jax.lax.dynamic_slice(xi, (di[0], di[1], 0), (h, w, x.shape[3]))
+
+        x = jax.vmap(one)(pad, d)
+    if noise > 0.0:
+        x = jnp.clip(x + noise * jax.random.normal(k_n, x.shape, x.dtype), 0.0, 1.0)
+    return x
+
+
+def transformation_penalty(classifier, clf_params, x, y, n_samples: int, *, key: jax.Array):
+    """GWIN's Loss(C(G(x, z)), y) on a batch x (B, ...) with labels y (B,): the cross-entropy of
+    the dropout-off classifier (n_samples = 0), or -log p(y | x) of the MC-dropout predictive
+    p = (1/k) sum_t softmax(f(x; W_t)) over k = n_samples dropout draws (masks from `key`) --
+    the probabilities the classifier's certainty is computed from."""
+    if n_samples == 0:
+        out = classifier.apply({"params": clf_params}, x, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+    def one(t):
+        rngs = {"dropout": jax.random.fold_in(key, t)}
+        return jax.nn.log_softmax(classifier.apply({"params": clf_params}, x, train=True, rngs=rngs))  # fmt: skip
+
+    logp = jax.vmap(one)(jnp.arange(n_samples))  # (k, B, C)
+    logp = jax.nn.logsumexp(logp, axis=0) - jnp.log(n_samples)
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
 
 
 @struct.dataclass
@@ -250,10 +318,11 @@ def _train_step(
     k_step = jax.random.fold_in(key, state.step)
 
     def gen_batch(k):
-        k_idx, k_z = jax.random.split(k)
+        k_idx, k_z, k_aug = jax.random.split(k, 3)
         idx = jax.random.randint(k_idx, (b,), 0, n)
         z = jax.random.normal(k_z, (b, opts.noise_dim), jnp.float32)
-        return gen_images[idx], gen_labels[idx], z
+        x = corrupt(gen_images[idx], opts.input_shift, opts.input_noise, key=k_aug)
+        return x, gen_labels[idx], z
 
     def d_fn(d_params):
         return lambda x, y: critic.apply({"params": d_params}, x, y)
@@ -284,10 +353,10 @@ def _train_step(
     def g_loss_fn(g_params):
         fake = generator.apply({"params": g_params}, x, z)
         adv = -jnp.mean(d_fn(d_params)(fake, y))
-        out = classifier.apply({"params": clf_params}, fake, train=False)
-        ce = optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+        ce = transformation_penalty(classifier, clf_params, fake, y, opts.clf_samples, key=k_drop)
         return adv + opts.lambda_loss * ce, ce
 
+    k_drop = jax.random.fold_in(k_step, opts.n_critic + 1)
     (g_loss, ce), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
     updates, g_opt = opt.update(grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
