@@ -71,6 +71,8 @@ def test_other_sets_write_their_own_files_and_keep_the_full_run(run_dir, tmp_pat
 def test_writes_json_and_scores_and_keeps_other_files(run_dir):
     assert (run_dir / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        "adversarial_heads.json",  # the fitted classifier and heads (eval.pixel_scorers)
+        "adversarial_heads.msgpack",
         "heads.json",
         "heads_scores.npz",
         "notes.txt",
