@@ -64,6 +64,39 @@ def test_resnet_batchnorm_statistics_are_trained(data):
     np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-5)
 
 
+def test_shift_images_is_a_translation_with_edge_fill():
+    from jaxrej.classifiers.train import shift_images
+
+    x = np.random.default_rng(0).random((16, 6, 5, 2)).astype(np.float32)
+    key = jax.random.key(3)
+    out = np.asarray(shift_images(jnp.asarray(x), key, 2))
+    # independent truth: numpy's edge padding and the same offsets (randint as shift_images)
+    offsets = np.asarray(jax.random.randint(key, (16, 2), 0, 5))
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    for i, (dy, dx) in enumerate(offsets):
+        np.testing.assert_array_equal(out[i], padded[i, dy : dy + 6, dx : dx + 5])
+    assert len({tuple(o) for o in offsets}) > 4  # the offsets differ per image
+    np.testing.assert_array_equal(np.asarray(shift_images(jnp.asarray(x), key, 0)), x)
+
+
+def test_cosine_schedule_and_augmentation_train(data):
+    x, y, xt, yt = data
+    x4 = x.reshape(-1, 8, 8, 1)
+    m = C.make_model("cnn", 10, **SMALL["cnn"])
+    st0 = C.init(m, x4[:2], key=jax.random.key(0))
+    kw = dict(key=jax.random.key(1), epochs=3, batch_size=64, learning_rate=3e-3)
+    plain = C.train(m, st0, x4, y, **kw)
+    aug = C.train(m, st0, x4, y, augment_shift=1, lr_schedule="cosine", **kw)
+    # augmentation changes the training inputs, so the parameters differ; both learn
+    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), plain.params, aug.params)
+    assert max(jax.tree.leaves(diff)) > 1e-3
+    assert float(aug.losses[-1]) < float(aug.losses[0])
+    with pytest.raises(ValueError, match="augment_shift"):
+        C.train(m, st0, x4.reshape(len(x4), -1), y, augment_shift=1, **kw)  # flat images
+    with pytest.raises(ValueError, match="lr_schedule"):
+        C.train(m, st0, x4, y, lr_schedule="linear", **kw)
+
+
 def test_bad_input(data):
     x, y, _, _ = data
     m = C.make_model("mlp", 10)

@@ -65,23 +65,41 @@ def _loss(model, params, batch_stats, x, y, train):
     return loss, batch_stats
 
 
-@partial(jax.jit, static_argnames=("model", "batch_size", "optimizer"))
-def _epoch(model, carry, images, labels, key, e, *, batch_size, optimizer):
+def shift_images(x: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
+    """x (B, H, W, C) -> each image translated by its own integer (dy, dx), |dy|, |dx| <=
+    max_shift, drawn uniformly; the pixels moved in repeat the edge."""
+    b, h, w, _ = x.shape
+    s = max_shift
+    offsets = jax.random.randint(key, (b, 2), 0, 2 * s + 1)
+    padded = jnp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+
+    def one(img, o):
+        return jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+
+    return jax.vmap(one)(padded, offsets)
+
+
+@partial(jax.jit, static_argnames=("model", "batch_size", "optimizer", "augment_shift"))
+def _epoch(model, carry, images, labels, key, e, *, batch_size, optimizer, augment_shift=0):
     """One epoch: carry (params, batch_stats, opt_state) -> (carry, mean loss)."""
     n = images.shape[0]
     steps = n // batch_size
+    k_epoch = jax.random.fold_in(key, e)
 
-    def step(carry, idx):
+    def step(carry, inputs):
+        idx, i = inputs
         params, batch_stats, opt_state = carry
         x, y = images[idx], labels[idx]
+        if augment_shift:
+            x = shift_images(x, jax.random.fold_in(k_epoch, i), augment_shift)
         (loss, batch_stats), grads = jax.value_and_grad(
             lambda p: _loss(model, p, batch_stats, x, y, True), has_aux=True
         )(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-    perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: steps * batch_size]
-    carry, losses = jax.lax.scan(step, carry, perm.reshape(steps, batch_size))
+    perm = jax.random.permutation(k_epoch, n)[: steps * batch_size]
+    carry, losses = jax.lax.scan(step, carry, (perm.reshape(steps, batch_size), jnp.arange(steps)))
     return carry, jnp.mean(losses)
 
 
@@ -96,10 +114,15 @@ def train(
     batch_size: int = 128,
     learning_rate: float = 1e-3,
     weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
+    augment_shift: int = 0,
     progress: bool = False,
 ) -> ClassifierState:
     """Minimise the mean softmax cross-entropy with AdamW; images (N, *event) float, labels (N,).
 
+    lr_schedule: "constant" or "cosine" (decay from learning_rate to 0 over all steps).
+    augment_shift: translate each training image by a random integer offset of at most this
+    many pixels per axis (`shift_images`; images (N, H, W, C) only; 0 = no augmentation).
     Returns the final state; `losses` (epochs,) holds each epoch's mean training loss.
     progress: a tqdm bar over epochs (on stderr) showing the last epoch's loss.
     """
@@ -110,7 +133,18 @@ def train(
         raise ValueError(f"batch_size: expected an int in [1, {n}], got {batch_size!r}")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
-    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule: expected 'constant' or 'cosine', got {lr_schedule!r}")
+    if not (isinstance(augment_shift, int) and augment_shift >= 0):
+        raise ValueError(f"augment_shift: expected an int >= 0, got {augment_shift!r}")
+    if augment_shift and np.ndim(images) != 4:
+        raise ValueError(
+            f"augment_shift: needs images (N, H, W, C), got shape {np.shape(images)}"
+        )
+    lr = learning_rate
+    if lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(learning_rate, epochs * (n // batch_size))
+    optimizer = optax.adamw(lr, weight_decay=weight_decay)
     images, labels = jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.int32)
     carry = (state.params, state.batch_stats, optimizer.init(state.params))
     epochs_iter = range(epochs)
@@ -123,7 +157,7 @@ def train(
     for e in epochs_iter:
         carry, loss = _epoch(
             model, carry, images, labels, key, jnp.asarray(e, jnp.int32),
-            batch_size=batch_size, optimizer=optimizer,
+            batch_size=batch_size, optimizer=optimizer, augment_shift=augment_shift,
         )  # fmt: skip
         losses.append(loss)
         if bar is not None:

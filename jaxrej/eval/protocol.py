@@ -3,10 +3,11 @@
     report = evaluate(scorers, data, options=EvalOptions(), out_dir="runs/demo/evaluate")
 
 Every scorer maps pixel images (B, H, W, C) in [0, 1] to class scores (B, C) (see
-`eval.sbgc` for the score-based classifier) and rejects through `jaxrej.reject` with per-class
+`eval.pixel_scorers.SBGCScorer` for the score-based classifier) and rejects through `jaxrej.reject` with per-class
 thresholds fitted on held-out validation rows at each percentile of `options.percentiles`.
 Populations: the clean test rows; the first `n_corrupt` test rows under each corruption and
-severity (`jaxrej.corruptions`); each OOD set. Tables: `eval.tables`; figures: `eval.plots`.
+severity (`jaxrej.corruptions`; a corruption's severities are scored, and cached, together);
+each OOD set. Tables: `eval.tables`; figures: `eval.plots`.
 
 Scores are cached per (scorer, population) under `out_dir/scores/` (`eval.cache`): a killed
 evaluation continues where it stopped and a finished one is re-reported without rescoring.
@@ -157,9 +158,16 @@ def evaluate(
                                severities=options.severities, seed=options.seed,
                                scale=options.corruption_scale)  # fmt: skip
     data = data._replace(ood={k: v[: options.n_ood] for k, v in data.ood.items()})
+    names = list(dict.fromkeys(n for n, _ in corrupted))
+    # a corruption's severities are scored as one population: few padded rows per scorer batch
     pops = {"val": xv, "test": xt, **{f"ood/{k}": v for k, v in data.ood.items()},
-            **{f"corrupt/{n}/{s}": v for (n, s), v in corrupted.items()}}  # fmt: skip
+            **{f"corrupt/{n}": np.concatenate([corrupted[(n, sev)] for sev in options.severities])
+               for n in names}}  # fmt: skip
     scores = population_scores(scorers, pops, out_dir=out_dir, progress=progress)
+    for s in scores.values():
+        for n in names:
+            parts = np.split(s.pop(f"corrupt/{n}"), len(options.severities))
+            s.update({f"corrupt/{n}/{sev}": p for sev, p in zip(options.severities, parts)})
 
     ks = [tables.pct_key(p) for p in options.percentiles]
     report: dict = {"options": dataclasses.asdict(options), "n_val": len(yv), "n_test": len(yt),
