@@ -138,9 +138,7 @@ def train(
     if not (isinstance(augment_shift, int) and augment_shift >= 0):
         raise ValueError(f"augment_shift: expected an int >= 0, got {augment_shift!r}")
     if augment_shift and np.ndim(images) != 4:
-        raise ValueError(
-            f"augment_shift: needs images (N, H, W, C), got shape {np.shape(images)}"
-        )
+        raise ValueError(f"augment_shift: needs images (N, H, W, C), got shape {np.shape(images)}")
     lr = learning_rate
     if lr_schedule == "cosine":
         lr = optax.cosine_decay_schedule(learning_rate, epochs * (n // batch_size))
