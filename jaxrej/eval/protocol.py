@@ -167,7 +167,9 @@ def evaluate(
     for s in scores.values():
         for n in names:
             parts = np.split(s.pop(f"corrupt/{n}"), len(options.severities))
-            s.update({f"corrupt/{n}/{sev}": p for sev, p in zip(options.severities, parts)})
+            s.update(
+                {f"corrupt/{n}/{sev}": p for sev, p in zip(options.severities, parts, strict=True)}
+            )
 
     ks = [tables.pct_key(p) for p in options.percentiles]
     report: dict = {"options": dataclasses.asdict(options), "n_val": len(yv), "n_test": len(yt),
