@@ -29,6 +29,8 @@ def get_config():
     config.train.batch_size = 64
     config.train.learning_rate = 1e-3
     config.train.weight_decay = 0.0
+    config.train.lr_schedule = "constant"  # | "cosine" (to 0 over all steps)
+    config.train.augment_shift = 0  # random translation of at most this many pixels (CNNs)
 
     config.sdim = ml_collections.ConfigDict()  # defaults of the SDIM-logit paper's code
     config.sdim.epochs = 100

@@ -109,3 +109,27 @@ def test_result_file_names_keep_sets_and_limited_runs_apart():
     assert heads.result_stem("c=mnist_corrupted/fog", ["f=npz:f.npz", "kmnist"]) == (
         "heads_c_ood_f_kmnist"
     )
+
+
+def test_evaluate_folder_names_every_option_off_its_default():
+    import argparse
+
+    from jaxrej.commands import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+
+    def stem(*argv):
+        return evaluate.result_stem(parser.parse_args(["--workdir", "w", *argv]))
+
+    assert stem() == "evaluate"
+    # the demo's sizes (jaxrej demo): each tag names the option and its value
+    demo = ["--n-corrupt", "12", "--n-ood", "60", "--corruption-scale", "1"]
+    assert stem(*demo) == "evaluate_nc12_nood60_scale1"
+    assert stem("--severities", "1,5", "--corruptions", "fog,snow") == (
+        "evaluate_corrupt-fog-snow_sev15"
+    )
+    # attack sizes matter only when attacking
+    assert stem("--no-attack", "--attack-n", "5") == "evaluate_noattack"
+    assert stem("--attack-n", "5", "--limit", "24") == "evaluate_limit24_atk5"
+    assert len({stem(), stem(*demo), stem("--no-attack"), stem("--n-ood", "60")}) == 4

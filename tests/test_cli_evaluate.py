@@ -23,6 +23,8 @@ HEADS = ["--config.train.epochs=8", "--config.sdim.epochs=20", "--config.sdim.le
          "--config.gmm.n_components=4"]  # fmt: skip
 EVAL = ["--no-attack", "--no-progress", "--corruptions", "gaussian_noise,contrast",
         "--severities", "1,5", "--n-corrupt", "6", "--limit", "24"]  # fmt: skip
+# the result folder's name: the test set's limit, then a tag per option off its default
+TAGS = "_corrupt-gaussian_noise-contrast_sev15_nc6_noattack"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def workdir(tmp_path_factory):
 
 
 def test_report_matches_the_saved_scores(workdir):
-    out = workdir / "evaluate_limit24"
+    out = workdir / f"evaluate_limit24{TAGS}"
     rep = json.loads((out / "evaluate.json").read_text())
     assert set(rep["scorers"]) == {"sbgc", "msp", "msp_temperature", "sdim_logit", "gmm_cc", "gmm",
                                    "mahalanobis"}  # fmt: skip
@@ -63,7 +65,7 @@ def test_report_matches_the_saved_scores(workdir):
 
 
 def test_rerun_reads_the_cache_and_other_sets_keep_their_own_folder(workdir):
-    out = workdir / "evaluate_limit24"
+    out = workdir / f"evaluate_limit24{TAGS}"
     before = (out / "evaluate.json").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in (out / "scores").rglob("*.npz")}
     assert cli.main(["evaluate", "--workdir", str(workdir), *EVAL]) == 0
@@ -73,5 +75,5 @@ def test_rerun_reads_the_cache_and_other_sets_keep_their_own_folder(workdir):
     assert after["scorers"] == old["scorers"]  # same numbers from the cache
     argv = ["evaluate", "--workdir", str(workdir), *EVAL[:-1], "12"]
     assert cli.main(argv) == 0
-    assert (workdir / "evaluate_limit12" / "evaluate.json").is_file()
+    assert (workdir / f"evaluate_limit12{TAGS}" / "evaluate.json").is_file()
     assert (out / "evaluate.json").read_text() == json.dumps(after, indent=2, sort_keys=True) + "\n"

@@ -9,8 +9,9 @@ ones, else for 8x8/28x28 grey images the synthetic sets of `jaxrej.data.ood`. Co
 first `--n-corrupt` test rows under every corruption and severity.
 
 Writes DIR/<stem>/evaluate.json, evaluate.md, the PNG figures and scores/ (the cache that makes
-a killed run resume), where <stem> is "evaluate", with "_<test name>", "_ood_<names>" and
-"_limit<N>" appended for other sets: a run on other sets never overwrites another's results.
+a killed run resume), where <stem> is "evaluate", with "_<test name>", "_ood_<names>",
+"_limit<N>" and a tag per sizing option off its default appended (`result_stem`): a run on other
+sets or sizes never overwrites another's results.
 """
 
 from __future__ import annotations
@@ -51,17 +52,37 @@ def argparse_bool():
     return argparse.BooleanOptionalAction
 
 
-def result_stem(test: str | None, ood: list[str] | None, limit: int) -> str:
-    """'evaluate', with '_<test>', '_ood_<a>_<b>' and '_limit<N>' for other sets (module doc)."""
+# options that change the numbers, and their tags in the result folder's name
+SIZE_TAGS = (("corruptions", "corrupt-"), ("severities", "sev"), ("n_corrupt", "nc"),
+             ("n_ood", "nood"), ("corruption_scale", "scale"), ("attack_n", "atk"),
+             ("attack_sbgc_n", "atksbgc"))  # fmt: skip
+
+
+def result_stem(args) -> str:
+    """'evaluate', with '_<test>', '_ood_<a>_<b>', '_limit<N>' for other sets and a tag for every
+    sizing option off its default (SIZE_TAGS; '_noattack'), e.g. 'evaluate_nc12_nood60_scale1':
+    a run with other settings never overwrites another's results."""
+    import argparse
+
     from jaxrej.data.registry import parse_named
 
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args(["--workdir", "."]))
     stem = "evaluate"
-    if test:
-        stem += f"_{parse_named(test)[0]}"
-    if ood:
-        stem += "_ood_" + "_".join(parse_named(o)[0] for o in ood)
-    if limit:
-        stem += f"_limit{limit}"
+    if args.test:
+        stem += f"_{parse_named(args.test)[0]}"
+    if args.ood:
+        stem += "_ood_" + "_".join(parse_named(o)[0] for o in args.ood)
+    if args.limit:
+        stem += f"_limit{args.limit}"
+    for field, tag in SIZE_TAGS:
+        value = getattr(args, field)
+        if value != defaults[field] and not (field.startswith("attack_") and not args.attack):
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            stem += f"_{tag}" + text.replace(",", "" if field == "severities" else "-")
+    if not args.attack:
+        stem += "_noattack"
     return stem
 
 
@@ -97,7 +118,7 @@ def run(args) -> dict:
     for kind, dirs in found.items():
         if len(dirs) > 1:
             notes.append(f"several {kind} runs found; evaluated {dirs[0]!r} only")
-    out_dir = os.path.join(args.workdir, result_stem(args.test, args.ood, args.limit))
+    out_dir = os.path.join(args.workdir, result_stem(args))
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
     report = protocol.evaluate(scorers, data, options=options, out_dir=out_dir,

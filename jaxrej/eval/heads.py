@@ -180,21 +180,21 @@ def _pct_key(k: float) -> str:
 def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvaluation:
     """Train the base classifier on data.fit, fit every head, pick thresholds and report
     (module doc). key: a jax PRNG key for the classifier, SDIM-logit and the GMMs."""
-    import jax
     import jax.numpy as jnp
 
     from jaxrej import classifiers, metrics, reject
+    from jaxrej.eval.pixel_scorers import fit_heads
     from jaxrej.heads import baselines, gmm, sdim_logit
 
     o = options
-    k_model, k_train, k_sdim, k_gmm, k_gmm2 = jax.random.split(key, 5)
     (x_fit, y_fit), (x_val, y_val), (xte, yte) = data.fit, data.val, data.test
     num_classes, ood = data.num_classes, data.ood
 
-    # base classifier --------------------------------------------------------------------
-    model = classifiers.make_model(o.model, num_classes, **o.model_kwargs)
-    state = classifiers.init(model, x_fit[:2], key=k_model)
-    state = classifiers.train(model, state, x_fit, y_fit, key=k_train, **o.train)
+    # base classifier and heads (the one fitting path: pixel_scorers.fit_heads) ----------------
+    fitted = fit_heads(data.fit, data.val, num_classes=num_classes, model=o.model,
+                       model_kwargs=o.model_kwargs, train=o.train, sdim=o.sdim, gmm=o.gmm,
+                       key=key)  # fmt: skip
+    model, state = fitted.module(), fitted.state
     outs = {
         n: classifiers.apply(model, state, x)
         for n, x in [("fit", x_fit), ("val", x_val), ("test", xte)]
@@ -204,26 +204,8 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
     feats = {k: np.asarray(v[1]) for k, v in outs.items()}
     base_pred = np.argmax(logits["test"], 1)
     base_correct = base_pred == yte
-
-    # heads ------------------------------------------------------------------------------
-    sd = dict(o.sdim)
-    sd["rep_size"] = sd.get("rep_size") or None
-    head = sdim_logit.fit(logits["fit"], y_fit, key=k_sdim, **sd)
-    temperature = float(baselines.fit_temperature(logits["val"], y_val))
-    g = o.gmm
-    maha = baselines.fit_mahalanobis(
-        feats["fit"], y_fit, num_classes=num_classes, reg=g["reg_covar"]
-    )
-    gmm_opts = {k: g[k] for k in ("covariance_type", "reg_covar", "tol", "max_iter", "n_init")}
-    gmm_cc = gmm.fit_class_conditional(
-        feats["fit"],
-        y_fit,
-        num_classes=num_classes,
-        n_components=g["n_components_per_class"],
-        key=k_gmm,
-        **gmm_opts,
-    )
-    gmm_all = gmm.fit(feats["fit"], n_components=g["n_components"], key=k_gmm2, **gmm_opts)
+    head, maha, gmm_cc, gmm_all = fitted.sdim, fitted.mahalanobis, fitted.gmm_cc, fitted.gmm
+    temperature = float(fitted.temperature)
 
     def class_scores(name, split):
         if name == "sdim_logit":
@@ -323,13 +305,6 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
         ),
         "scorers": scorers,
     }
-    from jaxrej.eval.pixel_scorers import FittedHeads, freeze_kwargs
-
-    fitted = FittedHeads(
-        state=state, sdim=head, temperature=jnp.asarray(temperature, jnp.float32),
-        mahalanobis=maha, gmm_cc=gmm_cc, gmm=gmm_all, model=o.model,
-        model_kwargs=freeze_kwargs(o.model_kwargs), num_classes=num_classes,
-    )  # fmt: skip
     return HeadsEvaluation(report, saved, fitted)
 
 

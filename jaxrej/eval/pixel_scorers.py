@@ -73,7 +73,7 @@ def freeze_kwargs(kwargs) -> tuple:
 
 def fit_heads(fit, val, *, num_classes, model, model_kwargs, train, sdim, gmm, key) -> FittedHeads:
     """Fit the base classifier on fit = (x, y) and every head on its outputs (temperature on
-    val = (x, y)), as `jaxrej.eval.heads.evaluate_heads` does (same key split and calls)."""
+    val = (x, y)): the fitting step of `jaxrej.eval.heads.evaluate_heads`."""
     from jaxrej import classifiers
     from jaxrej.heads import baselines, sdim_logit
     from jaxrej.heads import gmm as gmm_lib
