@@ -1,7 +1,8 @@
 """Two class scorers on one score model: the denoising bound (jaxrej.elbo) against the ODE.
 
 Run:  python -m benchmarks.elbo_vs_ode [--workdir runs/digits] [--dataset SPEC] [--n 120]
-      [--times 8 32 128] [--timing-n 20] [--repeats 3] [--quick] [--out elbo_vs_ode]
+      [--times 8 32 128] [--timing-n 20] [--repeats 3] [--divergence exact] [--quick]
+      [--out elbo_vs_ode]
 
 Workload: a trained conditional score model (a `jaxrej train` workdir; the digits model by
 default, trained first if missing), the first n / C test images of each class of `--dataset` (the
@@ -9,8 +10,8 @@ run's own dataset by default; any dataset string), dequantized with a fixed key,
 made from them (`jaxrej.data.ood.transformed`: the same images inverted, uniform noise).
 
 Scorers, each giving (B, C) class scores and log p(x) = logsumexp_y - log C:
-- ODE: `jaxrej.class_log_likelihoods(..., divergence="exact")`, every other option at the
-  library default (FlowSolve(), DEFAULT_SCREEN): log p_eps(x | y) in nats.
+- ODE: `jaxrej.class_log_likelihoods(..., divergence="exact")` (`--divergence`), every other
+  option at the library default (FlowSolve(), DEFAULT_SCREEN): log p_eps(x | y) in nats.
 - ELBO(K): `jaxrej.elbo.class_elbos(..., n_times=K)` (stratified importance times, K (t, z) draws
   per image shared by its classes): a lower bound on log p(x | y), so its bits/dim is an upper
   bound (of the SDE model's).
@@ -34,7 +35,9 @@ from benchmarks.report import write_report
 from benchmarks.trained import WORKDIR, ensure_trained
 from jaxrej.elbo import class_elbos
 
-ODE = "ODE: class_log_likelihoods(divergence='exact')"
+
+def ode_name(divergence: str) -> str:
+    return f"ODE: class_log_likelihoods(divergence={divergence!r})"
 
 
 def device_name() -> str:
@@ -68,11 +71,11 @@ def load_workload(workdir, dataset, split, n, data_dir=None):
     return score_fn, params, sde, config, step, sets, labels, levels, c, spec
 
 
-def make_scorers(score_fn, params, sde, c, times):
-    """{name: f(x, key) -> (B, C) class scores}."""
+def make_scorers(score_fn, params, sde, c, times, divergence="exact"):
+    """{name: f(x, key) -> (B, C) class scores}; the ODE's first."""
     scorers = {
-        ODE: lambda x, key: jaxrej.class_log_likelihoods(
-            score_fn, params, sde, x, num_classes=c, key=key, divergence="exact"
+        ode_name(divergence): lambda x, key: jaxrej.class_log_likelihoods(
+            score_fn, params, sde, x, num_classes=c, key=key, divergence=divergence
         )
     }
     for k in times:
@@ -136,6 +139,9 @@ def main(argv=None):
     ap.add_argument("--times", type=int, nargs="+", default=[8, 32, 128], help="ELBO n_times")
     ap.add_argument("--batch", type=int, default=40, help="images per scorer call")
     ap.add_argument("--timing-n", type=int, default=20, help="images in the timed batch")
+    ap.add_argument("--divergence", default="exact", choices=["exact", "rademacher", "gaussian"],
+                    help="the ODE's divergence (exact costs one JVP per pixel: use rademacher "
+                    "beyond small images)")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="--n 30 --times 8 32 --repeats 1")
     ap.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -152,7 +158,8 @@ def main(argv=None):
     event = tuple(sets["test"].shape[1:])
     print(f"workload: {len(labels)} {spec} {args.split} images x {c} classes + OOD "
           f"{', '.join(k for k in sets if k != 'test')}; {device_name()}")  # fmt: skip
-    scorers = make_scorers(score_fn, params, sde, c, args.times)
+    scorers = make_scorers(score_fn, params, sde, c, args.times, args.divergence)
+    ODE = ode_name(args.divergence)
     key = jax.random.key(1)
 
     xt = sets["test"][: args.timing_n]
@@ -198,7 +205,7 @@ def main(argv=None):
                       per_class=int(args.n // c), classes=c, event_shape=list(event),
                       n_levels=levels, ood_sets=[k for k in sets if k != "test"],
                       timing_images=int(xt.shape[0]), repeats=args.repeats, batch=args.batch,
-                      checkpoint_step=int(step),
+                      checkpoint_step=int(step), ode_divergence=args.divergence,
                       sde=type(sde).__name__),
         rows=rows,
     )  # fmt: skip
