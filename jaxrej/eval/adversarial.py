@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrej import attacks, reject
+from jaxrej.data.batching import padded_batches
 
 __all__ = ["AttackOptions", "fit_thresholds", "evaluate_scorer", "json_ready", "markdown"]
 
@@ -61,15 +62,11 @@ class AttackOptions:
 
 def scores_of(fn, x, *, batch_size: int, stochastic: bool = False, key=None) -> np.ndarray:
     """f(x) in padded batches -> (N, C) numpy (one compilation per scorer and batch size)."""
-    out, n = [], x.shape[0]
+    out = []
     call = jax.jit(lambda xb, k: fn(xb, k) if stochastic else fn(xb))
-    for i in range(0, n, batch_size):
-        xb = x[i : i + batch_size]
-        pad = batch_size - xb.shape[0]
-        if pad:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], pad, 0)])
-        k = jax.random.fold_in(key if key is not None else jax.random.key(0), i)
-        out.append(np.asarray(call(jnp.asarray(xb), k))[: batch_size - pad])
+    for j, ((xb,), mask) in enumerate(padded_batches(x, batch_size=batch_size)):
+        k = jax.random.fold_in(key if key is not None else jax.random.key(0), j * batch_size)
+        out.append(np.asarray(call(jnp.asarray(xb), k))[mask])
     return np.concatenate(out)
 
 
@@ -83,16 +80,12 @@ def batched_attack(attack, fn_for, x, y, *, batch_size, key, **kw) -> dict:
     """Run `attack(fn_for(yb), xb, yb, key=..., **kw)` over padded batches; numpy fields.
     fn_for(y_batch) builds the scorer for a batch (e.g. an SBGC scorer keeping the labels)."""
     fields = {"x_adv": [], "success": [], "margin": [], "norm": [], "scores": []}
-    for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        keep = xb.shape[0]
-        if keep < batch_size:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - keep, 0)])
-            yb = np.concatenate([yb, np.repeat(yb[-1:], batch_size - keep, 0)])
+    for j, ((xb, yb), mask) in enumerate(padded_batches(x, y, batch_size=batch_size)):
         yb = jnp.asarray(yb, jnp.int32)
-        res = attack(fn_for(yb), jnp.asarray(xb), yb, key=jax.random.fold_in(key, i), **kw)
+        k_batch = jax.random.fold_in(key, j * batch_size)
+        res = attack(fn_for(yb), jnp.asarray(xb), yb, key=k_batch, **kw)
         for k in fields:
-            fields[k].append(np.asarray(getattr(res, k))[:keep])
+            fields[k].append(np.asarray(getattr(res, k))[mask])
     return {k: np.concatenate(v) for k, v in fields.items()}
 
 

@@ -6,7 +6,7 @@ The file `path` (.npz) holds the scores with a fingerprint of the images and of 
 settings; a later call with the same fingerprint reads it instead of scoring, a different
 fingerprint scores again (and replaces it). While scoring, the rows done so far are saved every
 `save_every_s` seconds to `path + ".partial.npz"`, so a killed run continues where it stopped.
-Batches are padded to `batch_size` so one compilation serves them all.
+Batches are padded to `batch_size` (`data.batching`) so one compilation serves them all.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jaxrej.data.batching import padded_batches
 from jaxrej.training.checkpoint import atomic_save_npz
 
 
@@ -71,15 +72,12 @@ def cached_scores(
         bar = tqdm(total=n, initial=start, desc=desc or os.path.basename(path), unit="img",
                    dynamic_ncols=True, leave=False)  # fmt: skip
     last = time.monotonic()
-    for i in range(start, n, batch_size):
-        xb = images[i : i + batch_size]
-        m = len(xb)
-        if m < batch_size:  # pad with the last row: one shape, one compilation
-            xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - m, axis=0)])
-        parts.append(np.asarray(score_batch(xb))[:m])
+    batches = padded_batches(images[start:], batch_size=batch_size) if start < n else ()
+    for i, ((xb,), mask) in enumerate(batches):
+        parts.append(np.asarray(score_batch(xb))[mask])
         if bar is not None:
-            bar.update(m)
-        if time.monotonic() - last > save_every_s and i + batch_size < n:
+            bar.update(int(mask.sum()))
+        if time.monotonic() - last > save_every_s and start + (i + 1) * batch_size < n:
             atomic_save_npz(partial, scores=np.concatenate(parts), fingerprint=fp)
             last = time.monotonic()
     if bar is not None:

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrej.data.batching import num_batches, padded_batches
+
 
 @flax.struct.dataclass
 class InterpolationCurves:
@@ -119,21 +121,18 @@ def interpolation_curves(
     bs = n if batch_size is None else int(batch_size)
     if bs < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    scores = np.empty(n)
-    starts = range(0, n, bs)
+    parts = []
+    batches = padded_batches(pts, batch_size=bs)  # one compiled shape
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="interpolation", unit="batch")
-    for s in starts:
-        chunk = pts[s : s + bs]
-        k = len(chunk)
-        if k < bs:  # pad with copies of the last point: one compiled shape
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - k, axis=0)])
+        batches = tqdm(batches, total=num_batches(n, bs), desc="interpolation", unit="batch")
+    for (chunk,), mask in batches:
         out = np.asarray(jax.device_get(log_px_fn(jnp.asarray(chunk))), np.float64)
         if out.shape != (bs,):
             raise ValueError(f"log_px_fn: expected scores of shape ({bs},), got {out.shape}")
-        scores[s : s + k] = out[:k]
+        parts.append(out[mask])
+    scores = np.concatenate(parts)
     if not np.all(np.isfinite(scores)):
         bad = int(np.sum(~np.isfinite(scores)))
         raise ValueError(f"log_px_fn: {bad} of {n} interpolation points scored non-finite")
