@@ -41,12 +41,15 @@ def get_config():
     config.gan.batch_size = 64
     config.gan.n_critic = 5
     config.gan.lambda_gp = 10.0
-    config.gan.lambda_loss = 10.0
+    config.gan.lambda_loss = 50.0
     config.gan.lr = 1e-4
     config.gan.b1 = 0.0
     config.gan.b2 = 0.9
     config.gan.noise_dim = 16
-    config.gan.gen_inputs = "all"  # "all" training inputs | "uncertain" (outside the pool)
+    # the generator's training inputs: "all" training rows | "uncertain" (outside the critic pool)
+    # | "heldout": a stratified heldout_fraction of the rows, withheld from the classifier
+    config.gan.gen_inputs = "heldout"
+    config.gan.heldout_fraction = 0.5
     config.gan.clf_samples = 8  # 0: penalty on the dropout-off classifier; k: k MC-dropout draws
     config.gan.input_noise = 0.1  # Gaussian noise std on the generator's training inputs
     config.gan.input_shift = 0  # max random translation (pixels) of the generator's inputs

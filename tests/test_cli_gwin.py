@@ -3,6 +3,7 @@ and refusal to overwrite another run's results."""
 
 import json
 
+import numpy as np
 import pytest
 
 from jaxrej import cli
@@ -69,3 +70,42 @@ def test_refuses_another_run_and_resumes_the_same(run_dir, capsys):
     info = json.loads((run_dir / "gwin_run.json").read_text())
     assert info["resumed"] and info["classifier_restored"]
     assert [r["step"] for r in info["gan_log"]] == [6]  # steps 5-6 only: resumed from step 4
+
+
+def test_heldout_rows_train_the_generator_and_never_the_classifier(tmp_path, monkeypatch):
+    """gen_inputs="heldout": the arrays the command hands to the classifier's and the generator's
+    training are, row for row, a partition of the digits training set (checked against the
+    dataset itself), with round(0.25 n_c) generator rows per class."""
+    from jaxrej.data.preprocessing import to_unit_interval
+    from jaxrej.data.registry import load_dataset
+    from jaxrej.gwin import mc_dropout, wgan
+
+    seen = {}
+    clf_train, gan_train = mc_dropout.train, wgan.train
+
+    def spy_clf(model, state, images, labels, **kw):
+        seen["clf"] = (np.asarray(images), np.asarray(labels))
+        return clf_train(model, state, images, labels, **kw)
+
+    def spy_gan(**kw):
+        seen["gen"] = (np.asarray(kw["gen_images"]), np.asarray(kw["gen_labels"]))
+        return gan_train(**kw)
+
+    monkeypatch.setattr(mc_dropout, "train", spy_clf)
+    monkeypatch.setattr(wgan, "train", spy_gan)
+    args = ["--config.gan.gen_inputs=heldout", "--config.gan.heldout_fraction=0.25"]
+    assert cli.main(["gwin", "--config", CONFIG, "--workdir", str(tmp_path), "--no-progress",
+                     *FAST, *args]) == 0  # fmt: skip
+    train = load_dataset("digits", "train")
+    x = to_unit_interval(np.asarray(train.images), train.n_levels)
+    y = np.asarray(train.labels)
+
+    def rows(images, labels):  # each row as bytes, so that rows compare as a multiset
+        return sorted(i.tobytes() + bytes([int(c)]) for i, c in zip(images, labels, strict=True))
+
+    assert sorted(rows(*seen["clf"]) + rows(*seen["gen"])) == rows(x, y)
+    assert not set(rows(*seen["clf"])) & set(rows(*seen["gen"]))
+    counts = np.bincount(seen["gen"][1], minlength=10)
+    assert counts.tolist() == [round(0.25 * n) for n in np.bincount(y, minlength=10)]
+    n = json.loads((tmp_path / "gwin_run.json").read_text())["n"]
+    assert (n["classifier_train"], n["generator_inputs"]) == (len(seen["clf"][1]), counts.sum())

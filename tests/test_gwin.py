@@ -264,3 +264,19 @@ def test_generator_inputs_are_all_rows_or_those_outside_the_pool():
     np.testing.assert_array_equal(rows, np.flatnonzero(~pool))
     with pytest.raises(ValueError, match="which"):
         wgan.generator_inputs(pred, certainty, labels, which="some")
+
+
+def test_heldout_split_partitions_the_rows_class_by_class():
+    labels = np.repeat(np.arange(4), [10, 7, 3, 21])
+    np.random.default_rng(0).shuffle(labels)
+    clf, held = wgan.heldout_split(labels, 0.3, seed=5)
+    assert np.intersect1d(clf, held).size == 0  # disjoint ...
+    np.testing.assert_array_equal(np.sort(np.concatenate([clf, held])), np.arange(labels.size))
+    for c, n_c in enumerate((10, 7, 3, 21)):  # ... and stratified: round(0.3 n_c) per class
+        assert np.sum(labels[held] == c) == round(0.3 * n_c)
+    again, held2 = wgan.heldout_split(labels, 0.3, seed=5)
+    np.testing.assert_array_equal(held, held2)  # a pure function of (labels, fraction, seed)
+    assert not np.array_equal(held, wgan.heldout_split(labels, 0.3, seed=6)[1])
+    for bad in (0.0, 1.0, True, "0.2"):
+        with pytest.raises(ValueError, match="heldout_fraction"):
+            wgan.heldout_split(labels, bad, seed=0)

@@ -25,7 +25,6 @@ import time
 CONFIG_FILE = "gwin_config.json"
 CLASSIFIER_DIR = "gwin_classifier"
 CHECKPOINT_DIR = "gwin_checkpoints"
-GEN_INPUTS = ("all", "uncertain")
 RESUMABLE = {"gan": {"n_steps", "log_every", "checkpoint_every", "max_to_keep"}, "eval": None}
 
 
@@ -90,7 +89,7 @@ def check_workdir(workdir: str, cfg: dict) -> bool:
 
 def settings(config) -> dict:
     """The config as plain values (library objects and keywords); ValueError names a bad field."""
-    from jaxrej.gwin.wgan import GanOptions
+    from jaxrej.gwin.wgan import GEN_INPUTS, GanOptions
 
     c = config
     try:
@@ -111,6 +110,7 @@ def settings(config) -> dict:
             "generator_hidden": tuple(int(w) for w in gan.generator_hidden),
             "residual": bool(gan.residual),
             "gen_inputs": str(gan.gen_inputs),
+            "heldout_fraction": float(gan.heldout_fraction),
             "critic_channels": tuple(int(w) for w in gan.critic_channels),
             "critic_dense": int(gan.critic_dense),
             "taus": tuple(float(t) for t in c.eval.taus),
@@ -139,6 +139,10 @@ def settings(config) -> dict:
         raise ValueError(f"--config: missing or malformed field ({e})") from e
     if out["gen_inputs"] not in GEN_INPUTS:
         raise ValueError(f"gan.gen_inputs: expected one of {GEN_INPUTS}, got {out['gen_inputs']!r}")
+    if out["gen_inputs"] == "heldout" and not 0.0 < out["heldout_fraction"] < 1.0:
+        raise ValueError(
+            f"gan.heldout_fraction: expected a number in (0, 1), got {out['heldout_fraction']!r}"
+        )
     if not out["taus"]:
         raise ValueError("eval.taus: expected at least one threshold")
     return out
@@ -201,9 +205,13 @@ def run(args) -> dict:
     x_test = to_unit_interval(np.asarray(test.images), test.n_levels)
     y_train, y_test = np.asarray(train.labels), np.asarray(test.labels)
     k_clf, k_mc, k_gan, k_t = jax.random.split(jax.random.key(s["seed"]), 4)
+    if s["gen_inputs"] == "heldout":  # the generator learns on rows the classifier never saw
+        clf_rows, held_rows = wgan.heldout_split(y_train, s["heldout_fraction"], seed=s["seed"])
+    else:
+        clf_rows = np.arange(y_train.size)
 
-    model, clf, clf_restored = _classifier(workdir, s, x_train, y_train, train.num_classes,
-                                           k_clf, progress)  # fmt: skip
+    model, clf, clf_restored = _classifier(workdir, s, x_train[clf_rows], y_train[clf_rows],
+                                           train.num_classes, k_clf, progress)  # fmt: skip
     t_clf = time.time()
     n_mc = s["classifier"]["mc_samples"]
 
@@ -214,8 +222,11 @@ def run(args) -> dict:
     on_train = mc(x_train)
     pool = wgan.critic_pool(x_train, y_train, on_train.pred, on_train.certainty,
                             tau_star=s["tau_star"])  # fmt: skip
-    gen_rows = wgan.generator_inputs(on_train.pred, on_train.certainty, y_train,
-                                     which=s["gen_inputs"], tau_star=s["tau_star"])  # fmt: skip
+    if s["gen_inputs"] == "heldout":
+        gen_rows = held_rows
+    else:
+        gen_rows = wgan.generator_inputs(on_train.pred, on_train.certainty, y_train,
+                                         which=s["gen_inputs"], tau_star=s["tau_star"])  # fmt: skip
     shape = x_train.shape[1:]
     generator = wgan.Generator(
         event_shape=shape, hidden=s["generator_hidden"], residual=s["residual"]
@@ -260,6 +271,7 @@ def run(args) -> dict:
         "accuracy": acc,
         "n": {
             "train": int(y_train.size),
+            "classifier_train": int(clf_rows.size),
             "test": int(y_test.size),
             "critic_pool": int(pool.labels.shape[0]),
             "generator_inputs": int(gen_rows.size),

@@ -16,7 +16,9 @@ Loss (`transformation_penalty`) is the cross-entropy of the classifier with drop
 (clf_samples = 0) or -log of its MC-dropout predictive over clf_samples fresh dropout draws, so
 a perturbation that fools one deterministic network does not pay. Options beyond the paper: the
 generator's inputs x may be `corrupt`ed (random translation, Gaussian noise) before G sees them,
-and `generator_inputs` selects all training rows or only the uncertain ones. One jitted step
+and they may be all training rows, only the uncertain ones (`generator_inputs`), or rows held
+out of the classifier's training (`heldout_split`): inputs it has not memorised, where the
+transformation penalty has something to teach. One jitted step
 does all n_critic + 1 updates; the randomness of step s is fold_in(key, s), so a resumed run ends with exactly the
 parameters of an uninterrupted one (`train`).
 """
@@ -43,6 +45,8 @@ __all__ = [
     "GanState",
     "CriticPool",
     "critic_pool",
+    "GEN_INPUTS",
+    "heldout_split",
     "generator_inputs",
     "sample_real",
     "interpolate",
@@ -195,10 +199,33 @@ def critic_pool(images, labels, pred, certainty, *, tau_star: float = 0.95) -> C
     )
 
 
+GEN_INPUTS = ("all", "uncertain", "heldout")
+
+
+def heldout_split(labels, fraction: float, *, seed: int):
+    """(classifier_rows, heldout_rows), sorted int arrays that partition range(N) for labels (N,):
+    class by class (classes in increasing order), a permutation from np.random.default_rng(seed)
+    puts round(fraction * n_c) of the n_c rows of class c in heldout_rows -- inputs the
+    classifier never trains on, for the generator to learn from (gen_inputs "heldout")."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels: expected a non-empty int array (N,), got {labels.dtype} {labels.shape}")  # fmt: skip
+    if isinstance(fraction, bool) or not (isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0):  # fmt: skip
+        raise ValueError(f"gan.heldout_fraction: expected a number in (0, 1), got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        held.append(rows[: int(round(fraction * rows.size))])
+    held = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(labels.size), held), held
+
+
 def generator_inputs(pred, certainty, labels, *, which: str = "all", tau_star: float = 0.95):
     """Row indices (int array) of the training examples the generator learns to transform:
     "all" rows, or the "uncertain" ones -- outside the critic pool (wrong or certainty < tau_star),
-    the population a certainty threshold rejects at test time."""
+    the population a certainty threshold rejects at test time. ("heldout" rows come from
+    `heldout_split`, not from the classifier's outputs.)"""
     pred, certainty, labels = map(np.asarray, (pred, certainty, labels))
     if which == "all":
         return np.arange(labels.shape[0])
