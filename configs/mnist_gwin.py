@@ -1,7 +1,7 @@
 """GWIN on the MNIST subset in ../shared/data (28x28, 256 levels): LeNet-5 with MC dropout and a
 conditional WGAN-GP, the GWIN paper's setting (Cosentino & Zhu 2019) at a smaller scale; every
-field not set here is configs/digits_gwin.py's (so, as there, the generator learns on the half of
-the training rows held out of the classifier's training: gan.gen_inputs = "heldout").
+field not set here is configs/digits_gwin.py's (so, as there, the generator learns on the 30%
+of the training rows held out of the classifier's training: gan.gen_inputs = "heldout").
 
 Run (from the repository root; the dataset string names the local idx files, split by the
 registry's fixed rule into 5,000 train / 1,000 validation / 2,000 test):
