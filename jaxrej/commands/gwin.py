@@ -139,10 +139,6 @@ def settings(config) -> dict:
         raise ValueError(f"--config: missing or malformed field ({e})") from e
     if out["gen_inputs"] not in GEN_INPUTS:
         raise ValueError(f"gan.gen_inputs: expected one of {GEN_INPUTS}, got {out['gen_inputs']!r}")
-    if out["gen_inputs"] == "heldout" and not 0.0 < out["heldout_fraction"] < 1.0:
-        raise ValueError(
-            f"gan.heldout_fraction: expected a number in (0, 1), got {out['heldout_fraction']!r}"
-        )
     if not out["taus"]:
         raise ValueError("eval.taus: expected at least one threshold")
     return out
