@@ -11,7 +11,8 @@ import pytest
 from jaxrej import cli, reject
 from tests.conftest import CONFIGS
 
-pytestmark = pytest.mark.slow
+# xdist_group: one worker runs the module fixture
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli_evaluate")]
 
 SBGC = ["--config.training.n_iters=40", "--config.training.batch_size=32",
         "--config.training.log_every=20", "--config.training.eval_every=40",

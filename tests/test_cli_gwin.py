@@ -9,7 +9,8 @@ import pytest
 from jaxrej import cli
 from tests.conftest import CONFIGS
 
-pytestmark = pytest.mark.slow
+# xdist_group: one worker runs the module fixture
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli_gwin")]
 
 CONFIG = str(CONFIGS / "digits_gwin.py")
 FAST = [

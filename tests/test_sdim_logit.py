@@ -74,6 +74,18 @@ def test_fit_classifies_and_rejects_far_inputs():
     assert float(np.mean(rej_far)) > 0.9
 
 
+def test_progress_bar_changes_nothing(capsys):
+    """The per-epoch loop with its tqdm bar trains the same head as without it."""
+    x, y = _blobs(200, 0)
+    quiet = S.fit(x, y, key=jax.random.key(3), epochs=3, batch_size=50)
+    shown = S.fit(x, y, key=jax.random.key(3), epochs=3, batch_size=50, progress=True)
+    assert "sdim-logit" in capsys.readouterr().err
+    for a, b in zip(
+        jax.tree_util.tree_leaves(quiet), jax.tree_util.tree_leaves(shown), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_bad_input():
     x, y = _blobs(50, 0)
     with pytest.raises(ValueError, match="logits"):

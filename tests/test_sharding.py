@@ -20,6 +20,7 @@ import jaxrej
 from tests.gaussian import make_params, make_score_fn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.xdist_group("sharding")  # one worker runs the fixture
 
 SCRIPT = textwrap.dedent(
     """

@@ -246,25 +246,27 @@ def test_corrupt_newest_checkpoint_falls_back_and_training_resumes(tmp_path, cap
         restore_checkpoint(ckpt, target)
 
 
-def test_closed_event_loop_reports_are_dropped_and_nothing_else(monkeypatch, caplog):
+def test_failed_restore_leftovers_are_dropped_and_nothing_else(monkeypatch, caplog):
     """A failed orbax restore leaves reads in flight that report RuntimeError('Event loop is
-    closed') from tensorstore threads (sys.unraisablehook) and asyncio's logger: only those go."""
+    closed') from tensorstore threads (sys.unraisablehook) and, through asyncio's logger, that
+    error or the other reads' own tensorstore errors: only those go."""
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
     monkeypatch.setattr(checkpoint, "_QUIETED", False)
     monkeypatch.setattr(logging.getLogger("asyncio"), "filters", [])
-    checkpoint._quiet_closed_loop_noise()
+    checkpoint._quiet_read_leftovers()
     Unraisable = collections.namedtuple(
         "Unraisable", "exc_type exc_value exc_traceback err_msg object"
     )
     closed, other = RuntimeError("Event loop is closed"), RuntimeError("something else")
-    for e in (closed, other):
-        sys.unraisablehook(Unraisable(RuntimeError, e, None, None, None))
+    read = ValueError("DATA_LOSS: Error opening \"zarr\" driver [tensorstore_spec='{}']")
+    for e in (closed, read, other):
+        sys.unraisablehook(Unraisable(type(e), e, None, None, None))
     assert seen == [other]
     with caplog.at_level(logging.ERROR, logger="asyncio"):
-        for e in (closed, other):
-            logging.getLogger("asyncio").error("Task exception was never retrieved",
-                                               exc_info=(RuntimeError, e, None))  # fmt: skip
+        for msg, e in [("Task", closed), ("Future", read), ("Task", other)]:
+            logging.getLogger("asyncio").error(f"{msg} exception was never retrieved",
+                                               exc_info=(type(e), e, None))  # fmt: skip
     assert [r.exc_info[1] for r in caplog.records] == [other]
 
 

@@ -13,6 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.xdist_group("training_sharded")  # one worker runs the fixture
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent(

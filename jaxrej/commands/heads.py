@@ -1,6 +1,6 @@
 """`jaxrej heads --config CONFIG --workdir DIR [--test SPEC] [--ood [name=]SPEC ...]
 [--config.a.b=v ...]`: the reject-heads protocol (`jaxrej.eval.heads`): base classifier (with a
-progress bar over epochs), SDIM-logit, GMM heads and baselines, their reject metrics.
+progress bars), SDIM-logit, GMM heads and baselines, their reject metrics.
 
 Data: `config.data.dataset` is a dataset string (`jaxrej.data.registry`: digits, a tfds name,
 idx:IMAGES[,LABELS], npz:PATH); a local set's fixed train/validation split fits and tunes,
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
                         help="report on this dataset's test split instead of the config's")  # fmt: skip
     parser.add_argument("--ood", action="append", default=None, metavar="[name=]SPEC",
                         help="an OOD set (repeatable); replaces config.ood.datasets")  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def settings(config):
@@ -97,9 +97,7 @@ def run(args) -> dict:
     if ood_flags:
         data_kw["ood"] = tuple(ood_flags)
     stem = result_stem(test, ood_flags)
-    options = dataclasses.replace(
-        options, train={**options.train, "progress": not getattr(args, "no_progress", False)}
-    )
+    options = dataclasses.replace(options, progress=not getattr(args, "no_progress", False))
     workdir = args.workdir
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir: {workdir!r} exists and is not a directory")

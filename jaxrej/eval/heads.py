@@ -51,7 +51,7 @@ class HeadsOptions:
     model, model_kwargs: `classifiers.make_model`; train: `classifiers.train` keywords;
     sdim: `heads.sdim_logit.fit` keywords (rep_size 0: the number of classes); gmm: GMM_FIELDS;
     percentiles: per-class threshold percentiles in (0, 100); tpr: the global rule's accepted
-    fraction of validation rows, in (0, 1].
+    fraction of validation rows, in (0, 1]; progress: tqdm bars on stderr while fitting.
     """
 
     model: str
@@ -61,6 +61,7 @@ class HeadsOptions:
     gmm: Mapping[str, Any]
     percentiles: tuple[float, ...] = (1.0, 2.0)
     tpr: float = 0.95
+    progress: bool = False
 
     def __post_init__(self):
         for p in self.percentiles:
@@ -193,7 +194,7 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
     # base classifier and heads (the one fitting path: pixel_scorers.fit_heads) ----------------
     fitted = fit_heads(data.fit, data.val, num_classes=num_classes, model=o.model,
                        model_kwargs=o.model_kwargs, train=o.train, sdim=o.sdim, gmm=o.gmm,
-                       key=key)  # fmt: skip
+                       key=key, progress=o.progress)  # fmt: skip
     model, state = fitted.module(), fitted.state
     outs = {
         n: classifiers.apply(model, state, x)

@@ -71,9 +71,12 @@ def freeze_kwargs(kwargs) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
 
 
-def fit_heads(fit, val, *, num_classes, model, model_kwargs, train, sdim, gmm, key) -> FittedHeads:
+def fit_heads(
+    fit, val, *, num_classes, model, model_kwargs, train, sdim, gmm, key, progress=False
+) -> FittedHeads:
     """Fit the base classifier on fit = (x, y) and every head on its outputs (temperature on
-    val = (x, y)): the fitting step of `jaxrej.eval.heads.evaluate_heads`."""
+    val = (x, y)): the fitting step of `jaxrej.eval.heads.evaluate_heads`. progress: tqdm bars
+    (stderr) over the classifier's and SDIM-logit's epochs and over the three Gaussian fits."""
     from jaxrej import classifiers
     from jaxrej.heads import baselines, sdim_logit
     from jaxrej.heads import gmm as gmm_lib
@@ -82,30 +85,47 @@ def fit_heads(fit, val, *, num_classes, model, model_kwargs, train, sdim, gmm, k
     (x_fit, y_fit), (x_val, y_val) = fit, val
     net = classifiers.make_model(model, num_classes, **dict(model_kwargs))
     state = classifiers.init(net, x_fit[:2], key=k_model)
-    state = classifiers.train(net, state, x_fit, y_fit, key=k_train, **dict(train))
+    state = classifiers.train(
+        net, state, x_fit, y_fit, key=k_train, **{**dict(train), "progress": progress}
+    )
     logits_fit, feats_fit = (np.asarray(a) for a in classifiers.apply(net, state, x_fit))
     logits_val = np.asarray(classifiers.apply(net, state, x_val)[0])
-    sd = dict(sdim)
+    sd = {**dict(sdim), "progress": progress}
     sd["rep_size"] = sd.get("rep_size") or None
     head = sdim_logit.fit(logits_fit, y_fit, key=k_sdim, **sd)
     g = dict(gmm)
     opts = {k: g[k] for k in ("covariance_type", "reg_covar", "tol", "max_iter", "n_init")}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=3, desc="gaussian heads", unit="fit", dynamic_ncols=True)
+
+    def done(name, value):
+        if bar is not None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+        return value
+
+    maha = done("mahalanobis", baselines.fit_mahalanobis(
+        feats_fit, y_fit, num_classes=num_classes, reg=g["reg_covar"]
+    ))  # fmt: skip
+    gmm_cc = done("gmm_cc", gmm_lib.fit_class_conditional(
+        feats_fit, y_fit, num_classes=num_classes, n_components=g["n_components_per_class"],
+        key=k_gmm, **opts,
+    ))  # fmt: skip
+    gmm_all = done(
+        "gmm", gmm_lib.fit(feats_fit, n_components=g["n_components"], key=k_gmm2, **opts)
+    )
+    if bar is not None:
+        bar.close()
     return FittedHeads(
         state=state,
         sdim=head,
         temperature=jnp.asarray(baselines.fit_temperature(logits_val, y_val), jnp.float32),
-        mahalanobis=baselines.fit_mahalanobis(
-            feats_fit, y_fit, num_classes=num_classes, reg=g["reg_covar"]
-        ),  # fmt: skip
-        gmm_cc=gmm_lib.fit_class_conditional(
-            feats_fit,
-            y_fit,
-            num_classes=num_classes,
-            n_components=g["n_components_per_class"],
-            key=k_gmm,
-            **opts,
-        ),  # fmt: skip
-        gmm=gmm_lib.fit(feats_fit, n_components=g["n_components"], key=k_gmm2, **opts),
+        mahalanobis=maha,
+        gmm_cc=gmm_cc,
+        gmm=gmm_all,
         model=model,
         model_kwargs=freeze_kwargs(dict(model_kwargs)),
         num_classes=int(num_classes),

@@ -122,13 +122,13 @@ class SDIMLogitHead:
         return SDIMLogit(self.num_classes, self.rep_size, self.hidden, self.mi_units)
 
 
-@partial(jax.jit, static_argnames=("module", "epochs", "batch_size", "optimizer"))
-def _train(module, variables, x, y, key, weights, margin, *, epochs, batch_size, optimizer):
+@partial(jax.jit, static_argnames=("module", "batch_size", "optimizer"))
+def _epoch(module, carry, x, y, key, e, weights, margin, *, batch_size, optimizer):
+    """One epoch over a fresh permutation from fold_in(key, e): carry (params, batch_stats,
+    opt_state) -> (carry, mean (total, J_MI, J_NLL, J_LM))."""
     alpha, beta, gamma = weights
     n = x.shape[0]
     steps = n // batch_size
-    params, batch_stats = variables["params"], variables["batch_stats"]
-    opt_state = optimizer.init(params)
 
     def loss_fn(p, bs, xb, yb):
         (_, s, t), new = module.apply(
@@ -146,15 +146,9 @@ def _train(module, variables, x, y, key, weights, margin, *, epochs, batch_size,
         updates, os = optimizer.update(g, os, p)
         return (optax.apply_updates(p, updates), bs, os), parts
 
-    def epoch(carry, e):
-        perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: steps * batch_size]
-        carry, parts = jax.lax.scan(step, carry, perm.reshape(steps, batch_size))
-        return carry, jnp.mean(parts, axis=0)
-
-    (params, batch_stats, _), losses = jax.lax.scan(
-        epoch, (params, batch_stats, opt_state), jnp.arange(epochs)
-    )
-    return params, batch_stats, losses
+    perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: steps * batch_size]
+    carry, parts = jax.lax.scan(step, carry, perm.reshape(steps, batch_size))
+    return carry, jnp.mean(parts, axis=0)
 
 
 def fit(
@@ -172,8 +166,10 @@ def fit(
     rep_size: int | None = None,
     hidden: int = 64,
     mi_units: int = 64,
+    progress: bool = False,
 ) -> SDIMLogitHead:
-    """Train SDIM-logit on frozen base logits (N, C) with labels (N,); one compiled region."""
+    """Train SDIM-logit on frozen base logits (N, C) with labels (N,); one compiled epoch
+    (a `lax.scan` over its steps) serves every epoch. progress: a tqdm bar over epochs (stderr)."""
     shape = np.shape(logits)
     if len(shape) != 2 or shape[1] < 2:
         raise ValueError(f"logits: expected a (N, C) array with C >= 2, got shape {shape}")
@@ -200,18 +196,28 @@ def fit(
     k_init, k_train = jax.random.split(key)
     x = jnp.asarray(logits, jnp.float32)
     variables = module.init(k_init, x[:2], train=False)
-    params, batch_stats, losses = _train(
-        module,
-        variables,
-        x,
-        jnp.asarray(y, jnp.int32),
-        k_train,
-        jnp.asarray([alpha, beta, gamma], jnp.float32),
-        jnp.float32(margin),
-        epochs=int(epochs),
-        batch_size=batch_size,
-        optimizer=optax.adam(learning_rate),
-    )
+    optimizer = optax.adam(learning_rate)
+    carry = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+    y, weights = jnp.asarray(y, jnp.int32), jnp.asarray([alpha, beta, gamma], jnp.float32)
+    epochs_iter = range(int(epochs))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = epochs_iter = tqdm(epochs_iter, desc="sdim-logit", unit="epoch", dynamic_ncols=True)
+    losses = []
+    for e in epochs_iter:
+        carry, parts = _epoch(
+            module, carry, x, y, k_train, jnp.asarray(e, jnp.int32), weights, jnp.float32(margin),
+            batch_size=batch_size, optimizer=optimizer,
+        )  # fmt: skip
+        losses.append(parts)
+        if bar is not None:
+            bar.set_postfix(loss=f"{float(parts[0]):.4f}")
+    if bar is not None:
+        bar.close()
+    params, batch_stats, _ = carry
+    losses = jnp.stack(losses) if losses else jnp.zeros((0, 4))
     return head.replace(params=params, batch_stats=batch_stats, losses=losses)
 
 

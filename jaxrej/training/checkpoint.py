@@ -112,7 +112,7 @@ def restore_checkpoint(ckpt_dir: str, target, *, step: int | None = None):
     """
     if not os.path.isdir(ckpt_dir):
         raise ValueError(f"checkpoint: no checkpoint folder {ckpt_dir!r}")
-    _quiet_closed_loop_noise()
+    _quiet_read_leftovers()
     template = serialization.to_state_dict(jax.device_get(target))
     errors = []
     with checkpoint_manager(ckpt_dir, create=False) as mngr:
@@ -190,21 +190,29 @@ def _is_closed_loop(exc) -> bool:
     return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
 
-class _ClosedLoopFilter(logging.Filter):
+def _is_read_leftover(exc) -> bool:
+    """A concurrent read's failure that the failed restore already reports: the closed loop, or
+    a tensorstore read error (its message carries the tensorstore spec)."""
+    return _is_closed_loop(exc) or "[tensorstore_spec=" in str(exc)
+
+
+class _ReadLeftoverFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and _is_closed_loop(record.exc_info[1]))
+        return not (record.exc_info and _is_read_leftover(record.exc_info[1]))
 
 
 _QUIETED = False
 
 
-def _quiet_closed_loop_noise() -> None:
-    """Drop the "Event loop is closed" reports a failed restore leaves behind, nothing else.
+def _quiet_read_leftovers() -> None:
+    """Drop the duplicate reports a failed restore leaves behind, nothing else.
 
     Orbax reads a checkpoint's arrays concurrently in an event loop that it closes as soon as
     one read fails; the reads still in flight then finish on tensorstore's threads and report
     RuntimeError("Event loop is closed") through sys.unraisablehook, and asyncio logs
-    "Task exception was never retrieved" for the same error. Installed once per process.
+    "Task/Future exception was never retrieved" for that error or for the other reads' own
+    tensorstore errors (which of them appear depends on timing). The failure itself is
+    reported once, by `restore_checkpoint`'s ValueError. Installed once per process.
     """
     global _QUIETED
     if _QUIETED:
@@ -212,9 +220,9 @@ def _quiet_closed_loop_noise() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        if not _is_closed_loop(unraisable.exc_value):
+        if not _is_read_leftover(unraisable.exc_value):
             previous(unraisable)
 
     sys.unraisablehook = hook
-    logging.getLogger(asyncio.__name__).addFilter(_ClosedLoopFilter())
+    logging.getLogger(asyncio.__name__).addFilter(_ReadLeftoverFilter())
     _QUIETED = True
