@@ -1,9 +1,11 @@
 """Training and inference for the base classifiers: one compiled region per call.
 
-`train` runs each epoch as one jitted `lax.scan` over its steps (Adam(W) via optax, softmax
+`train` runs one jitted step per batch from a Python loop (Adam(W) via optax, softmax
 cross-entropy, a fresh permutation per epoch from `fold_in(key, epoch)`; the last partial batch
-of an epoch is dropped), called from a Python loop over epochs with an optional tqdm bar (one
-compilation serves every epoch). `apply` returns logits and penultimate features in padded fixed-size batches,
+of an epoch is dropped; one compilation serves every step), with an optional tqdm bar over
+epochs. Not a `lax.scan` over the steps: on XLA:CPU the gradient of a convolution inside a
+loop body runs ~10x slower than the same step jitted alone (measured: the (8, 16, 32) CNN's
+epoch of 5,000 MNIST images took 8.9 s as a scan, 0.9 s as a loop of jitted steps). `apply` returns logits and penultimate features in padded fixed-size batches,
 so one compilation serves any N.
 """
 
@@ -80,27 +82,26 @@ def shift_images(x: jax.Array, key: jax.Array, max_shift: int) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("model", "batch_size", "optimizer", "augment_shift"))
-def _epoch(model, carry, images, labels, key, e, *, batch_size, optimizer, augment_shift=0):
-    """One epoch: carry (params, batch_stats, opt_state) -> (carry, mean loss)."""
-    n = images.shape[0]
-    steps = n // batch_size
+def _step(model, carry, images, labels, perm, k_epoch, i, *, batch_size, optimizer, augment_shift):
+    """Step i of an epoch: the rows perm[i * batch_size:(i + 1) * batch_size]; carry (params,
+    batch_stats, opt_state) -> (carry, loss)."""
+    params, batch_stats, opt_state = carry
+    idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+    x, y = images[idx], labels[idx]
+    if augment_shift:
+        x = shift_images(x, jax.random.fold_in(k_epoch, i), augment_shift)
+    (loss, batch_stats), grads = jax.value_and_grad(
+        lambda p: _loss(model, p, batch_stats, x, y, True), has_aux=True
+    )(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _epoch_order(key, e, *, n):
+    """(fold_in(key, e), a permutation of range(n) drawn from it)."""
     k_epoch = jax.random.fold_in(key, e)
-
-    def step(carry, inputs):
-        idx, i = inputs
-        params, batch_stats, opt_state = carry
-        x, y = images[idx], labels[idx]
-        if augment_shift:
-            x = shift_images(x, jax.random.fold_in(k_epoch, i), augment_shift)
-        (loss, batch_stats), grads = jax.value_and_grad(
-            lambda p: _loss(model, p, batch_stats, x, y, True), has_aux=True
-        )(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
-
-    perm = jax.random.permutation(k_epoch, n)[: steps * batch_size]
-    carry, losses = jax.lax.scan(step, carry, (perm.reshape(steps, batch_size), jnp.arange(steps)))
-    return carry, jnp.mean(losses)
+    return k_epoch, jax.random.permutation(k_epoch, n)
 
 
 def train(
@@ -151,15 +152,20 @@ def train(
         from tqdm.auto import tqdm
 
         bar = epochs_iter = tqdm(epochs_iter, desc="classifier", unit="epoch", dynamic_ncols=True)
+    steps = n // batch_size
     losses = []
     for e in epochs_iter:
-        carry, loss = _epoch(
-            model, carry, images, labels, key, jnp.asarray(e, jnp.int32),
-            batch_size=batch_size, optimizer=optimizer, augment_shift=augment_shift,
-        )  # fmt: skip
-        losses.append(loss)
+        k_epoch, perm = _epoch_order(key, jnp.asarray(e, jnp.int32), n=n)
+        step_losses = []
+        for i in range(steps):
+            carry, loss = _step(
+                model, carry, images, labels, perm, k_epoch, jnp.asarray(i, jnp.int32),
+                batch_size=batch_size, optimizer=optimizer, augment_shift=augment_shift,
+            )  # fmt: skip
+            step_losses.append(loss)
+        losses.append(jnp.mean(jnp.stack(step_losses)))
         if bar is not None:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
     if bar is not None:
         bar.close()
     params, batch_stats, _ = carry

@@ -95,37 +95,37 @@ def fit_heads(
     head = sdim_logit.fit(logits_fit, y_fit, key=k_sdim, **sd)
     g = dict(gmm)
     opts = {k: g[k] for k in ("covariance_type", "reg_covar", "tol", "max_iter", "n_init")}
-    bar = None
+    fits = {
+        "mahalanobis": lambda: baselines.fit_mahalanobis(
+            feats_fit, y_fit, num_classes=num_classes, reg=g["reg_covar"]
+        ),
+        "gmm_cc": lambda: gmm_lib.fit_class_conditional(
+            feats_fit,
+            y_fit,
+            num_classes=num_classes,
+            n_components=g["n_components_per_class"],
+            key=k_gmm,
+            **opts,
+        ),
+        "gmm": lambda: gmm_lib.fit(feats_fit, n_components=g["n_components"], key=k_gmm2, **opts),
+    }
+    names = fits
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=3, desc="gaussian heads", unit="fit", dynamic_ncols=True)
-
-    def done(name, value):
-        if bar is not None:
-            bar.set_postfix_str(name)
-            bar.update(1)
-        return value
-
-    maha = done("mahalanobis", baselines.fit_mahalanobis(
-        feats_fit, y_fit, num_classes=num_classes, reg=g["reg_covar"]
-    ))  # fmt: skip
-    gmm_cc = done("gmm_cc", gmm_lib.fit_class_conditional(
-        feats_fit, y_fit, num_classes=num_classes, n_components=g["n_components_per_class"],
-        key=k_gmm, **opts,
-    ))  # fmt: skip
-    gmm_all = done(
-        "gmm", gmm_lib.fit(feats_fit, n_components=g["n_components"], key=k_gmm2, **opts)
-    )
-    if bar is not None:
-        bar.close()
+        names = tqdm(fits, desc="gaussian heads", unit="fit", dynamic_ncols=True)
+    fitted = {}
+    for name in names:
+        if progress:
+            names.set_postfix_str(name)  # the one being fitted
+        fitted[name] = fits[name]()
     return FittedHeads(
         state=state,
         sdim=head,
         temperature=jnp.asarray(baselines.fit_temperature(logits_val, y_val), jnp.float32),
-        mahalanobis=maha,
-        gmm_cc=gmm_cc,
-        gmm=gmm_all,
+        mahalanobis=fitted["mahalanobis"],
+        gmm_cc=fitted["gmm_cc"],
+        gmm=fitted["gmm"],
         model=model,
         model_kwargs=freeze_kwargs(dict(model_kwargs)),
         num_classes=int(num_classes),
