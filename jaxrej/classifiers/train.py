@@ -1,12 +1,13 @@
-"""Training and inference for the base classifiers: one compiled region per call.
+"""Training and inference for the base classifiers, jitted once per model and shape.
 
 `train` runs one jitted step per batch from a Python loop (Adam(W) via optax, softmax
 cross-entropy, a fresh permutation per epoch from `fold_in(key, epoch)`; the last partial batch
 of an epoch is dropped; one compilation serves every step), with an optional tqdm bar over
 epochs. Not a `lax.scan` over the steps: on XLA:CPU the gradient of a convolution inside a
-loop body runs ~10x slower than the same step jitted alone (measured: the (8, 16, 32) CNN's
-epoch of 5,000 MNIST images took 8.9 s as a scan, 0.9 s as a loop of jitted steps). `apply` returns logits and penultimate features in padded fixed-size batches,
-so one compilation serves any N.
+loop body runs 9-17x slower than the same step jitted alone (benchmarks/conv_in_loop; the
+(8, 16, 32) CNN's epoch of 5,000 MNIST images took 8.9 s as a scan, 0.5 s as a loop).
+`apply` returns logits and penultimate features in padded fixed-size batches, so one
+compilation serves any N.
 """
 
 from __future__ import annotations
