@@ -20,15 +20,12 @@ import os
 import shutil
 import sys
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
-try:
-    import filelock  # noqa: F401
-except ImportError:
-    filelock = None
-if filelock is not None and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before jax loads
+if find_spec("filelock") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before jax loads
     _cache = tempfile.mkdtemp(prefix="jaxrej-tests-xla-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))  # bytes; locks

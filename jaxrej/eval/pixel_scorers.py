@@ -109,15 +109,12 @@ def fit_heads(
         ),
         "gmm": lambda: gmm_lib.fit(feats_fit, n_components=g["n_components"], key=k_gmm2, **opts),
     }
-    names = fits
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        names = tqdm(fits, desc="gaussian heads", unit="fit", dynamic_ncols=True)
+    bar = tqdm(fits, desc="gaussian heads", unit="fit", dynamic_ncols=True, disable=not progress)
     fitted = {}
-    for name in names:
-        if progress:
-            names.set_postfix_str(name)  # the one being fitted
+    for name in bar:
+        bar.set_postfix_str(name)  # the one being fitted
         fitted[name] = fits[name]()
     return FittedHeads(
         state=state,
