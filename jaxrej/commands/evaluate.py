@@ -115,6 +115,8 @@ def run(args) -> dict:
         scorers.update(runs.heads_scorers(d, batch_size=256))
     for d in found["sbgc"][:1]:
         scorers["sbgc"] = runs.sbgc_scorer(d, batch_size=args.sbgc_batch)
+    for d in found.get("abs", [])[:1]:
+        scorers["abs"] = runs.abs_scorer(d, batch_size=100)
     for kind, dirs in found.items():
         if len(dirs) > 1:
             notes.append(f"several {kind} runs found; evaluated {dirs[0]!r} only")

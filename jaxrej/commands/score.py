@@ -167,6 +167,10 @@ def run(args) -> dict:
     from jaxrej.training.workdir import load_trained, read_config
 
     cfg = read_config(args.workdir)  # ValueError for a missing workdir / config
+    if cfg.get("model", {}).get("name") == "abs":  # analysis by synthesis (jaxrej.abs)
+        from jaxrej.abs.commands import score_run
+
+        return score_run(args, cfg)
     e = apply_overrides({"eval": dict(cfg["eval"])}, args.overrides, sections=("eval",))["eval"]
     check_eval(e)
     if args.limit < 0:

@@ -169,6 +169,10 @@ def run(args) -> dict:
     from jaxrej.training.workdir import CONFIG_FILE, read_config
 
     config = load_config(args.config, args.overrides)
+    if "model" in config and config.model.get("name") == "abs":  # analysis by synthesis
+        from jaxrej.abs.commands import train_run
+
+        return train_run(config.to_dict(), args.workdir, progress=not args.no_progress)
     p = prepare(config)
     cfg, opts = p["cfg"], p["opts"]
     workdir = args.workdir

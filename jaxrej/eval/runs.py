@@ -19,10 +19,26 @@ from jaxrej.eval.pixel_scorers import HEAD_SCORERS, HEADS_FILE, SBGCScorer, head
 from jaxrej.eval.protocol import Scorer
 
 
-def _is_sbgc(d: str) -> bool:
+def _is_trained(d: str) -> bool:
     return os.path.isfile(os.path.join(d, "config.json")) and os.path.isdir(
         os.path.join(d, "checkpoints")
     )
+
+
+def _model_name(d: str):
+    try:
+        with open(os.path.join(d, "config.json")) as f:
+            return json.load(f).get("model", {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _is_sbgc(d: str) -> bool:
+    return _is_trained(d) and _model_name(d) != "abs"
+
+
+def _is_abs(d: str) -> bool:
+    return _is_trained(d) and _model_name(d) == "abs"
 
 
 def _is_heads(d: str) -> bool:
@@ -39,8 +55,9 @@ def find_runs(workdir: str) -> dict[str, list[str]]:
         for d in os.listdir(workdir)
         if os.path.isdir(os.path.join(workdir, d)) and not d.startswith(".")
     )
-    runs = {"sbgc": [d for d in dirs if _is_sbgc(d)], "heads": [d for d in dirs if _is_heads(d)]}
-    if not runs["sbgc"] and not runs["heads"]:
+    runs = {"sbgc": [d for d in dirs if _is_sbgc(d)], "heads": [d for d in dirs if _is_heads(d)],
+            "abs": [d for d in dirs if _is_abs(d)]}  # fmt: skip
+    if not any(runs.values()):
         raise ValueError(
             f"--workdir: {workdir!r} holds no trained score model (config.json + checkpoints/, "
             f"`jaxrej train`) and no saved heads ({HEADS_FILE}, `jaxrej heads`), neither in it "
@@ -69,6 +86,18 @@ def sbgc_scorer(run_dir: str, *, batch_size: int, solve=None, name: str = "sbgc"
     settings = json.dumps({"run": os.path.abspath(run_dir), "step": tm.step, "options": repr(options),
                            "batch_size": batch_size})  # fmt: skip
     return Scorer(name, lambda x: np.asarray(fn(x)), batch_size, settings)
+
+
+def abs_scorer(run_dir: str, *, batch_size: int, name: str = "abs") -> Scorer:
+    """The ABS run's class bounds of pixel images (`jaxrej.abs.ABSScorer`, the run's eval
+    settings: latent steps, starts, bank), jitted for one batch shape."""
+    from jaxrej.abs.scorer import load_scorer
+
+    sc, step = load_scorer(run_dir)
+    fn = jax.jit(lambda s, x: s(x))
+    settings = json.dumps({"run": os.path.abspath(run_dir), "step": step, "options": repr(sc.options),
+                           "model": repr(sc.model), "batch_size": batch_size})  # fmt: skip
+    return Scorer(name, lambda x: np.asarray(fn(sc, x)), batch_size, settings)
 
 
 def heads_scorers(run_dir: str, *, batch_size: int) -> dict[str, Scorer]:
@@ -102,6 +131,10 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
         vf = c["data"].get("val_fraction")
         cands.append(("sbgc", d, {"dataset": c["data"]["dataset"], "val_fraction": vf,
                                   "seed": c.get("seed", 0), "ood": ()}))  # fmt: skip
+    for d in found.get("abs", [])[:1]:  # evaluated on its eval_dataset (held out of training)
+        c = read_config(d)
+        cands.append(("abs", d, {"dataset": c["data"].get("eval_dataset") or c["data"]["dataset"],
+                                 "val_fraction": None, "seed": c.get("seed", 0), "ood": ()}))  # fmt: skip
     first = cands[0][2]
     for kind, d, s in cands[1:]:
         if s["dataset"] != first["dataset"]:

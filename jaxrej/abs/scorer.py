@@ -1,0 +1,92 @@
+"""Pixels -> ABS class scores, the scorer `jaxrej evaluate`, `jaxrej score` and the attacks use.
+
+    scorer = load_scorer("runs/mnist_abs")     # from the run's config.json and newest checkpoint
+    scores = scorer(x)                         # x (B, H, W, ch) in [0, 1] -> (B, C) bounds, nats
+
+Pixel space is the discriminative classifiers' x = k / (L - 1) and the model's own input, so an
+attack's eps-ball is the same for every scorer. The score is differentiable in x through the
+unrolled latent optimisation (`latent.class_bounds`); the attack view is the scorer itself (it
+does not use the label).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+from flax import struct
+
+from jaxrej.abs.latent import LatentBank, LatentOptions, class_bounds, latent_bank
+from jaxrej.abs.model import ABSModel
+
+BANK_SEED_OFFSET = 7  # the bank's key: key(seed + BANK_SEED_OFFSET)
+
+
+class ABSScorer(struct.PyTreeNode):
+    """Pixels (B, *event) in [0, 1] -> class bounds (B, C). labels: accepted and ignored (the
+    scorer is label-blind); key: ignored (the latent search is deterministic)."""
+
+    params: Any
+    bank: LatentBank
+    labels: Any = None
+    model: ABSModel = struct.field(pytree_node=False, default=None)
+    options: LatentOptions = struct.field(pytree_node=False, default=LatentOptions())
+
+    def __call__(self, x, key=None):
+        return class_bounds(self.model, self.params, self.bank, x, options=self.options).score
+
+    def result(self, x):
+        """The full `latent.BoundResult` (scores, log joints, latents) of x."""
+        return class_bounds(self.model, self.params, self.bank, x, options=self.options)
+
+
+def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
+    """The ABSModel of a config dict's `model` section (ValueError naming a bad field)."""
+    m = dict(cfg["model"])
+    m.pop("name", None)
+    known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output"}
+    unknown = set(m) - known
+    if unknown:
+        raise ValueError(f"model: unknown field(s) {sorted(unknown)} for name='abs'")
+    for k in ("hidden", "encoder_hidden"):
+        if k in m:
+            m[k] = tuple(int(v) for v in m[k])
+    return ABSModel(num_classes=int(num_classes), event_shape=tuple(event_shape), **m)
+
+
+def latent_options(cfg: dict, **overrides) -> LatentOptions:
+    """LatentOptions from a config's `eval` section (steps, lr, n_starts, encoder_start,
+    correction), with keyword overrides."""
+    e = {k: v for k, v in dict(cfg.get("eval", {})).items()
+         if k in ("steps", "lr", "n_starts", "encoder_start", "correction")}  # fmt: skip
+    return LatentOptions(**(e | overrides))
+
+
+def build_scorer(model: ABSModel, params, *, bank_size: int, seed: int,
+                 options: LatentOptions) -> ABSScorer:  # fmt: skip
+    bank = latent_bank(model, params, n=bank_size, key=jax.random.key(seed + BANK_SEED_OFFSET))
+    return ABSScorer(params=params, bank=bank, model=model, options=options)
+
+
+def load_scorer(workdir: str, **overrides) -> ABSScorer:
+    """The ABSScorer of a trained run (`jaxrej train` with model.name = 'abs'): its config's model
+    and eval settings (overridable by keyword), params of the newest intact checkpoint."""
+    from jaxrej.abs.model import init_params
+    from jaxrej.abs.training import ABSTrainState, optimizer, options_from_config
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
+    from jaxrej.training.workdir import read_config
+
+    cfg = read_config(workdir)
+    d = cfg["data"]
+    model = model_from_config(cfg, num_classes=d["num_classes"], event_shape=d["event_shape"])
+    params = init_params(model, key=jax.random.key(0))
+    tx = optimizer(options_from_config(cfg))
+    import jax.numpy as jnp
+
+    target = ABSTrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params))
+    state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target)
+    opts = latent_options(cfg, **overrides)
+    sc = build_scorer(model, state.params, bank_size=int(cfg["eval"].get("bank_size", 1000)),
+                      seed=int(cfg.get("seed", 0)), options=opts)  # fmt: skip
+    return sc.replace(params=state.params), step

@@ -1,0 +1,151 @@
+"""jaxrej.abs: the bound against the closed-form log-likelihood of a linear-Gaussian decoder,
+batch invariance of the latent search, bit-identical resume after a kill, the CLI on digits."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from jaxrej import abs as A
+from tests.conftest import CONFIGS
+
+
+def _linear_model(D=12, d=3, C=2, sigma=0.3, seed=0):
+    """A linear-Gaussian ABS model: G_c(z) = W_c z + b_c, exact log p(x | c) in closed form."""
+    model = A.ABSModel(num_classes=C, event_shape=(D,), latent_dim=d, hidden=(), sigma=sigma,
+                       encoder=False, output="linear")  # fmt: skip
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(C, d, D)) * 0.5  # flax Dense kernel: (in, out)
+    b = rng.normal(size=(C, D)) * 0.2
+    params = {"dec": {"params": {"Dense_0": {"kernel": jnp.asarray(W, jnp.float32),
+                                             "bias": jnp.asarray(b, jnp.float32)}}}, "enc": {}}  # fmt: skip
+    exact = lambda x, c: multivariate_normal(b[c], W[c].T @ W[c] + sigma**2 * np.eye(D)).logpdf(x)  # noqa: E731
+    return model, params, W, b, exact
+
+
+def test_linearised_elbo_is_a_bound_with_equality_at_the_posterior_mean():
+    model, params, W, b, exact = _linear_model()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=12)
+    dec0 = jax.tree_util.tree_map(lambda a: a[0], params["dec"])
+    fn = lambda z: A.decode(model, dec0, z)  # noqa: E731
+    truth = exact(x, 0)
+    for _ in range(5):  # any latent: a lower bound
+        z = jnp.asarray(rng.normal(size=3), jnp.float32)
+        assert (
+            float(A.linearised_elbo(fn, jnp.asarray(x, jnp.float32), z, sigma=0.3)) <= truth + 1e-4
+        )
+    Wt = W[0].T  # (D, d): the posterior mean (W^T W + sigma^2 I)^-1 W^T (x - b)
+    m = np.linalg.solve(Wt.T @ Wt + 0.09 * np.eye(3), Wt.T @ (x - b[0]))
+    got = float(
+        A.linearised_elbo(fn, jnp.asarray(x, jnp.float32), jnp.asarray(m, jnp.float32), sigma=0.3)
+    )
+    assert got == pytest.approx(truth, abs=2e-3)
+
+
+def test_latent_search_reaches_the_closed_form_log_likelihood():
+    model, params, _, _, exact = _linear_model()
+    x = np.random.default_rng(2).normal(size=(4, 12)).astype(np.float32)
+    bank = A.latent_bank(model, params, n=64, key=jax.random.key(0))
+    opts = A.LatentOptions(steps=300, lr=0.05, encoder_start=False)
+    res = A.class_bounds(model, params, bank, jnp.asarray(x), options=opts)
+    truth = np.array([[exact(xi, c) for c in range(2)] for xi in x])
+    np.testing.assert_allclose(np.asarray(res.score), truth, atol=5e-3)
+    # without the Laplace term the score is the log joint at the optimum, not log p(x | c)
+    assert np.all(np.abs(np.asarray(res.log_joint) - truth) > 0.1)
+    no_steps = A.class_bounds(model, params, bank, jnp.asarray(x), options=A.LatentOptions(steps=0))
+    assert np.all(np.asarray(no_steps.score) <= truth + 1e-3)  # a bank latent: still a bound
+
+
+def _small_model():
+    model = A.ABSModel(num_classes=3, event_shape=(4, 4, 1), latent_dim=2, hidden=(8,),
+                       encoder_hidden=(8,), sigma=0.3)  # fmt: skip
+    return model, A.init_params(model, key=jax.random.key(0))
+
+
+def test_latent_search_is_batch_invariant():
+    model, params = _small_model()
+    bank = A.latent_bank(model, params, n=16, key=jax.random.key(1))
+    x = jax.random.uniform(jax.random.key(2), (5, 4, 4, 1))
+    opts = A.LatentOptions(steps=10, n_starts=2)
+    f = jax.jit(lambda xb: A.class_bounds(model, params, bank, xb, options=opts).score)
+    a = f(x[jnp.array([0, 1, 2])])
+    b = f(x[jnp.array([0, 3, 4])])  # same row 0, other neighbours, same shape
+    np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    np.testing.assert_allclose(np.asarray(f(x[:1])[0]), np.asarray(a[0]), rtol=1e-5)
+
+
+def test_training_resumes_bit_identically_after_a_kill(tmp_path):
+    model, params = _small_model()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 4, 4, 1)).astype(np.uint8)
+    labels = np.arange(30) % 3
+    opts = A.ABSTrainOptions(n_iters=6, per_class=4, checkpoint_every=2, log_every=1,
+                             disc_weight=1.0, margin=5.0)  # fmt: skip
+    kw = dict(model=model, init_params=params, images=images, labels=labels, opts=opts,
+              key=jax.random.key(3), progress=False)  # fmt: skip
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole, _ = A.train(workdir=str(tmp_path / "a"), **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill(state):
+        if int(state.step) == 5:  # after the checkpoint at step 4, before the one at 6
+            raise Killed
+
+    with pytest.raises(Killed):
+        A.train(workdir=str(tmp_path / "b"), on_step=kill, **kw)
+    resumed, summary = A.train(workdir=str(tmp_path / "b"), **kw)
+    assert summary["start_step"] == 4 and int(resumed.step) == 6
+    for u, v in zip(jax.tree_util.tree_leaves(whole.params),
+                    jax.tree_util.tree_leaves(resumed.params), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    rows = [json.loads(r) for r in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_bad_options_name_the_argument():
+    with pytest.raises(ValueError, match="latent_dim"):
+        A.ABSModel(latent_dim=0)
+    with pytest.raises(ValueError, match="steps"):
+        A.LatentOptions(steps=-1)
+    with pytest.raises(ValueError, match="training.per_class"):
+        A.ABSTrainOptions(per_class=0)
+    model, params = _small_model()
+    bank = A.latent_bank(model, params, n=4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="x: expected"):
+        A.class_bounds(model, params, bank, jnp.zeros((2, 5, 5, 1)), options=A.LatentOptions())
+
+
+TINY = ["--config.training.n_iters=20", "--config.training.eval_every=10",
+        "--config.training.eval_rows=20", "--config.model.hidden=(16,)",
+        "--config.model.encoder_hidden=(16,)", "--config.training.checkpoint_every=10"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_train_and_score_digits(tmp_path, capsys):
+    from jaxrej.cli import main
+
+    wd = str(tmp_path / "run")
+    cfg = str(CONFIGS / "digits_abs.py")
+    assert main(["train", "--config", cfg, "--workdir", wd, "--no-progress", *TINY]) == 0
+    train = json.load(open(f"{wd}/train.json"))
+    assert train["final_step"] == 20 and train["model"] == "abs"
+    assert "eval_accuracy" in train["last_metrics"]
+    np.savez(tmp_path / "noise.npz", images=np.random.default_rng(0).integers(0, 17, (10, 8, 8, 1)))
+    score = ["score", "--workdir", wd, "--no-progress", "--limit", "30", "--config.eval.steps=5"]
+    assert main([*score, "--ood", f"noise=npz:{tmp_path / 'noise.npz'}"]) == 0
+    s = json.load(open(f"{wd}/score_test_limit30.json"))
+    assert s["n"] == 30 and 0.0 <= s["accuracy"] <= 1.0 and s["checkpoint_step"] == 20
+    assert 0.0 <= s["ood"]["noise"]["auroc"] <= 1.0
+    z = np.load(f"{wd}/score_test_limit30.npz")
+    assert z["class_logp"].shape == (30, 10)
+    # a second train call with a different model refuses to touch the run
+    assert main(["train", "--config", cfg, "--workdir", wd, "--no-progress", *TINY,
+                 "--config.model.sigma=0.5"]) == 2  # fmt: skip
+    assert "different config" in capsys.readouterr().err
