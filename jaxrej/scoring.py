@@ -6,12 +6,15 @@ the classes near the top: a class `m` nats below the best changes log p(x) by at
 
 `class_log_likelihood_result` / `class_log_likelihoods` are pure JAX functions (jit, grad and vmap
 compose with them), with static shapes. With `TopK` screens (the default: two stages) a cheap pass
-over the candidate classes (not differentiated) keeps each example's k best (plus `labels`, if
-given); the classes left after the last stage get the accurate, differentiated solve; the others
-keep the last cheap estimate as a constant and are marked in `ClassLikelihoods.refined`; `covered`
-is False for an example where a stage dropped a class within its `margin` nats of that stage's
-best. With `screen=None` every class gets the accurate, differentiated solve. `mesh=` shards the
-batch over devices, screens included.
+over the candidate classes keeps each example's k best (plus `labels`, if given); the classes left
+after the last stage get the accurate solve; the others keep the last cheap estimate, marked in
+`ClassLikelihoods.refined`. Every entry is differentiated as the accurate solve (an unrefined
+entry is re-solved accurately in the reverse pass), so the gradient of any loss over all classes
+is the one `screen=None` gives; an entry whose cotangent is zero (a loss over the refined classes)
+costs no reverse pass, and `stop_unrefined` holds the unrefined entries constant (an attack's
+cheap gradient, by choice). `covered` is False for an example
+where a stage dropped a class within its `margin` nats of that stage's best. With `screen=None`
+every class gets the accurate solve. `mesh=` shards the batch over devices, screens included.
 
 `cascade_class_log_likelihoods` chains `Screen` passes scheduled on the host: after each pass only
 the classes within its margin of the best stay in reach, so the number of accurate solves adapts
@@ -111,7 +114,8 @@ class ClassLikelihoods(struct.PyTreeNode):
     logp:    log p(x | y) in nats; NaN where the last solve of that pair failed.
     nfe:     vector-field evaluations spent on the pair over all passes.
     ok:      the last solve of that pair succeeded.
-    refined: the pair got the accurate solve (False: it carries a screen's estimate, a constant).
+    refined: the pair got the accurate solve (False: it carries a screen's estimate; its
+             gradient is still the accurate solve's).
     covered: (B,) no class left unrefined was within the screen's margin of its best.
     """
 
@@ -149,11 +153,61 @@ def _solve_sorted(score_fn, sde, solve, params, x, ex, cls, ids, key, difficulty
     return tuple(o[inv] for o in out)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _screen_sorted(score_fn, sde, solve, accurate, chunk_size, params, x, ex, cls, ids, key,
+                   accurate_key, difficulty):  # fmt: skip
+    """`_solve_sorted` for a screen stage (`solve`, probes from `key`), differentiated as the
+    `accurate` solve (probes from `accurate_key`): the reverse pass re-solves the pairs with it and
+    backpropagates through that solve, only when some cotangent is nonzero. So a screened entry
+    carries the screen's value and the gradient `screen=None` would give it; nothing is stored in
+    the forward pass, and a loss that ignores the screened entries costs nothing more."""
+    return _solve_sorted(score_fn, sde, solve, params, x, ex, cls, ids, key, difficulty,
+                         chunk_size)  # fmt: skip
+
+
+def _screen_sorted_fwd(score_fn, sde, solve, accurate, chunk_size, params, x, ex, cls, ids, key,
+                       accurate_key, difficulty):  # fmt: skip
+    want = tuple(any(p.perturbed for p in jax.tree_util.tree_leaves(a)) for a in (params, x))
+    args = jax.tree_util.tree_map(lambda a: a.value, (params, x, ex, cls, ids, key, accurate_key,
+                                                      difficulty))  # fmt: skip
+    p, z, ex, cls, ids, key, _, difficulty = args
+    out = _solve_sorted(score_fn, sde, solve, p, z, ex, cls, ids, key, difficulty, chunk_size)
+    return out, (args, want)
+
+
+def _screen_sorted_bwd(score_fn, sde, solve, accurate, chunk_size, res, cts):
+    (params, x, ex, cls, ids, _, key, difficulty), (want_p, want_x) = res
+    ct = cts[0]
+    if isinstance(ct, jax.custom_derivatives.SymbolicZero) or not (want_p or want_x):
+        return (None,) * 8
+
+    def logp(p, z):
+        return _solve_sorted(score_fn, sde, accurate, p, z, ex, cls, ids, key, difficulty,
+                             chunk_size)[0]  # fmt: skip
+
+    def grads():
+        if want_p and want_x:
+            return jax.vjp(logp, params, x)[1](ct)
+        if want_p:
+            return jax.vjp(lambda p: logp(p, x), params)[1](ct) + (jnp.zeros_like(x),)
+        return (jax.tree_util.tree_map(jnp.zeros_like, params),
+                *jax.vjp(lambda z: logp(params, z), x)[1](ct))  # fmt: skip
+
+    def zeros():
+        return jax.tree_util.tree_map(jnp.zeros_like, (params, x))
+
+    g_p, g_x = jax.lax.cond(jnp.any(ct != 0), grads, zeros)
+    return (g_p if want_p else None, g_x if want_x else None) + (None,) * 6
+
+
+_screen_sorted.defvjp(_screen_sorted_fwd, _screen_sorted_bwd, symbolic_zeros=True)
+
+
 def _score_block(score_fn, sde, solve, screens, num_classes, chunk_size, params, x, ids, labels,
                  key):  # fmt: skip
     """ClassLikelihoods of a block of examples x (b, *event) with global indices ids (b,): each
-    TopK stage of `screens` solves the candidate classes (not differentiated) and keeps its k best
-    (and `labels`); the candidates left get the accurate, differentiated `solve`."""
+    TopK stage of `screens` solves the candidate classes and keeps its k best (and `labels`); the
+    candidates left get the accurate `solve`. Every entry is differentiated as `solve`."""
     b, c = x.shape[0], num_classes
     rows_b = jnp.arange(b)
     cand = jnp.broadcast_to(jnp.arange(c, dtype=jnp.int32), (b, c))  # (b, m) candidate classes
@@ -165,16 +219,16 @@ def _score_block(score_fn, sde, solve, screens, num_classes, chunk_size, params,
     for j, stage in enumerate(screens):
         m = cand.shape[1]
         rows, cls = jnp.repeat(rows_b, m), cand.reshape(-1)
-        lp, n, good = _solve_sorted(score_fn, sde, stage.solve, params, jax.lax.stop_gradient(x),
-                                    rows, cls, ids, jax.random.fold_in(key, 1 + j), difficulty,
-                                    chunk_size)  # fmt: skip
-        lp = jax.lax.stop_gradient(lp)
+        # The entries a stage leaves behind get the accurate solve's gradient (reverse pass only).
+        lp, n, good = _screen_sorted(score_fn, sde, stage.solve, solve, chunk_size, params, x,
+                                     rows, cls, ids, jax.random.fold_in(key, 1 + j), key,
+                                     difficulty)  # fmt: skip
         logp, nfe, ok = (
             logp.at[rows, cls].set(lp),
             nfe.at[rows, cls].add(n),
             ok.at[rows, cls].set(good),
         )
-        est, good = lp.reshape(b, m), good.reshape(b, m)
+        est, good = jax.lax.stop_gradient(lp).reshape(b, m), good.reshape(b, m)
         priority = jnp.where(good, est, jnp.inf)  # a failed screen is kept first
         if labels is not None:
             priority = jnp.where(cand == labels[:, None], jnp.inf, priority)
@@ -318,7 +372,12 @@ def class_log_likelihood_result(
     examples are sharded; the result equals the unsharded one up to float rounding.
     Example i's Hutchinson probes depend on (key, i) alone, shared by its classes: the refined
     entries equal `jaxrej.log_likelihood(..., key=key)` of the same example and class.
-    Pure: jit, grad (through `solve.adjoint`, refined entries only) and vmap compose with it.
+    Pure: jit, grad and vmap compose with it. Every entry is differentiated through `solve`
+    (`solve.adjoint`) with the probes of `screen=None`: an unrefined entry keeps the screen's value
+    and is re-solved accurately in the reverse pass, so the gradient of any loss over the classes
+    equals the unscreened one. An entry whose cotangent is zero costs no reverse pass: a loss over
+    the refined classes (an attack's margin with `labels`) pays for those alone;
+    `stop_unrefined(result)` makes that choice explicit for any loss.
     """
     solve = as_solve(solve, options)
     _check_common(x, sde, num_classes, chunk_size)
@@ -338,11 +397,20 @@ def class_log_likelihoods(score_fn: Callable, params, sde: SDE, x: jax.Array, *,
     """log p(x | y) for every class: (B, *event) -> (B, C) nats; NaN where a solve failed.
 
     Options as in `class_log_likelihood_result`. With a screen (the default) the classes outside
-    each example's top k carry the screen's estimate as a constant (no gradient).
+    each example's top k carry the screen's estimate; every class is differentiated as the
+    accurate solve, so the gradient of any loss over all classes is the unscreened one.
     """
     return class_log_likelihood_result(
         score_fn, params, sde, x, num_classes=num_classes, key=key, **options
     ).logp
+
+
+def stop_unrefined(res: ClassLikelihoods) -> jax.Array:
+    """res.logp (B, C) with the unrefined entries held constant. A loss through it is
+    differentiated through the refined classes alone, and the screens' reverse passes are skipped:
+    an attack's cheap gradient (e.g. a cross-entropy over `TopK(k=2)` with `labels=`), NOT the
+    gradient of the loss over all classes."""
+    return jnp.where(res.refined, res.logp, jax.lax.stop_gradient(res.logp))
 
 
 # ------------------------------------------------------------------ host-scheduled cascade

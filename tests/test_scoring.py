@@ -138,27 +138,44 @@ def test_topk_labels_are_always_refined(problem):
     assert refined[np.arange(B), np.asarray(worst)].all() and (refined.sum(1) == 2).all()
 
 
-def test_topk_gradient_flows_through_refined_classes_only(problem):
-    """With a TopK screen, d/dx of a refined class (forced by `labels`) equals the unscreened
-    gradient of that class; unrefined entries are constants."""
-    mus, covs, params, x, truth = problem
-    best = truth.argmax(1)
-    onehot = jax.nn.one_hot(best, C)
+def test_default_call_grad_of_all_classes_matches_closed_form():
+    """jax.grad of a random weighted sum of ALL class log-likelihoods through the default
+    (screened) call equals the closed-form gradient to 1e-2 relative norm error, as screen=None
+    does: the classes the screens leave unrefined are differentiated as the accurate solve."""
+    mus, covs, params, x, _ = _problem()
+    w = np.random.default_rng(1).normal(size=(B, C))
     sf, sde = make_score_fn("vp", (D,)), SDES["vp"]
 
-    def f(z, screen):
-        ll = jaxrej.class_log_likelihoods(sf, params, sde, z, num_classes=C, key=KEY,
-                                          divergence="exact", screen=screen,
-                                          labels=jnp.asarray(best), **TOL)  # fmt: skip
-        return jnp.sum(onehot * ll)
+    def f(z):
+        res = jaxrej.class_log_likelihood_result(sf, params, sde, z, num_classes=C, key=KEY,
+                                                 divergence="exact", **TOL)  # fmt: skip
+        return jnp.sum(jnp.asarray(w, jnp.float32) * res.logp), res.refined
 
-    g_top = jax.jit(jax.grad(f), static_argnums=1)(x, jaxrej.TopK(k=1))
-    g_all = jax.jit(jax.grad(f), static_argnums=1)(x, None)
-    np.testing.assert_allclose(g_top, g_all, rtol=1e-4, atol=1e-4)
-    g_rest = jax.grad(lambda z: jnp.sum((1 - onehot) * jaxrej.class_log_likelihoods(
-        sf, params, sde, z, num_classes=C, key=KEY, screen=jaxrej.TopK(k=1),
-        labels=jnp.asarray(best))))(x)  # fmt: skip
-    np.testing.assert_array_equal(g_rest, 0.0)
+    g, refined = jax.jit(jax.grad(f, has_aux=True))(x)
+    assert not np.asarray(refined).all()  # some classes keep a screen's estimate
+    want = sum(w[:, [c]] * _closed_form_grad("vp", mus, covs, x, c) for c in range(C))
+    assert np.linalg.norm(np.asarray(g, np.float64) - want) / np.linalg.norm(want) <= 1e-2
+
+
+def test_stop_unrefined_differentiates_the_refined_classes_alone(problem):
+    """Through `stop_unrefined`, d/dx of a weighted sum over all classes with a TopK screen (the
+    label forced in) is the closed-form gradient of the refined entries' terms alone."""
+    mus, covs, params, x, truth = problem
+    w = np.random.default_rng(2).normal(size=(B, C))
+    worst = jnp.asarray(truth.argmin(1))
+    sf, sde = make_score_fn("vp", (D,)), SDES["vp"]
+
+    def f(z):
+        res = jaxrej.class_log_likelihood_result(sf, params, sde, z, num_classes=C, key=KEY,
+                                                 divergence="exact", screen=jaxrej.TopK(k=2),
+                                                 labels=worst, **TOL)  # fmt: skip
+        return jnp.sum(jnp.asarray(w, jnp.float32) * scoring.stop_unrefined(res)), res.refined
+
+    g, refined = jax.jit(jax.grad(f, has_aux=True))(x)
+    refined = np.asarray(refined)
+    assert refined[np.arange(B), np.asarray(worst)].all() and (refined.sum(1) == 2).all()
+    want = sum((w * refined)[:, [c]] * _closed_form_grad("vp", mus, covs, x, c) for c in range(C))
+    assert np.linalg.norm(np.asarray(g, np.float64) - want) / np.linalg.norm(want) <= 1e-2
 
 
 def test_chunking_does_not_change_results(problem, plain):

@@ -165,8 +165,11 @@ class SBGCScorer(struct.PyTreeNode):
     """Pixels (B, *event) in [0, 1] -> log p(x' | y) (B, C) through the ODE
     (`jaxrej.class_log_likelihoods`), x' = ((L - 1) x + 1/2) / L. Called as f(x) it uses `key`;
     as f(x, key) (an attack's `stochastic=True`) the given key: fresh Hutchinson probes.
-    labels (B,) or None: the class every screen stage keeps (an attack's true labels).
-    options: solve options and the screen, as keyword pairs (static)."""
+    labels (B,) or None: the class every screen stage keeps (an attack's true labels); with labels
+    (the attack view) the classes the screen leaves unrefined are constants
+    (`jaxrej.scoring.stop_unrefined`): the gradient follows the label and the refined rivals,
+    with no reverse pass through the screens. options: solve options and the screen, as keyword
+    pairs (static)."""
 
     params: Any
     key: jax.Array
@@ -183,11 +186,12 @@ class SBGCScorer(struct.PyTreeNode):
     def __call__(self, x, key=None):
         import jaxrej
 
-        return jaxrej.class_log_likelihoods(
+        res = jaxrej.class_log_likelihood_result(
             self.score_fn, self.params, self.sde, self.model_input(x),
             num_classes=self.num_classes, key=self.key if key is None else key,
             labels=self.labels, **dict(self.options),
         )  # fmt: skip
+        return res.logp if self.labels is None else jaxrej.scoring.stop_unrefined(res)
 
 
 # ----------------------------------------------------------------------------- save / load

@@ -96,7 +96,10 @@ def _checkpoint_bwd(score_fn, sde, solve, residuals, cotangents):
         return i, g_x, g_p
 
     a_t = ct * jax.grad(sde.prior_logp)(xs[n])
-    _, g_x, g_p = jax.lax.while_loop(lambda c: c[0] > 0, back_one_step, (n, a_t, zeros_p))
+    # A zero cotangent (e.g. a class the loss ignores) skips the loop: under vmap it runs only as
+    # long as the longest solve with a nonzero cotangent, and not at all when there is none.
+    live = ct != 0
+    _, g_x, g_p = jax.lax.while_loop(lambda c: live & (c[0] > 0), back_one_step, (n, a_t, zeros_p))
     valid = ok | (ct == 0)  # a failed solve's gradient is NaN, never a silent number
     return _nan_unless(valid, g_p), _nan_unless(valid, g_x), None, None
 
