@@ -6,6 +6,10 @@ the OOD set. Settings chosen on the validation rows only.
 Run from the repository root (paths resolve against the current directory):
     jaxrej train --config configs/mnist_abs.py --workdir runs/mnist_abs
     jaxrej score --workdir runs/mnist_abs --split test --ood fashion=idx:../shared/data/fashion-2k-images-idx3-ubyte.gz,../shared/data/fashion-2k-labels-idx1-ubyte.gz
+Measured (benchmarks/results/abs_mnist.json; one core shared with other processes, load 4-4.7
+on 2 cores): training 4,000 steps 13.9 min; test accuracy 97.35% (2,000 rows), Fashion-MNIST
+AUROC 0.985 from the class-marginal bound; scoring 1.9 min for the 2,000 test rows. Validation
+rows chose sigma = 0.1 over 0.2 (97.1% vs 96.7%) and no discriminative term (see the results).
 """
 
 import importlib.util
@@ -35,9 +39,10 @@ def get_config():
     )
     config.data.eval_split = "validation"
     config.model.hidden = (256, 512)
+    config.model.sigma = 0.1  # chosen on the validation rows: 0.1 97.1%, 0.2 96.7%
     config.model.encoder_hidden = (512, 256)
-    config.training.n_iters = 3000
+    config.training.n_iters = 4000
     config.training.per_class = 32
-    config.training.eval_every = 1000
+    config.training.eval_every = 2000
     config.training.eval_rows = 200
     return config

@@ -1,6 +1,6 @@
 """Pixels -> ABS class scores, the scorer `jaxrej evaluate`, `jaxrej score` and the attacks use.
 
-    scorer = load_scorer("runs/mnist_abs")     # from the run's config.json and newest checkpoint
+    scorer, step = load_scorer("runs/mnist_abs")   # the run's config.json and newest checkpoint
     scores = scorer(x)                         # x (B, H, W, ch) in [0, 1] -> (B, C) bounds, nats
 
 Pixel space is the discriminative classifiers' x = k / (L - 1) and the model's own input, so an
@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 from jaxrej.abs.latent import LatentBank, LatentOptions, class_bounds, latent_bank
@@ -69,9 +70,10 @@ def build_scorer(model: ABSModel, params, *, bank_size: int, seed: int,
     return ABSScorer(params=params, bank=bank, model=model, options=options)
 
 
-def load_scorer(workdir: str, **overrides) -> ABSScorer:
-    """The ABSScorer of a trained run (`jaxrej train` with model.name = 'abs'): its config's model
-    and eval settings (overridable by keyword), params of the newest intact checkpoint."""
+def load_scorer(workdir: str, **overrides) -> tuple[ABSScorer, int]:
+    """(ABSScorer, checkpoint step) of a trained run (`jaxrej train` with model.name = 'abs'):
+    its config's model and eval settings (LatentOptions fields overridable by keyword), params
+    of the newest intact checkpoint."""
     from jaxrej.abs.model import init_params
     from jaxrej.abs.training import ABSTrainState, optimizer, options_from_config
     from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
@@ -82,8 +84,6 @@ def load_scorer(workdir: str, **overrides) -> ABSScorer:
     model = model_from_config(cfg, num_classes=d["num_classes"], event_shape=d["event_shape"])
     params = init_params(model, key=jax.random.key(0))
     tx = optimizer(options_from_config(cfg))
-    import jax.numpy as jnp
-
     target = ABSTrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params))
     state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target)
     opts = latent_options(cfg, **overrides)

@@ -53,7 +53,12 @@ class ABSTrainOptions:
     'cosine' | 'constant'; beta: KL weight; disc_weight / margin (nats): the E-ABS
     discriminative term (0: off); checkpoint_every, log_every, max_to_keep; eval_every /
     eval_rows: every eval_every steps the accuracy of the cheap scorer on the first eval_rows
-    evaluation rows is logged (0: never)."""
+    evaluation rows is logged (0: never); disc_start: the step the discriminative term starts
+    at (two jitted steps, picked by step: a resume picks the same); disc_latent: the latent
+    each class is scored at in that term: 'encoder' (its mean) or 'bank' (the better of the
+    encoder's mean and the best of disc_bank fresh N(0, I) latents: the test-time search's
+    start, so the term trains against what the search will find); augment_shift: each
+    training row is shifted by up to this many pixels in each direction (zero fill; 0: off)."""
 
     n_iters: int = 6000
     per_class: int = 32
@@ -67,13 +72,17 @@ class ABSTrainOptions:
     max_to_keep: int = 2
     eval_every: int = 0
     eval_rows: int = 0
+    disc_start: int = 0
+    disc_latent: str = "bank"
+    disc_bank: int = 256
+    augment_shift: int = 0
 
     def __post_init__(self):
         for name in ("n_iters", "per_class", "checkpoint_every", "log_every", "max_to_keep"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"training.{name}: expected an int >= 1, got {v!r}")
-        for name in ("eval_every", "eval_rows"):
+        for name in ("eval_every", "eval_rows", "disc_start", "augment_shift"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"training.{name}: expected an int >= 0, got {v!r}")
@@ -84,6 +93,16 @@ class ABSTrainOptions:
         for name in ("lr", "beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"training.{name}: expected > 0, got {getattr(self, name)!r}")
+        if (
+            isinstance(self.disc_bank, bool)
+            or not isinstance(self.disc_bank, int)
+            or self.disc_bank < 1
+        ):
+            raise ValueError(f"training.disc_bank: expected an int >= 1, got {self.disc_bank!r}")
+        if self.disc_latent not in ("encoder", "bank"):
+            raise ValueError(
+                f"training.disc_latent: expected encoder|bank, got {self.disc_latent!r}"
+            )
         if self.disc_weight < 0 or self.margin < 0:
             raise ValueError("training.disc_weight / training.margin: expected >= 0")
 
@@ -119,6 +138,8 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
     out = {"elbo": jnp.mean(rec - kl)}
     if opts.disc_weight > 0:
         mc = jnp.swapaxes(mu, 0, 1)  # (C, C n, d): every row's latent for class c
+        if opts.disc_latent == "bank":
+            mc = jax.lax.stop_gradient(_bank_latents(model, params["dec"], flat, mc, opts, key))
         s = jax.vmap(jax.vmap(lambda xi, mi, zi: bound.log_joint(xi, mi, zi, sigma=model.sigma)),
                      in_axes=(None, 0, 0))(flat, dec_rows(params["dec"], mc), mc)  # fmt: skip
         s = s.T.reshape(C, n, C)  # [c, i, c']: row (c, i) scored by class c'
@@ -128,6 +149,36 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
         loss = loss + opts.disc_weight * jax.nn.relu(opts.margin - gap)
         out |= {"gap": jnp.mean(gap), "amortised_correct": jnp.mean(gap > 0)}
     return jnp.mean(loss) / D, out
+
+
+def _bank_latents(model, dec, flat, mc, opts, key):
+    """Per row and class, the better (log joint) of the encoder's mean mc (C, R, d) and the best
+    of opts.disc_bank fresh N(0, I) latents -> (C, R, d); no gradient flows through the choice."""
+    dec = jax.lax.stop_gradient(dec)
+    zb = jax.random.normal(jax.random.fold_in(key, 1), (opts.disc_bank, model.latent_dim))
+    imgs = jax.vmap(lambda p: jax.vmap(lambda z: decode(model, p, z))(zb))(dec)  # (C, K, D)
+    lj = jnp.einsum("ckd,rd->crk", imgs, flat) - 0.5 * jnp.sum(imgs**2, -1)[:, None, :]
+    lj = lj / model.sigma**2 - 0.5 * jnp.sum(zb**2, -1)
+    best = jnp.argmax(lj, axis=-1)  # (C, R)
+    zbest, lj_best = zb[best], jnp.max(lj, axis=-1)
+    enc_img = jax.vmap(jax.vmap(lambda p, z: decode(model, p, z), in_axes=(None, 0)))(dec, mc)
+    lj_enc = jnp.einsum("crd,rd->cr", enc_img, flat) - 0.5 * jnp.sum(enc_img**2, -1)
+    lj_enc = lj_enc / model.sigma**2 - 0.5 * jnp.sum(mc**2, -1)
+    return jnp.where((lj_enc >= lj_best)[..., None], mc, zbest)
+
+
+def _shift(x, event_shape, s, key):
+    """Every row of x (..., D) shifted by its own (dy, dx) in [-s, s]^2, zero fill."""
+    lead = x.shape[:-1]
+    imgs = x.reshape((-1, *event_shape))
+    shifts = jax.random.randint(key, (imgs.shape[0], 2), 0, 2 * s + 1)
+    pad = jnp.pad(imgs, ((0, 0), (s, s), (s, s), (0, 0)))
+    h, w, ch = event_shape
+
+    def one(img, sh):
+        return jax.lax.dynamic_slice(img, (sh[0], sh[1], 0), (h, w, ch))
+
+    return jax.vmap(one)(pad, shifts).reshape(*lead, -1)
 
 
 def _batch(images, table, counts, per_class, key, n_levels):
@@ -148,6 +199,8 @@ def make_step(model: ABSModel, opts: ABSTrainOptions, tx: optax.GradientTransfor
         k = jax.random.fold_in(key, state.step)
         k_batch, k_noise = jax.random.split(k)
         x = _batch(images, table, counts, opts.per_class, k_batch, n_levels)
+        if opts.augment_shift:
+            x = _shift(x, model.event_shape, opts.augment_shift, jax.random.fold_in(k_batch, 1))
 
         def loss_fn(params):
             return batch_loss(model, params, x, key=k_noise, opts=opts)
@@ -214,7 +267,10 @@ def train(*, workdir: str, model: ABSModel, init_params: dict, images: np.ndarra
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
     elif os.path.exists(metrics_path):
         atomic_write_text(metrics_path, "")
-    step_fn = make_step(model, opts, tx, n_levels=n_levels)
+    with_disc = make_step(model, opts, tx, n_levels=n_levels)
+    plain = with_disc
+    if opts.disc_start > 0 and opts.disc_weight > 0:
+        plain = make_step(model, dataclasses.replace(opts, disc_weight=0.0), tx, n_levels=n_levels)
     dev = jnp.asarray(images.reshape(images.shape[0], -1))
     table, counts = jnp.asarray(table), jnp.asarray(counts)
     summary = {"start_step": start, "n_iters": opts.n_iters}
@@ -229,16 +285,17 @@ def train(*, workdir: str, model: ABSModel, init_params: dict, images: np.ndarra
     try:
         with open(metrics_path, "a") as mf:
             for step in range(start, opts.n_iters):
+                step_fn = with_disc if step >= opts.disc_start else plain
                 state, m = step_fn(state, dev, table, counts, key)
                 if on_step is not None:
                     on_step(state)
                 for k, v in m.items():
-                    acc[k] = acc.get(k, 0.0) + v
+                    total, count = acc.get(k, (0.0, 0))
+                    acc[k] = (total + v, count + 1)
                 s = step + 1
                 row = None
                 if s % opts.log_every == 0 or s == opts.n_iters:
-                    n = opts.log_every if s % opts.log_every == 0 else s % opts.log_every
-                    row = {"step": s, **{k: float(v) / n for k, v in acc.items()},
+                    row = {"step": s, **{k: float(t) / c for k, (t, c) in acc.items()},
                            "time_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
                     acc = {}
                     if not math.isfinite(row["loss"]):

@@ -1,8 +1,9 @@
 """Scorers found in a workdir, for `jaxrej evaluate`: a trained score model (a folder with
-config.json and checkpoints/, `jaxrej train`) and reject heads (a folder with a saved heads
-model, `jaxrej heads`), in the workdir itself or one level below it.
+config.json and checkpoints/, `jaxrej train`), an ABS run (the same, with model.name = 'abs'),
+and reject heads (a folder with a saved heads model, `jaxrej heads`), in the workdir itself or
+one level below it.
 
-    runs = find_runs("runs/demo")        # {"sbgc": [dir, ...], "heads": [dir, ...]}
+    runs = find_runs("runs/demo")        # {"sbgc": [dir, ...], "heads": [dir, ...], "abs": [...]}
     sc = sbgc_scorer(runs["sbgc"][0], batch_size=36)
     scs = heads_scorers(runs["heads"][0], batch_size=256)   # {name: Scorer}
 """
@@ -46,8 +47,8 @@ def _is_heads(d: str) -> bool:
 
 
 def find_runs(workdir: str) -> dict[str, list[str]]:
-    """{'sbgc': [...], 'heads': [...]}: `workdir` and its immediate sub-folders that hold a
-    trained score model or saved heads. ValueError when there is none."""
+    """{'sbgc': [...], 'heads': [...], 'abs': [...]}: `workdir` and its immediate sub-folders
+    that hold a trained score model, saved heads or an ABS run. ValueError when there is none."""
     if not os.path.isdir(workdir):
         raise ValueError(f"--workdir: no such directory {workdir!r}")
     dirs = [workdir] + sorted(
@@ -126,10 +127,11 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
         cands.append(("heads", d, {"dataset": c["data"]["dataset"],
                                    "val_fraction": c["data"]["val_fraction"], "seed": c["seed"],
                                    "ood": tuple(c.get("ood", {}).get("datasets", ()))}))  # fmt: skip
-    for d in found["sbgc"][:1]:
+    for d in found["sbgc"][:1]:  # on its eval_dataset where it has one (held out of training)
         c = read_config(d)
-        vf = c["data"].get("val_fraction")
-        cands.append(("sbgc", d, {"dataset": c["data"]["dataset"], "val_fraction": vf,
+        held_out = c["data"].get("eval_dataset")
+        vf = None if held_out else c["data"].get("val_fraction")
+        cands.append(("sbgc", d, {"dataset": held_out or c["data"]["dataset"], "val_fraction": vf,
                                   "seed": c.get("seed", 0), "ood": ()}))  # fmt: skip
     for d in found.get("abs", [])[:1]:  # evaluated on its eval_dataset (held out of training)
         c = read_config(d)

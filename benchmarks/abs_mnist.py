@@ -1,0 +1,107 @@
+"""ABS / E-ABS on MNIST (jaxrej.abs): the numbers of a trained and scored run, and the figure of
+per-class reconstructions of clean and Fashion-MNIST inputs.
+
+    jaxrej train --config configs/mnist_abs.py --workdir runs/mnist_abs
+    jaxrej score --workdir runs/mnist_abs --split test --ood fashion=idx:FASHION_IMAGES,FASHION_LABELS
+    python -m benchmarks.abs_mnist --workdir runs/mnist_abs
+
+Reads the run's train.json and score_test.json (written by the two commands above; their timings
+are the commands' own), draws docs/abs/reconstructions.png (the first clean test rows, the
+misclassified ones, the first Fashion-MNIST rows) and writes benchmarks/results/abs_mnist.json
+and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+
+import numpy as np
+
+from benchmarks.report import write_report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIGURE = os.path.join(ROOT, "docs", "abs", "reconstructions.png")
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def to_markdown(out: dict) -> str:
+    t, s = out["train"], out["score"]
+    lines = [f"Device: {out['device']}; run `{out['workdir']}` at commit {out['commit']}.", "",
+             "| metric | value |", "|---|---|",
+             f"| test accuracy ({s['n']} rows of the 8k file's test split) | {100 * s['accuracy']:.2f}% |",
+             f"| Fashion-MNIST AUROC (class-marginal bound, {s['ood_n']} rows) | {s['ood_auroc']:.4f} |",
+             f"| training steps / time | {t['final_step']} / {t['train_time_s'] / 60:.1f} min |",
+             f"| scoring time, test rows | {s['time_s'] / 60:.1f} min |",
+             f"| scoring time, Fashion-MNIST rows | {s['ood_time_s'] / 60:.1f} min |"]  # fmt: skip
+    sel = out.get("selection_on_validation") or []
+    if sel:
+        lines += ["", "Settings chosen on the 1,000 validation rows (first 500 scored):", "",
+                  "| setting | val. accuracy | Fashion AUROC |", "|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {r['setting']} | {100 * r['accuracy']:.1f}% | {r['auroc']:.4f} |" for r in sel
+        ]
+    lines += ["", f"Figure: `{os.path.relpath(out['figure'], ROOT)}`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", required=True, help="a run trained and scored as above")
+    p.add_argument("--ood-name", default="fashion", help="the OOD set's name in score_test.json")
+    p.add_argument("--selection", default="", help="a JSON file of validation-row settings")
+    p.add_argument("--device", default="", help="how the machine was loaded while timing")
+    p.add_argument("--out", default="abs_mnist")
+    args = p.parse_args(argv)
+
+    import jax
+
+    from jaxrej.abs.commands import class_scores
+    from jaxrej.abs.figures import reconstruction_grid
+    from jaxrej.abs.scorer import load_scorer
+    from jaxrej.data.registry import load_dataset
+    from jaxrej.training.workdir import read_config
+
+    wd = args.workdir
+    train, score = _load(os.path.join(wd, "train.json")), _load(os.path.join(wd, "score_test.json"))
+    ood = score["ood"][args.ood_name]
+    res = np.load(os.path.join(wd, "score_test.npz"))
+    cfg = read_config(wd)
+    test = load_dataset(score["dataset"], "test")
+    wrong = np.flatnonzero(res["pred"] != res["labels"])[:4]
+    rows = np.concatenate([np.arange(4), wrong])
+    fash = load_dataset(ood["spec"], ood["split"]).images[:4]
+    sc, _ = load_scorer(wd)
+    unit = float(cfg["data"]["n_levels"] - 1)
+    groups = {}
+    for name, imgs in (("test", test.images[rows]), ("fashion", fash)):
+        x = imgs.astype(np.float32) / unit
+        s, _, z = class_scores(sc, x, batch_size=len(x), progress=False, full=True)
+        groups[name] = (x, z, s)
+    os.makedirs(os.path.dirname(FIGURE), exist_ok=True)
+    reconstruction_grid(groups, sc.model, sc.params, FIGURE,
+                        title=f"ABS on MNIST: test rows {rows.tolist()} (4 first, then errors), Fashion")  # fmt: skip
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    out = {
+        "workdir": wd, "commit": commit, "figure": FIGURE,
+        "device": args.device or str(jax.devices()),
+        "train": {k: train[k] for k in ("final_step", "train_time_s", "n_train", "n_params")},
+        "score": {"n": score["n"], "accuracy": score["accuracy"], "time_s": score["time_s"],
+                  "ood_auroc": ood["auroc"], "ood_n": ood["n"], "ood_time_s": ood["time_s"],
+                  "checkpoint_step": score["checkpoint_step"]},
+        "config": {k: cfg[k] for k in ("model", "training", "eval")},
+        "selection_on_validation": _load(args.selection) if args.selection else [],
+    }  # fmt: skip
+    write_report(args.out, out, os.path.join(HERE, "results"), to_markdown)
+
+
+if __name__ == "__main__":
+    main()
