@@ -3,7 +3,8 @@ per-class reconstructions of clean and Fashion-MNIST inputs.
 
     jaxrej train --config configs/mnist_abs.py --workdir runs/mnist_abs
     jaxrej score --workdir runs/mnist_abs --split test --ood fashion=idx:FASHION_IMAGES,FASHION_LABELS
-    python -m benchmarks.abs_mnist --workdir runs/mnist_abs
+    jaxrej evaluate --workdir runs/mnist_abs --corruptions none --no-attack --ood fashion=idx:...
+    python -m benchmarks.abs_mnist --workdir runs/mnist_abs [--evaluate runs/mnist_abs/evaluate_...]
 
 Reads the run's train.json and score_test.json (written by the two commands above; their timings
 are the commands' own), draws docs/abs/reconstructions.png (the first clean test rows, the
@@ -34,13 +35,22 @@ def _load(path):
 
 def to_markdown(out: dict) -> str:
     t, s = out["train"], out["score"]
-    lines = [f"Device: {out['device']}; run `{out['workdir']}` at commit {out['commit']}.", "",
+    lines = [f"Device: {out['device']}; run `{out['workdir']}`; written at commit {out['commit']}.", "",
              "| metric | value |", "|---|---|",
              f"| test accuracy ({s['n']} rows of the 8k file's test split) | {100 * s['accuracy']:.2f}% |",
              f"| Fashion-MNIST AUROC (class-marginal bound, {s['ood_n']} rows) | {s['ood_auroc']:.4f} |",
              f"| training steps / time | {t['final_step']} / {t['train_time_s'] / 60:.1f} min |",
              f"| scoring time, test rows | {s['time_s'] / 60:.1f} min |",
              f"| scoring time, Fashion-MNIST rows | {s['ood_time_s'] / 60:.1f} min |"]  # fmt: skip
+    ev = out.get("evaluate")
+    if ev:
+        c, o = ev["clean"], ev["ood"]
+        lines += ["", f"`jaxrej evaluate` (thresholds from the {ev['n_val']} validation rows, "
+                  f"{ev['seconds'] / 60:.1f} min):", "",
+                  "| percentile | accuracy of accepted | clean rejected | Fashion rejected |",
+                  "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {p} | {100 * c[p]['acc_left']:.2f}% | {100 * c[p]['rejection_rate']:.2f}% | "
+                  f"{100 * o[p]['rejection_rate']:.1f}% |" for p in ("p1", "p2") if p in c]  # fmt: skip
     sel = out.get("selection_on_validation") or []
     if sel:
         lines += ["", "Settings chosen on the 1,000 validation rows (first 500 scored):", "",
@@ -58,6 +68,7 @@ def main(argv=None):
     p.add_argument("--ood-name", default="fashion", help="the OOD set's name in score_test.json")
     p.add_argument("--selection", default="", help="a JSON file of validation-row settings")
     p.add_argument("--device", default="", help="how the machine was loaded while timing")
+    p.add_argument("--evaluate", default="", help="a `jaxrej evaluate` folder of the run")
     p.add_argument("--out", default="abs_mnist")
     args = p.parse_args(argv)
 
@@ -100,6 +111,11 @@ def main(argv=None):
         "config": {k: cfg[k] for k in ("model", "training", "eval")},
         "selection_on_validation": _load(args.selection) if args.selection else [],
     }  # fmt: skip
+    if args.evaluate:
+        ev = _load(os.path.join(args.evaluate, "evaluate.json"))
+        sc_ev = ev["scorers"]["abs"]
+        out["evaluate"] = {"folder": args.evaluate, "n_val": ev["n_val"], "seconds": ev["seconds"],
+                           "clean": sc_ev["clean"], "ood": sc_ev["ood"][args.ood_name]}  # fmt: skip
     write_report(args.out, out, os.path.join(HERE, "results"), to_markdown)
 
 

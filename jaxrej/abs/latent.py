@@ -132,7 +132,9 @@ def class_bounds(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, 
     """Class bounds of a batch x (B, *event_shape) in [0, 1] (module doc), vmapped over rows."""
     if tuple(x.shape[1:]) != tuple(model.event_shape):
         raise ValueError(f"x: expected (B, {tuple(model.event_shape)}), got {tuple(x.shape)}")
-    flat = x.reshape(x.shape[0], -1).astype(jnp.float32)
+    flat = x.reshape(x.shape[0], -1)
+    if not jnp.issubdtype(flat.dtype, jnp.floating):
+        flat = flat.astype(jnp.float32)
     s, lj, z = jax.vmap(lambda xi: optimise_one(model, params, bank, xi, options=options))(flat)
     return BoundResult(score=s, log_joint=lj, z=z)
 

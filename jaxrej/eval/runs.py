@@ -155,8 +155,11 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
                     "seen the validation rows its thresholds come from"
                 )
     if first["val_fraction"] is None:
-        first = {**first, "val_fraction": 0.15}
-        notes.append("no run names data.val_fraction: validation = 15% of each training class")
+        from jaxrej.data.registry import is_local
+
+        first = {**first, "val_fraction": 0.15}  # unused by a local set: its fixed split
+        if not is_local(first["dataset"]):
+            notes.append("no run names data.val_fraction: validation = 15% of each training class")
     return first, notes
 
 
