@@ -4,6 +4,8 @@ levels): one MLP decoder per class, a shared encoder, test-time latent optimisat
 Run:
     jaxrej train --config configs/digits_abs.py --workdir runs/digits_abs
     jaxrej score --workdir runs/digits_abs --split test
+Measured (one core shared with other processes, load ~4 on 2 cores): training 3,000 steps 34 s
+(57 s with start-up), test accuracy 98.3% (354/360), scoring the 360 test digits 4.3 s.
 """
 
 import ml_collections
