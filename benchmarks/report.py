@@ -115,99 +115,16 @@ def _benchmark_modules() -> list[str]:
     return available(os.path.dirname(HERE))
 
 
-def _module_of(stem: str) -> str:
-    """The benchmark module that writes `stem`: the stem itself, or the longest module name that
-    with `_SUFFIX` makes it (adjoint_exact -> adjoint, written with --out adjoint_exact)."""
-    mods = [m for m in _benchmark_modules() if stem == m or stem.startswith(m + "_")]
-    return max(mods, key=len) if mods else stem
-
-
-def _tol(t: float) -> str:
-    """1e-05 -> 1e-5; other values as repr."""
-    s = f"{t:.0e}"
-    return s.replace("e-0", "e-").replace("e+0", "e") if float(s) == t else repr(t)
-
-
-def _uniq(values) -> list:
-    return list(dict.fromkeys(values))
-
-
-def _many(flag: str, values) -> list[str]:
-    values = [str(v) for v in values]
-    return [flag, *values] if values else []
-
-
-def _workdir(description) -> list[str]:
-    m = re.search(r"\(([^)]+)\)", str(description))
-    return ["--workdir", m.group(1)] if m else []
-
-
-def _legacy_options(module: str, rec: dict) -> list[str]:
-    """Options of `module` as far as a results JSON without a `command` records them (results
-    written before write_report recorded commands). All recorded options are spelled out, so the
-    command does not rely on the script's current defaults."""
-    w = rec.get("workload", {})
-    w = w if isinstance(w, dict) else {"description": w}
-    rows = rec.get("rows", [])
-    opts: list[str] = []
-    if module == "adjoint":
-        opts += _workdir(w.get("description"))
-        opts += ["--divergence", str(w.get("divergence", "rademacher")).split()[0]]
-        opts += _many("--batch", sorted(_uniq(r["batch"] for r in rows)))
-        opts += _many("--tol", [_tol(t) for t in _uniq(r["tol"] for r in rows)])
-        opts += ["--repeats", str(w["repeats"])] if "repeats" in w else []
-    elif module == "solver_tolerance":
-        opts += _workdir(w.get("description"))
-        opts += [
-            "--divergence",
-            "exact" if str(w.get("divergence")).startswith("exact") else "rademacher",
-        ]
-        opts += (
-            ["--n-test", str(w["n_test"]), "--n-train", str(w["n_train"])] if "n_test" in w else []
-        )
-        opts += ["--percentile", f"{w['percentile']:g}"] if "percentile" in w else []
-        opts += _many("--solvers", _uniq(r["solver"] for r in rows))
-        opts += _many("--tols", [_tol(t) for t in _uniq(r["tol"] for r in rows if r.get("tol"))])
-        steps = _uniq(r["n_steps"] for r in rows if r.get("n_steps"))
-        opts += _many("--steps", steps) if steps else ["--steps"]  # none: `--steps` alone
-    elif module == "hutchinson":
-        opts += _workdir(w.get("description"))
-        opts += ["--n", str(w["n"])] if "n" in w else []
-        opts += _many("--probes", _uniq(r["n_probes"] for r in rows if r.get("n_probes")))
-        opts += ["--tol", _tol(w["rtol"])] if "rtol" in w else []
-    elif module == "likelihood_speed":
-        opts += ["--workdir", w["workdir"]] if "workdir" in w else []
-        opts += ["--n", str(w["examples"])] if "examples" in w else []
-    elif module == "rk_skip":
-        opts += _workdir(w.get("description"))
-        m = re.search(r"(\d+) test examples", str(w.get("description")))
-        opts += ["--n", m.group(1)] if m else []
-    elif module == "scaling":
-        opts += ["--repeats", str(rec["repeats"])] if "repeats" in rec else []
-    elif module == "gmm_em":
-        reps = rec.get("repeats", {})
-        opts += ["--repeats", str(reps["K=10"])] if "K=10" in reps else []
-        opts += ["--repeats-large", str(reps["K=100"])] if "K=100" in reps else []
-    if w.get("quick", rec.get("quick")) is True:
-        opts.append("--quick")
-    return opts
-
-
-def command_of(stem: str, results: str = RESULTS) -> tuple[str, bool]:
-    """(command, recorded): the command that wrote results/stem.json, as recorded there by
-    write_report (recorded=True), or else reconstructed from the options the JSON records."""
+def command_of(stem: str, results: str = RESULTS) -> tuple[str, str]:
+    """(command, note): the command that wrote results/stem.json, as recorded there, and the
+    json's `command_note` ("" if none). ValueError naming the stem when no command is recorded."""
     with open(os.path.join(results, f"{stem}.json")) as f:
         rec = json.load(f)
-    if isinstance(rec.get("command"), str):
-        return rec["command"], True
-    module = _module_of(stem)
-    try:
-        opts = _legacy_options(module, rec)
-    except (KeyError, TypeError, AttributeError, ValueError):  # a shape this reader does not know
-        opts = []
-    if stem != module:
-        opts += ["--out", stem]
-    return shlex.join(["python", "-m", f"benchmarks.{module}", *opts]), False
+    if not isinstance(rec.get("command"), str):
+        raise ValueError(
+            f"results/{stem}.json records no command: rerun the benchmark that writes it"
+        )
+    return rec["command"], str(rec.get("command_note", ""))
 
 
 def _demote_headings(md: str, levels: int = 2) -> str:
@@ -235,12 +152,8 @@ def render_region(stem: str, results: str = RESULTS, link_base: str = "results")
             )
     with open(paths["md"]) as f:
         md = f.read().strip("\n")
-    command, recorded = command_of(stem, results)
-    note = (
-        ""
-        if recorded
-        else " (reconstructed from the options the json records: it predates recorded commands)"
-    )
+    command, note = command_of(stem, results)
+    note = f" ({note})" if note else ""
     parts = [
         f"<!-- generated from {link_base}/{stem}.md by `python -m benchmarks.report`: "
         "edit the benchmark or its results, not this block -->",

@@ -279,14 +279,6 @@ def _spend_spare(score_fn, sde, solve, params, x, ids, key, margin, n_spare, log
 def screen_stages(screen) -> tuple[TopK, ...]:
     """The screen argument as a tuple of TopK stages (None: no stage); ValueError otherwise."""
     stages = () if screen is None else (screen,) if isinstance(screen, TopK) else screen
-    if isinstance(stages, Screen) or (
-        isinstance(stages, Sequence) and any(isinstance(s, Screen) for s in stages)
-    ):
-        raise ValueError(
-            "screen: a Screen is a pass of the host cascade, now "
-            "jaxrej.cascade_class_log_likelihoods(..., screens=[...]); the differentiable scorer "
-            "takes screen=jaxrej.TopK(...), a sequence of them, or None"
-        )
     if (
         isinstance(stages, str)
         or not isinstance(stages, Sequence)

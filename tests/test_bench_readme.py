@@ -121,21 +121,18 @@ def test_malformed_markers_are_errors(text, message):
         report.regions(text)
 
 
-def test_legacy_json_command_is_reconstructed_from_recorded_options(tmp_path):
-    """A json written before commands were recorded: module from the stem's prefix, --out for a
-    suffixed stem, and the options the json records."""
-    results = tmp_path / "results"
-    results.mkdir()
-    rows = [{"batch": b, "tol": t, "adjoint": "checkpoint"} for b in (16, 1) for t in (1e-4, 1e-5)]
-    workload = {"description": "digits 8x8 (runs/x), 10 classes", "divergence": "exact",
-                "repeats": 3, "quick": False}  # fmt: skip
-    (results / "adjoint_exact.json").write_text(json.dumps({"workload": workload, "rows": rows}))
-    command, recorded = report.command_of("adjoint_exact", str(results))
-    assert not recorded
-    assert command == (
-        "python -m benchmarks.adjoint --workdir runs/x --divergence exact --batch 1 16 "
-        "--tol 1e-4 1e-5 --repeats 3 --out adjoint_exact"
+def test_region_names_the_recorded_command_and_its_note(tmp_path):
+    """The region quotes the json's command and its `command_note`; a json that records no
+    command is an error naming it."""
+    results = _tmp_results(tmp_path)
+    path = results / "fake_bench.json"
+    path.write_text(json.dumps({"command": "python -m benchmarks.x --y 1", "command_note": "n"}))
+    assert "written by `python -m benchmarks.x --y 1` (n):" in report.render_region(
+        "fake_bench", str(results)
     )
+    path.write_text(json.dumps({"value": 1}))
+    with pytest.raises(ValueError, match="fake_bench.json records no command"):
+        report.render_region("fake_bench", str(results))
 
 
 def test_write_report_regenerates_only_the_repositorys_readme(tmp_path, monkeypatch):
@@ -157,7 +154,8 @@ def test_write_report_regenerates_only_the_repositorys_readme(tmp_path, monkeypa
     assert (other / "fake_bench.md").read_text() == render({"value": 7})
     assert readme.read_text() == text
 
-    report.write_report("fake_bench", {"value": 7}, str(own), render)
+    report.write_report("fake_bench", {"value": 7, "command": "python -m benchmarks.fake_bench"},
+                        str(own), render)  # fmt: skip
     new = readme.read_text()
     assert "| 7 |" in new and new.startswith("intro\n") and new.endswith("end\n")
     assert report.update_readme(str(readme), str(own), check=True) == []
