@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 
@@ -26,6 +27,23 @@ from benchmarks.report import write_report
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FIGURE = os.path.join(ROOT, "docs", "abs", "reconstructions.png")
+
+
+def _toy_run(folder: str) -> str:
+    """The module doc's commands on the embedded digits at toy size (20 steps; 8x8 noise as the
+    OOD set named fashion)."""
+    from jaxrej.cli import main as jaxrej
+
+    wd = os.path.join(folder, "run")
+    rng = np.random.default_rng(0)
+    np.savez(os.path.join(folder, "noise.npz"), images=rng.integers(0, 17, (8, 8, 8, 1)))
+    toy = ["--config.training.n_iters=20", "--config.training.eval_every=10",
+           "--config.training.checkpoint_every=10"]  # fmt: skip
+    config = os.path.join(ROOT, "configs", "digits_abs.py")
+    assert jaxrej(["train", "--config", config, "--workdir", wd, "--no-progress", *toy]) == 0
+    ood = f"fashion=npz:{os.path.join(folder, 'noise.npz')}"
+    assert jaxrej(["score", "--workdir", wd, "--split", "test", "--ood", ood, "--no-progress"]) == 0
+    return wd
 
 
 def _load(path):
@@ -64,13 +82,25 @@ def to_markdown(out: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", required=True, help="a run trained and scored as above")
+    p.add_argument("--workdir", default="runs/mnist_abs", help="a run trained and scored as above")
     p.add_argument("--ood-name", default="fashion", help="the OOD set's name in score_test.json")
     p.add_argument("--selection", default="", help="a JSON file of validation-row settings")
     p.add_argument("--device", default="", help="how the machine was loaded while timing")
     p.add_argument("--evaluate", default="", help="a `jaxrej evaluate` folder of the run")
     p.add_argument("--out", default="abs_mnist")
+    p.add_argument("--results-dir", default=os.path.join(HERE, "results"))
+    p.add_argument("--quick", action="store_true",
+                   help="train and score a toy digits ABS run (20 steps, a noise OOD set) in a "
+                   "temp folder and report on it into temp folders")  # fmt: skip
     args = p.parse_args(argv)
+    figure = FIGURE
+    if args.quick:
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="abs_mnist_quick_")
+        args.workdir, figure = _toy_run(tmp), os.path.join(tmp, "reconstructions.png")
+        if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
+            args.results_dir = tmp
 
     import jax
 
@@ -96,13 +126,13 @@ def main(argv=None):
         x = imgs.astype(np.float32) / unit
         s, _, z = class_scores(sc, x, batch_size=len(x), progress=False, full=True)
         groups[name] = (x, z, s)
-    os.makedirs(os.path.dirname(FIGURE), exist_ok=True)
-    reconstruction_grid(groups, sc.model, sc.params, FIGURE,
+    os.makedirs(os.path.dirname(figure), exist_ok=True)
+    reconstruction_grid(groups, sc.model, sc.params, figure,
                         title=f"ABS on MNIST: test rows {rows.tolist()} (4 first, then errors), Fashion")  # fmt: skip
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     out = {
-        "workdir": wd, "commit": commit, "figure": FIGURE,
+        "workdir": wd, "commit": commit, "figure": figure,
         "device": args.device or str(jax.devices()),
         "train": {k: train[k] for k in ("final_step", "train_time_s", "n_train", "n_params")},
         "score": {"n": score["n"], "accuracy": score["accuracy"], "time_s": score["time_s"],
@@ -116,8 +146,8 @@ def main(argv=None):
         sc_ev = ev["scorers"]["abs"]
         out["evaluate"] = {"folder": args.evaluate, "n_val": ev["n_val"], "seconds": ev["seconds"],
                            "clean": sc_ev["clean"], "ood": sc_ev["ood"][args.ood_name]}  # fmt: skip
-    write_report(args.out, out, os.path.join(HERE, "results"), to_markdown)
+    write_report(args.out, out, args.results_dir, to_markdown)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

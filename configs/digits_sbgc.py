@@ -21,6 +21,7 @@ def get_config():
     config.data.dataset = "digits"
     config.data.train_split = "train"
     config.data.eval_split = "test"
+    config.data.eval_dataset = ""  # the eval rows' dataset string ("" = data.dataset)
     # held out of training (per class, seed = config.seed), as configs/digits_heads.py does: the
     # validation rows every scorer's reject thresholds come from (jaxrej evaluate)
     config.data.val_fraction = 0.15
@@ -68,4 +69,12 @@ def get_config():
     config.eval.dequantize = "uniform"
     config.eval.chunk_size = 0  # pairs per vmapped solve (0: all pairs of a batch at once)
     config.eval.screen = "default"  # "none": every class gets the accurate solve
+    # the default scorer of `jaxrej score` (--scorer overrides): "ode" (log p(x | y) by the
+    # probability-flow ODE) or "elbo" (the denoising lower bound, jaxrej.class_elbos)
+    config.eval.scorer = "ode"
+    # `jaxrej score --scorer elbo`: the denoising bound (jaxrej.class_elbos) with this many (t, z)
+    # draws per example shared by its classes, their time sampling, evaluations per vmapped call
+    config.eval.elbo_n_times = 64
+    config.eval.elbo_time_sampling = "stratified"
+    config.eval.elbo_chunk_size = 4096
     return config

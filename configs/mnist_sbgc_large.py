@@ -42,4 +42,5 @@ def get_config():
 
     config.eval.batch_size = 64
     config.eval.divergence = "rademacher"
+    config.eval.scorer = "ode"  # the SBGC paper's scorer (the CPU config's ELBO: --scorer elbo)
     return config

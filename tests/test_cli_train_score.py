@@ -183,6 +183,19 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     new = sorted(set(after) - set(full))
     assert new == ["score_small_all_limit2.json", "score_small_all_limit2.npz"]
     assert json.load(open(os.path.join(wd, "score_small_all_limit2.json")))["n"] == 2
+    # the ELBO scorer: its own files (the ODE run's unchanged), the library's bound on the same
+    # dequantized inputs; the trivial baseline is the digits train split's pixel histogram
+    assert main([*score, "--test", small, "--split", "all", "--scorer", "elbo",
+                 "--config.eval.elbo_n_times=4"]) == 0  # fmt: skip
+    assert {k: v for k, v in _hashes(wd).items() if k in after} == after
+    e = json.load(open(os.path.join(wd, "score_small_all_elbo.json")))
+    ze = np.load(os.path.join(wd, "score_small_all_elbo.npz"))
+    assert e["scorer"] == "elbo" and ze["class_logp"].shape == (8, 10)
+    _check_elbo_file(wd, x[:8], ze["class_logp"], n_times=4, batch_size=4)
+    train_x = digits.load("train")[0]
+    want = _histogram_bpd(train_x, x[:8], 17)
+    assert e["baseline_bits_per_dim"] == pytest.approx(want, rel=1e-9)
+    assert s["baseline_bits_per_dim"] == pytest.approx(want, rel=1e-9)
     # a set that does not exist, or of the wrong image size: one clear line naming the flag
     assert main([*score, "--ood", f"npz:{tmp_path / 'absent.npz'}"]) == 2
     err = capsys.readouterr().err
@@ -190,6 +203,39 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     np.savez(tmp_path / "big.npz", x=np.zeros((2, 9, 9), np.uint8))
     assert main([*score, "--test", f"npz:{tmp_path / 'big.npz'}", "--split", "all"]) == 2
     assert "differ from the run's" in capsys.readouterr().err
+
+
+def _histogram_bpd(train, images, n_levels):
+    """Mean bits/dim under add-one per-pixel histograms, counted with a Python loop."""
+    tr, x = train.reshape(len(train), -1), images.reshape(len(images), -1)
+    total = 0.0
+    for d in range(tr.shape[1]):
+        counts = np.bincount(tr[:, d], minlength=n_levels) + 1.0
+        total -= np.log2(counts[x[:, d]] / counts.sum()).sum()
+    return total / x.size
+
+
+def _check_elbo_file(wd, images, class_logp, *, n_times, batch_size):
+    """The saved ELBO scores equal jaxrej.class_elbos on the score command's dequantized inputs
+    (its keys: seed + 1 split into dequantization and draw keys, folded with the batch index)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxrej
+    from jaxrej.data.preprocessing import dequantize
+    from jaxrej.training.workdir import load_score_model
+
+    score_fn, params, sde, cfg = load_score_model(wd)
+    dq_key, draw_key = jax.random.split(jax.random.key(cfg["seed"] + 1))
+    for i in range(0, len(images), batch_size):
+        x = dequantize(
+            jnp.asarray(images[i : i + batch_size]),
+            17,
+            key=jax.random.fold_in(dq_key, i // batch_size),
+        )
+        want = jaxrej.class_elbos(score_fn, params, sde, x, num_classes=10, n_times=n_times,
+                                  key=jax.random.fold_in(draw_key, i // batch_size), eps=cfg["eval"]["eps"])  # fmt: skip
+        np.testing.assert_allclose(class_logp[i : i + batch_size], want, rtol=1e-5, atol=1e-3)
 
 
 def _corrupt(step_dir):
@@ -268,6 +314,52 @@ def test_unet_toy_on_mock_mnist(tmp_path, capsys):
         cfg["training"]["weighting"] == "likelihood"
         and cfg["training"]["importance_sampling"] is True
     )
+
+
+def test_large_config_takes_a_step_and_scores_at_its_real_size(tmp_path):
+    """configs/mnist_sbgc_large.py as a GPU user runs it (its U-Net unchanged): one training step
+    (batch 2) and the default ODE scorer on one image, all classes, at loose tolerances; on
+    8 random 28x28 images written here, so no data file is needed."""
+    from jaxrej.data import local
+
+    rng = np.random.default_rng(0)
+    local.write_idx(str(tmp_path / "im.gz"), rng.integers(0, 256, (8, 28, 28)).astype(np.uint8))
+    local.write_idx(str(tmp_path / "lab.gz"), np.arange(8, dtype=np.uint8) % 2)
+    spec = f"idx:{tmp_path / 'im.gz'},{tmp_path / 'lab.gz'}"
+    wd = str(tmp_path / "run")
+    step = [f"--config.data.dataset={spec}", f"--config.data.eval_dataset={spec}",
+            "--config.training.n_iters=1", "--config.training.batch_size=2",
+            "--config.training.warmup=1", "--config.training.eval_every=1000"]  # fmt: skip
+    large = str(CONFIGS / "mnist_sbgc_large.py")
+    assert main(["train", "--config", large, "--workdir", wd, "--no-progress", *step]) == 0
+    t = json.load(open(os.path.join(wd, "train.json")))
+    cfg = json.load(open(os.path.join(wd, "config.json")))
+    from jaxrej.training.workdir import build_net
+
+    want = build_net("unet", num_classes=2, **configs_model(large))
+    assert cfg["model"]["name"] == "unet" and t["final_step"] == 1
+    assert t["n_params"] == _n_params(want, (28, 28, 1))
+    loose = ["--config.eval.rtol=0.1", "--config.eval.atol=0.1", "--config.eval.batch_size=1",
+             "--config.eval.screen=none"]  # fmt: skip
+    assert main(["score", "--workdir", wd, "--no-progress", "--limit", "1", *loose]) == 0
+    z = np.load(os.path.join(wd, "score_test_limit1.npz"))
+    assert z["class_logp"].shape == (1, 2) and np.all(np.isfinite(z["class_logp"]))
+
+
+def configs_model(path):
+    """The model section of a config file's get_config(), as plain values."""
+    from jaxrej.cli import load_config
+
+    return {k: v for k, v in load_config(path, []).to_dict()["model"].items() if k != "name"}
+
+
+def _n_params(net, event_shape):
+    import jax
+
+    from jaxrej.models.score import init_params
+
+    params = init_params(net, event_shape, key=jax.random.key(0))
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
 def test_help_imports_only_the_command_it_shows():

@@ -241,3 +241,47 @@ def test_model_name_switches_architecture_from_the_command_line():
         build_net("mlp", num_classes=3, mlp=5)
     with pytest.raises(ValueError, match="model.name"):
         build_net("resnet", num_classes=3, mlp={})
+
+
+@pytest.mark.parametrize(
+    "sde", [VPSDE(beta_min=0.1, beta_max=20.0), VESDE(sigma_min=0.01, sigma_max=50.0)]
+)
+def test_preconditioned_score_at_init_is_the_gaussian_datas_score(sde):
+    """With the network part F zero (its zero-initialised output layer), the preconditioned score
+    is the exact score of Gaussian data N(mu, s^2 I) diffused by the SDE: the marginal at t is
+    N(m mu, (m^2 s^2 + std^2) I); checked against jax.grad of that log-density."""
+    mu, s = 0.13, 0.31
+    net = ConditionalMLP(num_classes=3, hidden=16, n_blocks=1, emb_dim=8, precondition=True,
+                         data_mean=mu, data_std=s)  # fmt: skip
+    params = init_params(net, (4, 4, 1), key=jax.random.key(0))
+    score_fn = make_score_fn(net, sde)
+    x = jax.random.normal(jax.random.key(1), (4, 4, 1))
+    for t in (1e-4, 0.1, 0.7):
+        m, std = sde.mean_coeff(t), sde.std(t)
+        logp = lambda z: -0.5 * jnp.sum((z - m * mu) ** 2) / (m**2 * s**2 + std**2)  # noqa: B023, E731
+        np.testing.assert_allclose(
+            score_fn(params, x, t, 2), jax.grad(logp)(x), rtol=1e-4, atol=1e-6
+        )
+
+
+def test_label_cutoff_hides_the_label_at_small_times():
+    """label_cutoff: the gate is 1/2 at the cutoff, < 0.01 at a tenth of it; below it the network's
+    output barely depends on the label, above it it does."""
+    from jaxrej.models.embeddings import label_gate
+
+    c = 0.03
+    g = np.asarray(label_gate(jnp.asarray([c, c / 10, c * 10]), c))
+    assert abs(g[0] - 0.5) < 1e-6 and g[1] < 0.01 and g[2] > 0.99
+    net = ConditionalMLP(num_classes=3, hidden=16, n_blocks=1, emb_dim=8, conditioning="add",
+                         label_cutoff=c)  # fmt: skip
+    params = init_params(net, (4,), key=jax.random.key(0))
+    params = jax.tree_util.tree_map(lambda p: p + 0.3, params)  # a non-zero output layer
+    x = jax.random.normal(jax.random.key(1), (1, 4))
+
+    def spread(t):
+        out = [
+            net.apply(params, x, jnp.full((1,), t), jnp.full((1,), y, jnp.int32)) for y in range(3)
+        ]
+        return float(jnp.max(jnp.abs(out[0] - out[1])) + jnp.max(jnp.abs(out[0] - out[2])))
+
+    assert spread(1e-4) < 1e-2 * spread(0.5)

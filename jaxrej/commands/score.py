@@ -1,11 +1,16 @@
 """`jaxrej score --workdir DIR [--split test] [--test [name=]SPEC] [--ood [name=]SPEC ...]
-[--limit N] [--config.eval.rtol=1e-4 ...]`: class log-likelihoods log p(x | y) for every class by
-the probability-flow ODE, predictions (argmax), accuracy and bits/dim of a set, from the EMA
+[--scorer ode|elbo] [--limit N] [--config.eval.rtol=1e-4 ...]`: class log-likelihoods
+log p(x | y) for every class, predictions (argmax), accuracy and bits/dim of a set, from the EMA
 params of DIR's newest intact checkpoint (an unreadable newer one is skipped with a warning; the
 JSON records `checkpoint_step`).
 
-The scored set: split `--split` of the run's `data.dataset`, or of `--test SPEC` (a dataset
-string, `jaxrej.data.registry`). OOD sets (`--ood`, repeatable; a local file is used whole, a
+Scorers (`--scorer`, default the run's eval.scorer): "ode", log p(x | y) by the probability-flow
+ODE (below); "elbo", the denoising lower bound of `jaxrej.class_elbos` with eval.elbo_n_times
+(t, z) draws per example shared by its classes (eval.elbo_time_sampling; eval.elbo_chunk_size
+evaluations per vmapped call), whose files carry "_elbo" after the set's name.
+
+The scored set: split `--split` of the run's `data.eval_dataset` (else `data.dataset`), or of
+`--test SPEC` (a dataset string, `jaxrej.data.registry`). OOD sets (`--ood`, repeatable; a local file is used whole, a
 registry name's test split): their class log-likelihoods too, and per set the AUROC of
 log p(x) (positive = the scored, in-distribution set) and bits/dim.
 
@@ -19,6 +24,9 @@ once; the JSON reports `compilations`): with eval.screen = "default" the library
 pick each image's best class for the accurate solve (eval.divergence, rtol, atol, eps); "none"
 solves every class accurately. A row with a failed solve (NaN) gets pred = -1: counted as
 failed/rejected, never as correct.
+
+`baseline_bits_per_dim` in the summary: the bits/dim of the scored set under an independent
+per-pixel histogram of the run's training rows, the trivial density a model must beat.
 
 `warnings` in the summary (also printed): bits/dim worse than a uniform density over the pixel
 levels (log2 n_levels), and class-conditional scores that barely depend on the label:
@@ -37,6 +45,15 @@ import time
 import numpy as np
 
 LABEL_DEPENDENCE_MIN = 0.05
+SCORERS = ("ode", "elbo")
+# the ELBO scorer's settings (eval.elbo_*; jaxrej.class_elbos): (t, z) draws per example shared
+# by its classes, their time sampling, and score evaluations per vmapped call (0: all at once)
+ELBO_DEFAULTS = {
+    "scorer": "ode",
+    "elbo_n_times": 64,
+    "elbo_time_sampling": "stratified",
+    "elbo_chunk_size": 4096,
+}
 
 
 def add_arguments(parser) -> None:
@@ -46,6 +63,10 @@ def add_arguments(parser) -> None:
                         help="score this dataset (its --split) instead of the run's dataset")  # fmt: skip
     parser.add_argument("--ood", action="append", default=None, metavar="[name=]SPEC",
                         help="an OOD set (repeatable): its log p(x) AUROC and bits/dim")  # fmt: skip
+    parser.add_argument("--scorer", choices=SCORERS, default=None,
+                        help="ode: log p(x | y) by the probability-flow ODE; elbo: the denoising "
+                        "lower bound (jaxrej.class_elbos, eval.elbo_n_times draws); default: the "
+                        "run's eval.scorer (ode where a config has none)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=0, help="score only the first N examples")
     parser.add_argument("--raw-params", action="store_true", help="use raw params, not the EMA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,9 +142,27 @@ def screen_setting(e: dict) -> str:
     return "default" if e.get("screen_margin", 1.0) > 0 else "none"
 
 
-def result_stem(set_name: str, limit: int) -> str:
-    """'score_<set>' or 'score_<set>_limit<N>' (module doc)."""
-    return f"score_{set_name}" + (f"_limit{limit}" if limit else "")
+def baseline_bits_per_dim(d: dict, images) -> float:
+    """Mean bits/dim of `images` under the independent per-pixel histogram of the run's training
+    rows (`jaxrej.likelihood.pixel_histogram_bits_per_dim`): the trivial density to beat."""
+    from jaxrej.data.registry import load_dataset
+    from jaxrej.likelihood import pixel_histogram_bits_per_dim
+
+    train = load_dataset(d["dataset"], d.get("train_split", "train"),
+                         data_dir=d.get("data_dir") or None)  # fmt: skip
+    bpd = pixel_histogram_bits_per_dim(train.images, images, n_levels=d["n_levels"])
+    return float(np.mean(bpd))
+
+
+def with_elbo_defaults(e: dict) -> dict:
+    """eval settings with the ELBO scorer's fields filled in where a run's config has none."""
+    return {**ELBO_DEFAULTS, **e}
+
+
+def result_stem(set_name: str, limit: int, scorer: str = "ode") -> str:
+    """'score_<set>[_elbo][_limit<N>]' (module doc)."""
+    elbo = "_elbo" if scorer == "elbo" else ""
+    return f"score_{set_name}{elbo}" + (f"_limit{limit}" if limit else "")
 
 
 def _load(field: str, spec: str, split: str, d: dict, limit: int):
@@ -160,6 +199,7 @@ def run(args) -> dict:
     from jaxrej.data.batching import num_batches, padded_batches
     from jaxrej.data.preprocessing import to_model_input
     from jaxrej.data.registry import check_data_fields, is_local, parse_named
+    from jaxrej.elbo import class_elbos
     from jaxrej.flow import FlowSolve
     from jaxrej.metrics import ood_detection
     from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
@@ -171,8 +211,10 @@ def run(args) -> dict:
         from jaxrej.abs.commands import score_run
 
         return score_run(args, cfg)
-    e = apply_overrides({"eval": dict(cfg["eval"])}, args.overrides, sections=("eval",))["eval"]
+    e = with_elbo_defaults(dict(cfg["eval"]))
+    e = apply_overrides({"eval": e}, args.overrides, sections=("eval",))["eval"]
     check_eval(e)
+    scorer = getattr(args, "scorer", None) or e["scorer"]
     if args.limit < 0:
         raise ValueError(f"--limit: expected >= 0, got {args.limit}")
     test_arg, ood_args = getattr(args, "test", None), getattr(args, "ood", None) or []
@@ -188,7 +230,7 @@ def run(args) -> dict:
         set_name = test_name if args.split == "test" else f"{test_name}_{args.split}"
         images, labels = _load("--test", test_spec, args.split, d, args.limit)
     else:
-        test_spec, set_name = d["dataset"], args.split
+        test_spec, set_name = d.get("eval_dataset") or d["dataset"], args.split
         images, labels = _load("--split", test_spec, args.split, d, args.limit)
     oods = {}
     for name, spec in ood_named:
@@ -212,13 +254,22 @@ def run(args) -> dict:
         for i, ((xb,), mask) in enumerate(padded_batches(x_all, batch_size=e["batch_size"])):
             x = to_model_input(jnp.asarray(xb), d["n_levels"], mode=e["dequantize"],
                                key=jax.random.fold_in(dq_key, i))  # fmt: skip
-            res = class_log_likelihood_result(
-                score_fn, params, sde, x, num_classes=d["num_classes"],
-                key=jax.random.fold_in(probe_key, i), solve=solve, screen=screen,
-                chunk_size=e.get("chunk_size") or None,
-            )  # fmt: skip
+            if scorer == "elbo":
+                lp = class_elbos(score_fn, params, sde, x, num_classes=d["num_classes"],
+                                 key=jax.random.fold_in(probe_key, i), n_times=e["elbo_n_times"],
+                                 time_sampling=e["elbo_time_sampling"], eps=e["eps"],
+                                 chunk_size=e["elbo_chunk_size"] or None)  # fmt: skip
+                res = {"logp": lp, "nfe": jnp.full(lp.shape, e["elbo_n_times"], jnp.int32),
+                       "refined": jnp.ones(lp.shape, bool), "covered": jnp.ones(lp.shape[:1], bool)}  # fmt: skip
+            else:
+                res = class_log_likelihood_result(
+                    score_fn, params, sde, x, num_classes=d["num_classes"],
+                    key=jax.random.fold_in(probe_key, i), solve=solve, screen=screen,
+                    chunk_size=e.get("chunk_size") or None,
+                )  # fmt: skip
+                res = {name: getattr(res, name) for name in parts}
             for name, acc in parts.items():
-                acc.append(np.asarray(getattr(res, name)))
+                acc.append(np.asarray(res[name]))
             masks.append(mask)
             if bar is not None:
                 bar.update(1)
@@ -233,8 +284,9 @@ def run(args) -> dict:
     r, nb = score(images, set_name)
     elapsed = time.perf_counter() - t0
     s = summarize(r["logp"], labels, event_shape=d["event_shape"], n_levels=d["n_levels"])
+    s["baseline_bits_per_dim"] = baseline_bits_per_dim(d, images)
     pred, ok, log_px = s.pop("pred"), s.pop("ok"), s.pop("log_px")
-    stem = result_stem(set_name, args.limit)
+    stem = result_stem(set_name, args.limit, scorer)
     arrays = {"class_logp": r["logp"], "pred": pred, "ok": ok, "nfe": r["nfe"],
               "refined": r["refined"], "covered": r["covered"]}  # fmt: skip
     if labels is not None:
@@ -246,7 +298,7 @@ def run(args) -> dict:
         so = summarize(ro["logp"], None, event_shape=d["event_shape"], n_levels=d["n_levels"])
         so_ok, so_lp = so.pop("ok"), so.pop("log_px")
         so.pop("pred")
-        path = os.path.join(args.workdir, f"{result_stem('ood_' + name, args.limit)}.npz")
+        path = os.path.join(args.workdir, f"{result_stem('ood_' + name, args.limit, scorer)}.npz")
         atomic_save_npz(path, class_logp=ro["logp"], log_px=so_lp, ok=so_ok, nfe=ro["nfe"],
                         refined=ro["refined"], covered=ro["covered"])  # fmt: skip
         ood_files.append(path)
@@ -264,6 +316,7 @@ def run(args) -> dict:
     warnings = warnings_for(s)
     summary = {
         "set": set_name,
+        "scorer": scorer,
         "dataset": test_spec,
         "split": args.split,
         "limit": args.limit or None,

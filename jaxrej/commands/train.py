@@ -99,9 +99,13 @@ def prepare(config) -> dict:
     kw = {"data_dir": d.get("data_dir") or None}
     try:
         train = load_dataset(d["dataset"], d.get("train_split", "train"), **kw)
-        evals = load_dataset(d["dataset"], d["eval_split"], **kw) if d.get("eval_split") else None
     except ValueError as e:
         raise ValueError(f"data.dataset: {e}") from e
+    try:
+        eval_spec = d.get("eval_dataset") or d["dataset"]
+        evals = load_dataset(eval_spec, d["eval_split"], **kw) if d.get("eval_split") else None
+    except ValueError as e:
+        raise ValueError(f"data.eval_dataset: {e}") from e
     if train.labels is None:
         raise ValueError(f"data.dataset: {d['dataset']!r} has no labels; training needs them")
     vf = d.get("val_fraction")
@@ -157,6 +161,19 @@ def check_eval(e: dict) -> None:
         v = e.get(k)
         if not (isinstance(v, (int, float)) and 0 < v < 1):
             raise ValueError(f"eval.{k}: expected a number in (0, 1), got {v!r}")
+    from jaxrej.elbo import TIME_SAMPLINGS
+
+    if e.get("scorer", "ode") not in ("ode", "elbo"):
+        raise ValueError(f"eval.scorer: expected ode|elbo, got {e.get('scorer')!r}")
+    n = e.get("elbo_n_times", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"eval.elbo_n_times: expected an int >= 1, got {n!r}")
+    if e.get("elbo_time_sampling", "stratified") not in TIME_SAMPLINGS:
+        raise ValueError(f"eval.elbo_time_sampling: expected one of {TIME_SAMPLINGS}, "
+                         f"got {e.get('elbo_time_sampling')!r}")  # fmt: skip
+    c = e.get("elbo_chunk_size", 0)
+    if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+        raise ValueError(f"eval.elbo_chunk_size: expected an int >= 0 (0: one chunk), got {c!r}")
 
 
 def run(args) -> dict:

@@ -5,7 +5,10 @@ conditioned on (t, y), in one of two ways (`conditioning`):
   "add":  h <- h + Dense(silu(Dense(silu(LN(h))) + Dense(silu(emb))))
   "film": h <- h + Dense(silu(Dense(silu(LN(h) * (1 + a) + b))))),  (a, b) = Dense(silu(emb))
           (feature-wise linear modulation, Perez et al. 2018; zero-initialised, so a = b = 0 at init).
-The output (B, *event) is the noise prediction eps_theta(x, t, y) (score = -eps / std(t), score.py).
+The output (B, *event) is the noise prediction eps_theta(x, t, y) (score = -eps / std(t), score.py),
+or with `precondition` the network part F of the preconditioned prediction (score.py); the hidden
+width below the data's dimension makes that part necessary (the identity eps ~ x_t of large t
+does not pass a narrower layer).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class ConditionalMLP(nn.Module):
     time_embedding: str = "fourier"
     fourier_scale: float = 16.0
     conditioning: str = "add"
+    # jaxrej.models.score.make_score_fn: F of the preconditioned noise prediction (data mean/std)
+    precondition: bool = False
+    label_cutoff: float = 0.0  # embeddings.TimeLabelEmbedding: no label below this time (0: off)
+    data_mean: float = 0.5
+    data_std: float = 0.5
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
@@ -44,7 +52,12 @@ class ConditionalMLP(nn.Module):
         event = x.shape[1:]
         d = math.prod(event)
         emb = TimeLabelEmbedding(
-            self.emb_dim, self.num_classes, self.time_embedding, self.fourier_scale, name="embed"
+            self.emb_dim,
+            self.num_classes,
+            self.time_embedding,
+            self.fourier_scale,
+            self.label_cutoff,
+            name="embed",
         )(t, y)
         emb = nn.silu(emb)
         h = nn.Dense(self.hidden, name="in")(x.reshape(x.shape[0], d))
