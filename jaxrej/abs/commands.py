@@ -24,24 +24,12 @@ EVAL_FIELDS = ("steps", "lr", "n_starts", "encoder_start", "correction", "bank_s
 
 def _data(cfg: dict):
     """(train Dataset, eval Dataset or None) of a config's data section."""
-    from jaxrej.data.registry import check_data_fields, load_dataset
+    from jaxrej.data.registry import check_data_fields, load_train_and_eval
 
     d = cfg["data"]
     check_data_fields(d)
-    kw = {"data_dir": d.get("data_dir") or None}
-    try:
-        train = load_dataset(d["dataset"], d.get("train_split", "train"), **kw)
-    except ValueError as e:
-        raise ValueError(f"data.dataset: {e}") from e
-    evals = None
-    if d.get("eval_split"):
-        try:
-            evals = load_dataset(d.get("eval_dataset") or d["dataset"], d["eval_split"], **kw)
-        except ValueError as e:
-            raise ValueError(f"data.eval_dataset: {e}") from e
-    if train.labels is None:
-        raise ValueError(f"data.dataset: {d['dataset']!r} has no labels; training needs them")
-    return train, evals
+    return load_train_and_eval(d["dataset"], d.get("train_split", "train"), d.get("eval_dataset"),
+                               d.get("eval_split"), data_dir=d.get("data_dir") or None)  # fmt: skip
 
 
 def check_eval(e: dict) -> None:

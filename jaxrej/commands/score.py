@@ -134,14 +134,6 @@ def warnings_for(summary: dict) -> list[str]:
     return out
 
 
-def screen_setting(e: dict) -> str:
-    """eval.screen ("default" | "none"); runs configured before it existed have screen_margin
-    (0: no screen)."""
-    if "screen" in e:
-        return e["screen"]
-    return "default" if e.get("screen_margin", 1.0) > 0 else "none"
-
-
 def baseline_bits_per_dim(d: dict, images) -> float:
     """Mean bits/dim of `images` under the independent per-pixel histogram of the run's training
     rows (`jaxrej.likelihood.pixel_histogram_bits_per_dim`): the trivial density to beat."""
@@ -241,7 +233,7 @@ def run(args) -> dict:
     dq_key, probe_key = jax.random.split(key)
     solve = FlowSolve(divergence=e["divergence"], n_probes=e["n_probes"], rtol=e["rtol"],
                       atol=e["atol"], eps=e["eps"])  # fmt: skip
-    screen = DEFAULT_SCREEN if screen_setting(e) == "default" else None
+    screen = DEFAULT_SCREEN if e.get("screen", "default") == "default" else None
 
     def score(x_all, desc):
         nb = num_batches(len(x_all), e["batch_size"])

@@ -78,7 +78,7 @@ def _stored_summary(path: str) -> dict | None:
 
 def prepare(config) -> dict:
     """Validate a ConfigDict into plain values: (cfg dict, TrainOptions, data, eval settings)."""
-    from jaxrej.data.registry import check_data_fields, is_local, load_dataset
+    from jaxrej.data.registry import check_data_fields, is_local, load_train_and_eval
     from jaxrej.training.loop import TrainOptions
     from jaxrej.training.workdir import build_net, build_sde
 
@@ -96,18 +96,9 @@ def prepare(config) -> dict:
     sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
     d = cfg["data"]
     check_data_fields(d)
-    kw = {"data_dir": d.get("data_dir") or None}
-    try:
-        train = load_dataset(d["dataset"], d.get("train_split", "train"), **kw)
-    except ValueError as e:
-        raise ValueError(f"data.dataset: {e}") from e
-    try:
-        eval_spec = d.get("eval_dataset") or d["dataset"]
-        evals = load_dataset(eval_spec, d["eval_split"], **kw) if d.get("eval_split") else None
-    except ValueError as e:
-        raise ValueError(f"data.eval_dataset: {e}") from e
-    if train.labels is None:
-        raise ValueError(f"data.dataset: {d['dataset']!r} has no labels; training needs them")
+    train, evals = load_train_and_eval(d["dataset"], d.get("train_split", "train"),
+                                       d.get("eval_dataset"), d.get("eval_split"),
+                                       data_dir=d.get("data_dir") or None)  # fmt: skip
     vf = d.get("val_fraction")
     if vf and not is_local(d["dataset"]):  # hold out the reject thresholds' validation rows
         from jaxrej.eval.heads import split_validation

@@ -176,3 +176,22 @@ def check_data_fields(data: dict, *, where: str = "data") -> None:
             f"{where}.path: removed; name the files in {where}.dataset as "
             f"'idx:IMAGES[,LABELS]' or 'npz:PATH' (got path {data['path']!r})"
         )
+
+
+def load_train_and_eval(dataset: str, train_split: str, eval_dataset: str | None, eval_split: str | None,
+                        *, data_dir: str | None = None) -> tuple[Dataset, Dataset | None]:  # fmt: skip
+    """(train, eval or None): split `train_split` of `dataset` (labelled) and split `eval_split` of
+    `eval_dataset` (default `dataset`; no eval set when eval_split is empty). ValueErrors name the
+    config field: data.dataset or data.eval_dataset."""
+    try:
+        train = load_dataset(dataset, train_split, data_dir=data_dir)
+    except ValueError as e:
+        raise ValueError(f"data.dataset: {e}") from e
+    if train.labels is None:
+        raise ValueError(f"data.dataset: {dataset!r} has no labels; training needs them")
+    if not eval_split:
+        return train, None
+    try:
+        return train, load_dataset(eval_dataset or dataset, eval_split, data_dir=data_dir)
+    except ValueError as e:
+        raise ValueError(f"data.eval_dataset: {e}") from e
