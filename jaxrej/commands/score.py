@@ -46,9 +46,10 @@ import numpy as np
 
 LABEL_DEPENDENCE_MIN = 0.05
 SCORERS = ("ode", "elbo")
-# the ELBO scorer's settings (eval.elbo_*; jaxrej.class_elbos): (t, z) draws per example shared
-# by its classes, their time sampling, and score evaluations per vmapped call (0: all at once)
-ELBO_DEFAULTS = {
+# eval.scorer where a run's config has none, and the ELBO scorer's settings (eval.elbo_*;
+# jaxrej.class_elbos): (t, z) draws per example shared by its classes, their time sampling, and
+# score evaluations per vmapped call (0: all at once)
+SCORER_DEFAULTS = {
     "scorer": "ode",
     "elbo_n_times": 64,
     "elbo_time_sampling": "stratified",
@@ -146,9 +147,9 @@ def baseline_bits_per_dim(d: dict, images) -> float:
     return float(np.mean(bpd))
 
 
-def with_elbo_defaults(e: dict) -> dict:
-    """eval settings with the ELBO scorer's fields filled in where a run's config has none."""
-    return {**ELBO_DEFAULTS, **e}
+def with_scorer_defaults(e: dict) -> dict:
+    """eval settings with the scorer fields filled in where a run's config has none."""
+    return {**SCORER_DEFAULTS, **e}
 
 
 def result_stem(set_name: str, limit: int, scorer: str = "ode") -> str:
@@ -203,7 +204,7 @@ def run(args) -> dict:
         from jaxrej.abs.commands import score_run
 
         return score_run(args, cfg)
-    e = with_elbo_defaults(dict(cfg["eval"]))
+    e = with_scorer_defaults(dict(cfg["eval"]))
     e = apply_overrides({"eval": e}, args.overrides, sections=("eval",))["eval"]
     check_eval(e)
     scorer = getattr(args, "scorer", None) or e["scorer"]
