@@ -1,4 +1,5 @@
-"""Reject-option metrics: accuracy, acc-left, rejection rate, AUROC, AUPR, FPR@TPR, AURC, U test.
+"""Reject-option metrics: accuracy, acc-left, rejection rate, AUROC, AUPR, FPR@TPR, AURC, U test,
+and the Wilson score interval of a rate.
 
 Conventions (every function):
 * A score is a confidence: higher = more in-distribution / more likely correct.
@@ -17,6 +18,7 @@ numpy arrays.
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 
@@ -35,6 +37,7 @@ __all__ = [
     "summarize",
     "ood_detection",
     "mistake_detection",
+    "wilson_interval",
 ]
 
 
@@ -246,3 +249,40 @@ def mistake_detection(scores, correct) -> dict:
         "auroc": auroc(scores, correct),
         "fpr_at_95_tpr": fpr_at_tpr(scores, correct, 0.95),
     }
+
+
+def wilson_interval(successes, n, confidence: float = 0.95):
+    """Wilson score interval (Wilson 1927) for a binomial rate successes / n: (lo, hi).
+
+    With p = k / n and z the two-sided normal quantile of `confidence`,
+    center = (p + z^2 / (2n)) / (1 + z^2 / n),
+    half = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2)),
+    lo, hi = center -/+ half, clipped to [0, 1] (lo = 0 at k = 0, hi = 1 at k = n).
+    Equals `scipy.stats.binomtest(k, n).proportion_ci(confidence, method="wilson")`.
+    successes, n: non-negative integers (or integer arrays of one shape), successes <= n;
+    n = 0 gives the uninformative (0, 1). Returns floats, or arrays for array inputs.
+    """
+    if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
+    k, m = np.asarray(successes), np.asarray(n)
+    for name, a in (("successes", k), ("n", m)):
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+            if not (np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a))):
+                raise ValueError(f"{name}: expected non-negative integers, got {a!r}")
+        if np.any(a < 0):
+            raise ValueError(f"{name}: expected non-negative integers, got {a!r}")
+    if np.any(k > m):
+        raise ValueError(f"successes: expected successes <= n, got {k!r} > {m!r}")
+    k, m = k.astype(np.float64), m.astype(np.float64)
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    safe = np.maximum(m, 1.0)
+    p = k / safe
+    denom = 1.0 + z * z / safe
+    center = (p + z * z / (2.0 * safe)) / denom
+    half = z / denom * np.sqrt(p * (1.0 - p) / safe + z * z / (4.0 * safe * safe))
+    lo = np.where(k == 0, 0.0, np.clip(center - half, 0.0, 1.0))
+    hi = np.where(k == m, 1.0, np.clip(center + half, 0.0, 1.0))
+    lo, hi = np.where(m == 0, 0.0, lo), np.where(m == 0, 1.0, hi)
+    if lo.ndim == 0:
+        return float(lo), float(hi)
+    return lo, hi

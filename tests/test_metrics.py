@@ -134,3 +134,34 @@ def test_detection_bundles_match_sklearn_and_scipy():
     assert m["aurc"] == M.aurc(s, ~pos)
     only_right = M.mistake_detection(s, np.ones_like(pos))
     assert only_right["auroc"] is None and only_right["n_errors"] == 0
+
+
+@pytest.mark.parametrize("k,n", [(0, 20), (7, 20), (20, 20), (1, 1), (50, 64), (3, 1000)])
+@pytest.mark.parametrize("confidence", [0.95, 0.9, 0.99])
+def test_wilson_interval_matches_scipy_binomtest(k, n, confidence):
+    ref = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    lo, hi = M.wilson_interval(k, n, confidence)
+    assert lo == pytest.approx(float(ref.low), abs=1e-12)
+    assert hi == pytest.approx(float(ref.high), abs=1e-12)
+
+
+def test_wilson_interval_closed_form_and_arrays():
+    # k = 5, n = 10, z = 1.959964: center 1/2, half = z / (1 + z^2/10) * sqrt(1/40 + z^2/400)
+    z = 1.959963984540054
+    half = z / (1 + z * z / 10) * np.sqrt(0.025 + z * z / 400)
+    assert M.wilson_interval(5, 10) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
+    lo, hi = M.wilson_interval(np.array([0, 5, 10]), np.array([10, 10, 10]))
+    assert lo.shape == (3,) and lo[0] == 0.0 and hi[2] == 1.0
+    assert (lo[1], hi[1]) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
+    assert M.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "args,name",
+    [((3, 2), "successes"), ((-1, 5), "successes"), ((1, -2), "n"), ((0.5, 2), "successes")],
+)
+def test_wilson_interval_rejects_bad_counts(args, name):
+    with pytest.raises(ValueError, match=name):
+        M.wilson_interval(*args)
+    with pytest.raises(ValueError, match="confidence"):
+        M.wilson_interval(1, 2, confidence=1.5)
