@@ -1,5 +1,6 @@
-"""Gradient attacks on class-score functions `(B, *event) -> (B, C)`: FGSM, BIM, PGD (L-inf, L2),
-APGD (CE, DLR), EOT for stochastic scorers, and the reject-aware adaptive loss.
+"""Attacks on class-score functions `(B, *event) -> (B, C)`: FGSM, BIM, PGD (L-inf, L2),
+APGD (CE, DLR), the gradient-free Square attack (L-inf, L2), EOT for stochastic scorers, and the
+reject-aware adaptive loss.
 
     res = jaxrej.attacks.pgd(class_score_fn, x, y, key=key, eps=0.1, norm="linf", steps=40)
     res.x_adv, res.success, res.margin, res.norm
@@ -13,6 +14,7 @@ from jaxrej.attacks.geometry import NORMS, lp_norm, project
 from jaxrej.attacks.losses import LOSSES, attack_loss, goal_reached, margin
 from jaxrej.attacks.pgd import bim, fgsm, pgd
 from jaxrej.attacks.result import AttackResult
+from jaxrej.attacks.square import square
 
 __all__ = [
     "AttackResult",
@@ -27,4 +29,5 @@ __all__ = [
     "margin",
     "pgd",
     "project",
+    "square",
 ]
