@@ -11,7 +11,7 @@ import pytest
 import jaxrej
 from jaxrej import attacks
 from jaxrej.attacks import eot
-from jaxrej.attacks.apgd import _apgd, checkpoint_schedule
+from jaxrej.attacks.apgd import _apgd, checkpoint_schedule, top_targets
 from jaxrej.attacks.pgd import _pgd
 from tests.gaussian import closed_form_logp, make_params, make_score_fn
 
@@ -289,3 +289,83 @@ def test_bad_options_raise_value_error_naming_the_argument():
             attacks.pgd(f, x, y, key=KEY, **({"eps": 0.1} | kw))
     with pytest.raises(ValueError, match="y:"):
         attacks.pgd(f, x, jnp.zeros(3, jnp.int32), key=KEY, eps=0.1)
+
+
+def test_top_targets_rank_the_other_classes_by_clean_score():
+    rng = np.random.default_rng(30)
+    s = rng.normal(size=(50, 7)).astype(np.float32)
+    y = rng.integers(0, 7, 50)
+    got = np.asarray(top_targets(jnp.asarray(s), jnp.asarray(y), 3))
+    masked = s.copy()
+    masked[np.arange(50), y] = -np.inf
+    np.testing.assert_array_equal(got, np.argsort(-masked, axis=1)[:, :3].T)
+
+
+def test_apgd_targeted_reaches_the_analytic_minimum_over_its_three_targets():
+    """Linear 6-class model: a target c is reachable in the L-inf ball iff
+    eps >= m_c = (s_y - s_c) / ||w_y - w_c||_1. APGD-T (targeted DLR, 3 targets ranked 2nd-4th
+    by the clean scores) flips nearly every example at 1.05 x min over ITS targets of m_c, and
+    none at 0.95 x min over ALL classes (per-example eps, batches of one)."""
+    rng = np.random.default_rng(31)
+    d, c, n = 16, 6, 24
+    w = rng.normal(size=(d, c)).astype(np.float32)
+    b = (0.1 * rng.normal(size=c)).astype(np.float32)
+    f = lambda z: z.reshape(z.shape[0], -1) @ jnp.asarray(w) + jnp.asarray(b)  # noqa: E731
+    x = rng.uniform(0.3, 0.7, size=(n, d)).astype(np.float32)
+    s = x.astype(np.float64) @ w + b
+    y = s.argmax(1)
+    m = np.array([[np.inf if k == y[i] else (s[i, y[i]] - s[i, k]) / np.abs(w[:, y[i]] - w[:, k]).sum()
+                   for k in range(c)] for i in range(n)])  # fmt: skip
+    top3 = np.argsort(-np.where(np.eye(c, dtype=bool)[y], -np.inf, s), axis=1)[:, :3]
+    m_t = np.take_along_axis(m, top3, axis=1).min(1)
+
+    def run(i, eps):
+        r = attacks.apgd_targeted(f, jnp.asarray(x[i : i + 1]), jnp.asarray(y[i : i + 1]),
+                                  key=jax.random.key(i), eps=float(eps), steps=40)  # fmt: skip
+        return bool(r.success[0])
+
+    above = sum(run(i, 1.05 * m_t[i]) for i in range(n))
+    below = sum(run(i, 0.95 * m.min(1)[i]) for i in range(n))
+    assert above >= n - 1 and below == 0
+
+
+def test_targeted_reject_aware_apgd_finds_the_accepted_class_the_untargeted_one_misses():
+    """Gaussian class scores: class 1 sharp and reachable, class 2 broad and far (it wins as
+    soon as x leaves mu_0 but is never accepted there). The untargeted reject-aware loss is a
+    max over classes and follows class 2's plateau; APGD-T's per-target reject loss, aimed at
+    class 1 too, finds the fooled-and-accepted points (checked with jaxrej.reject.decide)."""
+    rng = np.random.default_rng(32)
+    m = rng.uniform(0.3, 0.7, size=(16,))
+    mus = jnp.asarray(np.stack([m, m + 0.12 * rng.choice([-1.0, 1.0], size=16), m + 0.5]),
+                      jnp.float32)  # fmt: skip
+    inv_var = jnp.asarray([1 / 0.1**2, 1 / 0.1**2, 1.0], jnp.float32)
+
+    def f(z):
+        return -0.5 * jnp.sum(jnp.square(z[:, None] - mus[None]), axis=-1) * inv_var
+
+    y_fit = np.arange(300) % 3
+    x_fit = jnp.asarray(mus[y_fit] + 0.02 * rng.normal(size=(300, 16)), jnp.float32)
+    th = jaxrej.reject.fit_class_thresholds(f(x_fit), jnp.asarray(y_fit), percentile=5.0)
+    x = jnp.asarray(mus[0] + 0.02 * rng.normal(size=(32, 16)), jnp.float32)
+    y = jnp.zeros(32, jnp.int32)
+    kw = dict(key=KEY, eps=0.15, steps=40, loss="reject", thresholds=th)
+    plain = attacks.apgd(f, x, y, **kw)
+    tgt = attacks.apgd_targeted(f, x, y, n_targets=2, **kw)
+    pred, rej = jaxrej.reject.decide(tgt.scores, th)
+    np.testing.assert_array_equal(tgt.success, (np.asarray(pred) != 0) & ~np.asarray(rej))
+    assert int(tgt.success.sum()) >= 30 and int(plain.success.sum()) <= 2
+
+
+def test_apgd_from_the_clean_input_and_targeted_options():
+    """random_start=False: every restart starts at x, so the result does not depend on the key;
+    bad APGD-T options raise ValueError naming the argument."""
+    f, x, y = _mlp_problem()
+    a = attacks.apgd(f, x, y, key=jax.random.key(1), eps=0.03, steps=10, random_start=False)
+    b = attacks.apgd(f, x, y, key=jax.random.key(2), eps=0.03, steps=10, random_start=False)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+    with pytest.raises(ValueError, match="n_targets"):
+        attacks.apgd_targeted(f, x, y, key=KEY, eps=0.1, n_targets=3, loss="ce")  # C = 3
+    with pytest.raises(ValueError, match="loss"):
+        attacks.apgd_targeted(f, x, y, key=KEY, eps=0.1, n_targets=2)  # dlr-T needs C >= 4
+    with pytest.raises(ValueError, match="thresholds"):
+        attacks.apgd_targeted(f, x, y, key=KEY, eps=0.1, n_targets=2, loss="reject")

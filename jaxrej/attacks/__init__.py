@@ -1,5 +1,5 @@
 """Attacks on class-score functions `(B, *event) -> (B, C)`: FGSM, BIM, PGD (L-inf, L2),
-APGD (CE, DLR), the gradient-free Square attack (L-inf, L2), EOT for stochastic scorers, and the
+APGD (CE, DLR, targeted APGD-T), the gradient-free Square attack (L-inf, L2), EOT for stochastic scorers, and the
 reject-aware adaptive loss.
 
     res = jaxrej.attacks.pgd(class_score_fn, x, y, key=key, eps=0.1, norm="linf", steps=40)
@@ -9,7 +9,7 @@ Every attack is one compiled region (`jaxrej.attacks.pgd` module doc); a stochas
 called as `class_score_fn(x, key)` when the attack gets `stochastic=True` (`jaxrej.attacks.eot`).
 """
 
-from jaxrej.attacks.apgd import apgd
+from jaxrej.attacks.apgd import apgd, apgd_targeted
 from jaxrej.attacks.geometry import NORMS, lp_norm, project
 from jaxrej.attacks.losses import LOSSES, attack_loss, goal_reached, margin
 from jaxrej.attacks.pgd import bim, fgsm, pgd
@@ -21,6 +21,7 @@ __all__ = [
     "LOSSES",
     "NORMS",
     "apgd",
+    "apgd_targeted",
     "attack_loss",
     "bim",
     "fgsm",

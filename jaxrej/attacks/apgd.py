@@ -12,6 +12,10 @@ Returned per example: the best point that reaches the goal if any iterate did, e
 the iterate with the highest objective (the reference code's x_best_adv / x_best).
 u and P as in `jaxrej.attacks.pgd` (sign / L2-normalised; projection then range clip).
 Losses: "ce" and "dlr" as in the paper, also "margin" and "reject". One jitted region.
+
+APGD-T (`apgd_targeted`, AutoAttack's targeted APGD): one run per target class, the classes
+ranked 2nd..(n+1)-th by the clean scores, on the targeted DLR loss (eq. 7) or the targeted
+reject-aware loss; the goal stays "misclassified (and accepted)"; per example the best run.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import jax.numpy as jnp
 
 from jaxrej.attacks import eot
 from jaxrej.attacks.geometry import ascent_direction, lp_norm, project, random_start
-from jaxrej.attacks.losses import goal_reached, margin
+from jaxrej.attacks.losses import check_loss, goal_reached, margin
 from jaxrej.attacks.options import check_common
 from jaxrej.attacks.pgd import _num_classes
 from jaxrej.attacks.result import AttackResult, better, select
 
-__all__ = ["apgd", "checkpoint_schedule"]
+__all__ = ["apgd", "apgd_targeted", "checkpoint_schedule", "top_targets"]
 
 ALPHA = 0.75  # momentum
 RHO = 0.75  # condition (1)
@@ -43,25 +47,51 @@ def _bcast(m, x):
     return m.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
+def _none_like(fn, x, key, stochastic):
+    """The candidate that loses to every other (goal not reached, objective -inf) at x."""
+    s_shape = jax.eval_shape(lambda z: eot.call(fn, z, key, stochastic), x)
+    b = x.shape[0]
+    return (
+        x,
+        jnp.zeros(b, bool),
+        jnp.full(b, -jnp.inf, x.dtype),
+        jnp.zeros(s_shape.shape, x.dtype),
+    )
+
+
+def top_targets(scores, y, n_targets):
+    """(n_targets, B) int: per example the classes other than y ranked by score, best first
+    (AutoAttack's APGD-T targets: the 2nd..(n+1)-th classes of a correctly classified input)."""
+    s = jnp.where(jax.nn.one_hot(y, scores.shape[-1], dtype=bool), -jnp.inf, scores)
+    s = jnp.where(jnp.isnan(s), -jnp.inf, s)
+    return jnp.argsort(-s, axis=-1, stable=True)[:, :n_targets].T.astype(jnp.int32)
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("static_fn", "norm", "steps", "restarts", "loss", "clip", "targeted",
-                     "n_eot", "stochastic"),
+                     "n_eot", "stochastic", "rand_init", "n_targets"),
 )  # fmt: skip
 def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restarts, loss, clip,
-          targeted, n_eot, stochastic):  # fmt: skip
+          targeted, n_eot, stochastic, rand_init=True, n_targets=0):  # fmt: skip
     fn = eot.join_scorer(static_fn, leaves)
-    kw = dict(stochastic=stochastic, n_eot=n_eot, loss=loss, targeted=targeted,
-              thresholds=thresholds)  # fmt: skip
     k0, dk, kmin = checkpoint_schedule(steps)
     b = x.shape[0]
+    k_runs, k_clean = key, jax.random.fold_in(key, 0x7FFFFFFF)  # runs: fold_in(key, r)
+    if n_targets:  # APGD-T: targets from the clean scores, the goal stays "misclassified"
+        s_clean = eot.scores_at(fn, x, k_clean, stochastic=stochastic, n_eot=n_eot)
+        targets = top_targets(s_clean, y, n_targets)
+    n_runs = restarts * max(n_targets, 1)
 
     def goal(s):
         return goal_reached(s, y, targeted=targeted, thresholds=thresholds)
 
     def one_restart(r):
-        k_start, k_r = jax.random.split(jax.random.fold_in(key, r))
-        x0 = random_start(x, eps, norm, clip, key=k_start)
+        k_start, k_r = jax.random.split(jax.random.fold_in(k_runs, r))
+        kw = dict(stochastic=stochastic, n_eot=n_eot, loss=loss, targeted=targeted,
+                  thresholds=thresholds,
+                  target=targets[r % n_targets] if n_targets else None)  # fmt: skip
+        x0 = random_start(x, eps, norm, clip, key=k_start) if rand_init else x
         lv, g, s = eot.loss_and_grad(fn, x0, y, jax.random.fold_in(k_r, 0), **kw)
         eta = jnp.full((b,), 2.0, x.dtype) * eps
         st = dict(
@@ -113,19 +143,22 @@ def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restart
         cand = one_restart(r)
         return select(better(cand[1], cand[2], best[1], best[2]), cand, best), None
 
-    best = one_restart(0)
-    if restarts > 1:
-        best, _ = jax.lax.scan(over_restarts, best, jnp.arange(1, restarts))
+    if n_runs == 1:
+        best = one_restart(0)
+    else:  # one trace of a run serves every restart and target
+        best, _ = jax.lax.scan(over_restarts, _none_like(fn, x, key, stochastic),
+                               jnp.arange(n_runs))  # fmt: skip
     x_adv, success, lv, s = best
     return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
                         norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
 
 
 def apgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=100, restarts=1, loss="ce",
-         clip=(0.0, 1.0), targeted=False, thresholds=None, n_eot=1,
-         stochastic=False) -> AttackResult:  # fmt: skip
+         clip=(0.0, 1.0), targeted=False, thresholds=None, n_eot=1, stochastic=False,
+         random_start=True) -> AttackResult:  # fmt: skip
     """APGD (module doc) on `class_score_fn: (B, *event) -> (B, C)`; options as in
-    `jaxrej.attacks.pgd` (no step size: it adapts). steps counts gradient evaluations."""
+    `jaxrej.attacks.pgd` (no step size: it adapts). steps counts gradient evaluations;
+    random_start=False starts every restart at x itself."""
     c = _num_classes(class_score_fn, x, key, stochastic)
     clip = check_common(x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, loss=loss,
                         clip=clip, targeted=targeted, thresholds=thresholds, n_eot=n_eot,
@@ -135,4 +168,33 @@ def apgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=100, restarts=1, 
     th = None if thresholds is None else jnp.asarray(thresholds, x.dtype)
     return _apgd(static_fn, leaves, x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, x.dtype),
                  th, norm=norm, steps=steps, restarts=restarts, loss=loss, clip=clip,
-                 targeted=bool(targeted), n_eot=n_eot, stochastic=bool(stochastic))  # fmt: skip
+                 targeted=bool(targeted), n_eot=n_eot, stochastic=bool(stochastic),
+                 rand_init=bool(random_start))  # fmt: skip
+
+
+def apgd_targeted(class_score_fn, x, y, *, key, eps, norm="linf", steps=100, n_targets=3,
+                  restarts=1, loss="dlr", clip=(0.0, 1.0), thresholds=None, n_eot=1,
+                  stochastic=False, random_start=True) -> AttackResult:  # fmt: skip
+    """APGD-T (Croce & Hein 2020, AutoAttack): one APGD run of `restarts` restarts towards each
+    of the n_targets classes ranked 2nd..(n_targets+1)-th by the clean scores (the best
+    classes other than y), the targeted DLR loss (eq. 7) by default; per example the best run.
+
+    y (B,) are the TRUE labels: success means misclassified (with `thresholds`: misclassified
+    and accepted -- loss="reject" then pulls towards "target predicted and accepted"), and the
+    margin is the untargeted one. loss: "dlr" (C >= 4) | "ce" | "margin" | "reject".
+    One compiled region (the runs are one scan)."""
+    c = _num_classes(class_score_fn, x, key, stochastic)
+    clip = check_common(x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, loss="ce",
+                        clip=clip, targeted=False, thresholds=thresholds, n_eot=n_eot,
+                        num_classes=c)  # fmt: skip
+    check_loss(loss, c, targeted=False, thresholds=thresholds, target=True)
+    if not (isinstance(n_targets, int) and not isinstance(n_targets, bool)
+            and 1 <= n_targets <= c - 1):  # fmt: skip
+        raise ValueError(f"n_targets: expected an int in [1, {c - 1}], got {n_targets!r}")
+    static_fn, leaves = eot.split_scorer(class_score_fn)
+    x = jnp.asarray(x)
+    th = None if thresholds is None else jnp.asarray(thresholds, x.dtype)
+    return _apgd(static_fn, leaves, x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, x.dtype),
+                 th, norm=norm, steps=steps, restarts=restarts, loss=loss, clip=clip,
+                 targeted=False, n_eot=n_eot, stochastic=bool(stochastic),
+                 rand_init=bool(random_start), n_targets=n_targets)  # fmt: skip

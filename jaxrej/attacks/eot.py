@@ -40,14 +40,16 @@ def call(fn, x, key, stochastic):
     return fn(x, key) if stochastic else fn(x)
 
 
-def loss_and_grad(fn, x, y, key, *, stochastic, n_eot, loss, targeted, thresholds):
-    """(objective (B,), grad (B, *event), scores (B, C)) at x, each averaged over n_eot draws.
-    Non-finite gradient entries (a failed solve) are set to 0."""
+def loss_and_grad(fn, x, y, key, *, stochastic, n_eot, loss, targeted, thresholds, target=None):
+    """(objective (B,), grad (B, *event), scores (B, C)) at x, each averaged over n_eot draws
+    (target: the target classes of APGD-T, `jaxrej.attacks.losses`). Non-finite gradient
+    entries (a failed solve) are set to 0."""
 
     def one(k):
         def total(z):
             s = call(fn, z, k, stochastic)
-            lv = attack_loss(s, y, loss=loss, targeted=targeted, thresholds=thresholds)
+            lv = attack_loss(s, y, loss=loss, targeted=targeted, thresholds=thresholds,
+                             target=target)  # fmt: skip
             return jnp.sum(jnp.where(jnp.isfinite(lv), lv, 0.0)), (lv, s)
 
         (_, (lv, s)), g = jax.value_and_grad(total, has_aux=True)(x)

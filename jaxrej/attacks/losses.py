@@ -15,6 +15,11 @@ log p(x | y) of a generative classifier, SDIM-logit scores, ...). With y the tru
             predicted AND accepted (`jaxrej.reject.decide`: s_c = max_j s_j and s_c >= t_c), so
             L = max_{c != y} min(s_c - max_{j != c} s_j, s_c - t_c); L > 0 iff fooled-and-accepted.
 
+With `target` t (B,) and y the TRUE class (AutoAttack's APGD-T; `targeted=False`: the goal stays
+"misclassified", the objective pulls towards t): "ce" -CE(s, t); "margin" s_t - max_{c != t} s_c;
+"dlr" (eq. 7 with the true class) -(s_y - s_t) / (s_(1) - (s_(3) + s_(4)) / 2); "reject"
+min(s_t - max_{j != t} s_j, s_t - t_t) (> 0 iff t is predicted and accepted).
+
 `margin(s, y)` is the classification margin reported by every attack: s_y - max_{c != y} s_c
 (untargeted: > 0 while correctly classified) or max_{c != t} s_c - s_t (targeted: > 0 while the
 target is not predicted). Non-finite scores (a failed likelihood solve) count as -inf.
@@ -50,14 +55,17 @@ def margin(scores: jax.Array, y: jax.Array, *, targeted: bool = False) -> jax.Ar
     return -m if targeted else m
 
 
-def check_loss(loss: str, num_classes: int, *, targeted: bool, thresholds) -> None:
-    """ValueError for a loss name / class count / thresholds combination that is not defined."""
+def check_loss(loss: str, num_classes: int, *, targeted: bool, thresholds,
+               target: bool = False) -> None:  # fmt: skip
+    """ValueError for a loss name / class count / thresholds combination that is not defined
+    (target: a target class is given with the true label, APGD-T)."""
     if loss not in LOSSES:
         raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
-    if loss == "dlr" and num_classes < (4 if targeted else 3):
-        raise ValueError(
-            f"loss: 'dlr' needs at least {4 if targeted else 3} classes, got {num_classes}"
-        )
+    need = 4 if (targeted or target) else 3
+    if loss == "dlr" and num_classes < need:
+        raise ValueError(f"loss: 'dlr' needs at least {need} classes, got {num_classes}")
+    if target and targeted:
+        raise ValueError("targeted: a `target` comes with the true labels y; targeted=False")
     if loss == "reject":
         if targeted:
             raise ValueError(
@@ -72,9 +80,13 @@ def check_loss(loss: str, num_classes: int, *, targeted: bool, thresholds) -> No
 
 
 def attack_loss(scores: jax.Array, y: jax.Array, *, loss: str, targeted: bool = False,
-                thresholds: jax.Array | None = None) -> jax.Array:  # fmt: skip
-    """(B,) objective `loss` (module doc) of class scores (B, C) for labels/targets y (B,)."""
+                thresholds: jax.Array | None = None,
+                target: jax.Array | None = None) -> jax.Array:  # fmt: skip
+    """(B,) objective `loss` (module doc) of class scores (B, C) for labels/targets y (B,);
+    with `target` (B,): y are the true labels and the objective pulls towards the target."""
     c = scores.shape[-1]
+    if target is not None:
+        return _towards(scores, y, target, loss=loss, thresholds=thresholds)
     if loss == "ce":
         ce = jax.nn.logsumexp(scores, axis=-1) - _own(scores, y)
         return -ce if targeted else ce
@@ -96,6 +108,25 @@ def attack_loss(scores: jax.Array, y: jax.Array, *, loss: str, targeted: bool = 
         per = jnp.minimum(scores - rival, scores - t[None])
         per = jnp.where(jax.nn.one_hot(y, c, dtype=bool), -jnp.inf, per)
         return jnp.max(per, axis=-1)
+    raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+
+
+def _towards(scores, y, t, *, loss, thresholds):
+    """The targeted objectives with the true class y known (module doc)."""
+    c = scores.shape[-1]
+    if loss == "ce":
+        return -(jax.nn.logsumexp(scores, axis=-1) - _own(scores, t))
+    if loss == "margin":
+        return margin(scores, t, targeted=True)
+    if loss == "dlr":
+        srt = jnp.sort(scores, axis=-1)[:, ::-1]
+        den = srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12
+        return -(_own(scores, y) - _own(scores, t)) / den
+    if loss == "reject":
+        th = jnp.broadcast_to(jnp.asarray(thresholds, scores.dtype), (c,))
+        s = _finite(scores)
+        st = _own(s, t)
+        return jnp.minimum(st - _best_other(s, t), st - th[t])
     raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
 
 
