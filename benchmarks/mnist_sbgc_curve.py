@@ -65,6 +65,22 @@ VARIANTS = {
                    _recipe(512, True, "likelihood")),
     "pre512_lik_cut": ("preconditioned, likelihood weighting, no label below t = 0.03",
                        _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03})),
+    "cut_shift2": ("as pre512_lik_cut, training rows translated by up to 2 pixels",
+                   _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
+                                                       "training.augment_shift": 2})),
+    "cut_ce1": ("as pre512_lik_cut, plus the cross-entropy of the model's class bounds (weight 1)",
+                _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
+                                                    "training.class_ce_weight": 1.0})),
+    "cut_ce01": ("as pre512_lik_cut, plus the cross-entropy of the model's class bounds "
+                 "(weight 0.1)",
+                 _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
+                                                     "training.class_ce_weight": 0.1})),
+    "cut_atom": ("as pre512_lik_cut, plus the closed-form gate of the level-0 bin "
+                 "(models/score.py atom_bin)",
+                 _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
+                                                     "model.mlp.atom_bin": (0.0, 1 / 256)})),
+    "cut_w1024": ("as pre512_lik_cut, width 1024",
+                  _recipe(1024, True, "likelihood", **{"model.mlp.label_cutoff": 0.03})),
     "config": ("configs/mnist_sbgc.py as it stands (EMA 0.999)", {}),
 }  # fmt: skip
 
@@ -152,7 +168,7 @@ def run_variant(args) -> dict:
     t = dict(cfg["training"])
     t.update(n_iters=args.steps, eval_every=args.steps, checkpoint_every=args.steps,
              log_every=min(100, args.steps))  # fmt: skip
-    opts = TrainOptions(**t)
+    opts = TrainOptions(**t, num_classes=10)
     key = jax.random.key(cfg["seed"])
     init_key, train_key = jax.random.split(key)
     params = init_params(net, (28, 28, 1), key=init_key)
@@ -208,6 +224,10 @@ def run_variant(args) -> dict:
                 "weighting",
                 "importance_sampling",
                 "n_iters",
+                "augment_shift",
+                "class_ce_weight",
+                "class_ce_rows",
+                "class_ce_t_min",
             )
         },  # fmt: skip
         "n_params": n_params,

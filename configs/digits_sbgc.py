@@ -48,6 +48,12 @@ def get_config():
     config.training.grad_clip = 1.0
     config.training.ema_decay = 0.999
     config.training.weight_decay = 0.0
+    config.training.augment_shift = 0  # random translations of training rows (pixels)
+    # training.class_ce_weight > 0 adds the cross-entropy of the model's own class bounds
+    # (jaxrej.training.losses.class_ce_loss) on class_ce_rows rows of each batch
+    config.training.class_ce_weight = 0.0
+    config.training.class_ce_rows = 16
+    config.training.class_ce_t_min = 0.01
     config.training.weighting = "plain"
     config.training.importance_sampling = False
     config.training.reduce = "mean"

@@ -61,6 +61,8 @@ def get_config():
     # no label below t = 0.03: the class differences come from the coarse scales only (chosen on
     # validation rows: benchmarks/results/mnist_sbgc_curve.md, per time interval)
     config.model.mlp.label_cutoff = 0.03
+    # (lo, hi): the closed-form gate of the bin [lo, hi] (models/score.py); None: off
+    config.model.mlp.atom_bin = None
     config.model.unet = ml_collections.ConfigDict()
     config.model.unet.nf = 16
     config.model.unet.ch_mult = (1, 2)

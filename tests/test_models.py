@@ -285,3 +285,58 @@ def test_label_cutoff_hides_the_label_at_small_times():
         return float(jnp.max(jnp.abs(out[0] - out[1])) + jnp.max(jnp.abs(out[0] - out[2])))
 
     assert spread(1e-4) < 1e-2 * spread(0.5)
+
+
+@pytest.mark.parametrize(
+    "x, m, s",
+    [
+        (0.002, 0.99, 1e-3),
+        (0.01, 0.99, 1e-3),
+        (-0.003, 0.99, 2e-3),
+        (0.3, 0.9, 0.4),
+        (0.5, 0.5, 0.8),
+    ],
+)
+def test_atom_posterior_against_quadrature(x, m, s, x64):
+    """E[z | x_t] and log p(x_t) of x_0 ~ U[lo, hi] diffused to x_t = m x_0 + s z, against
+    scipy quadrature over x_0; and the score identity d/dx log p(x_t) = -E[z | x_t] / s."""
+    from scipy import integrate, stats
+
+    from jaxrej.models.score import atom_posterior
+
+    lo, hi = 0.0, 1 / 256
+    mean, logp = atom_posterior(jnp.float64(x), m, s, lo, hi)
+    dens = lambda x0: stats.norm.pdf(x, m * x0, s) / (hi - lo)  # noqa: E731
+    z = integrate.quad(dens, lo, hi, epsabs=0, epsrel=1e-12)[0]
+    ez = integrate.quad(lambda x0: (x - m * x0) / s * dens(x0), lo, hi, epsabs=0, epsrel=1e-12)[0]
+    np.testing.assert_allclose(float(logp), np.log(z), rtol=1e-9)
+    np.testing.assert_allclose(float(mean), ez / z, rtol=1e-8)
+    grad = jax.grad(lambda v: atom_posterior(v, m, s, lo, hi)[1])(jnp.float64(x))
+    np.testing.assert_allclose(float(grad), -float(mean) / s, rtol=1e-8)
+
+
+def test_atom_gate_open_gives_the_bins_diffused_score(x64):
+    """With the gate output a -> +inf (the output layer's bias of the gate channel set high) every
+    pixel is 'in the bin': the score is jax.grad of the diffused uniform density's log; finite in
+    float32 from t = 1e-5 to 1 far outside the bin too; without precondition the net refuses."""
+    from jaxrej.models.score import atom_posterior
+
+    sde, lo, hi = VPSDE(beta_min=0.1, beta_max=20.0), 0.0, 1 / 256
+    net = ConditionalMLP(num_classes=3, hidden=16, n_blocks=1, emb_dim=8, precondition=True,
+                         data_mean=0.13, data_std=0.31, atom_bin=(lo, hi))  # fmt: skip
+    params = init_params(net, (3, 3, 1), key=jax.random.key(0))
+    bias = params["params"]["out"]["bias"]
+    # (D, 2) flattened: the gate channel, above any -log p(x_t | bin) in float32 range
+    params["params"]["out"]["bias"] = bias.at[1::2].set(1e7)
+    score_fn = make_score_fn(net, sde)
+    x = jnp.linspace(-0.01, 1.0, 9).reshape(3, 3, 1)  # float64: the truth
+    for t in (1e-5, 1e-3, 0.1, 1.0):
+        m, std = sde.mean_coeff(t), sde.std(t)
+        want = jax.grad(lambda v: jnp.sum(atom_posterior(v, m, std, lo, hi)[1]))(x)  # noqa: B023
+        got = score_fn(params, x.astype(jnp.float32), jnp.float32(t), 1)
+        assert got.dtype == jnp.float32
+        assert bool(jnp.all(jnp.isfinite(got)))
+        np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-3)  # float32 far tails
+    with pytest.raises(ValueError, match="atom_bin"):
+        init_params(ConditionalMLP(num_classes=3, hidden=8, atom_bin=(lo, hi)), (4,),
+                    key=jax.random.key(0))  # fmt: skip

@@ -30,9 +30,15 @@ from jaxrej.training.loop import (
     make_optimizer,
     make_train_step,
     optimizer_from_options,
+    shift_augment,
     train,
 )
-from jaxrej.training.losses import class_denoising_losses, label_gap
+from jaxrej.training.losses import (
+    class_bound_logits,
+    class_ce_loss,
+    class_denoising_losses,
+    label_gap,
+)
 
 NET = ConditionalMLP(num_classes=2, hidden=16, n_blocks=1, emb_dim=8)
 SDE = VPSDE()
@@ -431,6 +437,49 @@ def test_class_denoising_losses_match_the_integral(weighting):
     g = label_gap(jnp.asarray(got), jnp.array([0, 1]))
     np.testing.assert_allclose(g.gap, [want[0, 1] - want[0, 0], want[1, 0] - want[1, 1]], rtol=0.05)
     assert bool(g.correct.all())
+
+
+def test_class_bound_logits_are_unbiased_and_rank_by_the_integral():
+    """The one-draw logits of the cross-entropy term average to minus the class losses on
+    [t_min, T] (closed-form expectation by quadrature, exact Gaussian class scores); the
+    cross-entropy of a label-blind score is log C exactly."""
+    sde, t_min = VPSDE(), 0.01
+    mu = np.array([[0.2, 0.5, 0.8], [0.7, 0.3, 0.4]])
+    s2 = np.array([[0.01, 0.02, 0.015], [0.03, 0.01, 0.02]])
+    x = np.array([[0.25, 0.45, 0.75], [0.6, 0.35, 0.5]])
+    params = (jnp.asarray(mu, jnp.float32), jnp.asarray(s2, jnp.float32))
+    reps = 40_000
+    xs = jnp.asarray(np.repeat(x, reps, axis=0), jnp.float32)
+    logits = jax.jit(
+        lambda p, xx: class_bound_logits(_diag_gauss_score(sde), p, sde, xx,
+                                         key=jax.random.key(1), num_classes=2, t_min=t_min)
+    )(params, xs)  # fmt: skip
+    got = np.asarray(logits).reshape(2, reps, 2).mean(1)
+    want = -_quadrature_losses(sde, mu, s2, x, t_min, "likelihood")
+    np.testing.assert_allclose(got, want, rtol=0.03)
+    blind = lambda p, x, t, y: _diag_gauss_score(sde)(p, x, t, 0)  # noqa: E731
+    ce = class_ce_loss(blind, params, sde, xs[:8], jnp.zeros(8, jnp.int32),
+                       key=jax.random.key(2), num_classes=3, t_min=t_min)  # fmt: skip
+    np.testing.assert_allclose(float(ce), np.log(3.0), rtol=1e-6)
+
+
+def test_shift_augment_translates_each_image_within_the_bound():
+    """Every output is one of the (2k+1)^2 zero-filled translations of its input (numpy slicing
+    as the truth), and over a large batch every translation occurs."""
+    k, n = 2, 600
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(1, 256, (n, 6, 5, 1)).astype(np.int32)
+    out = np.asarray(shift_augment(jnp.asarray(imgs), k, key=jax.random.key(0)))
+    padded = np.pad(imgs, ((0, 0), (k, k), (k, k), (0, 0)))
+    seen = set()
+    for i in range(n):
+        hits = [(dy, dx) for dy in range(2 * k + 1) for dx in range(2 * k + 1)
+                if np.array_equal(out[i], padded[i, dy:dy + 6, dx:dx + 5])]  # fmt: skip
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert len(seen) == (2 * k + 1) ** 2
+    with pytest.raises(ValueError, match="augment_shift"):
+        shift_augment(jnp.zeros((4, 6)), 1, key=jax.random.key(0))
 
 
 def test_label_gap_of_a_loss_table():

@@ -90,7 +90,9 @@ def prepare(config) -> dict:
     unknown = set(cfg["training"]) - known
     if unknown:
         raise ValueError(f"training: unknown field(s) {sorted(unknown)}")
-    opts = TrainOptions(**cfg["training"])
+    if "num_classes" in cfg["training"]:
+        raise ValueError("training.num_classes: set from the data, not the config")
+    TrainOptions(**{**cfg["training"], "class_ce_weight": 0.0})  # names a bad value early
     check_eval(cfg["eval"])
     sde_cfg = dict(cfg["sde"])
     sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
@@ -110,6 +112,7 @@ def prepare(config) -> dict:
             train, images=train.images[fit_idx], labels=train.labels[fit_idx]
         )
     d["num_classes"] = int(train.num_classes)
+    opts = TrainOptions(**cfg["training"], num_classes=int(train.num_classes))
     d["n_levels"] = int(train.n_levels)
     d["event_shape"] = list(train.images.shape[1:])
     model = dict(cfg["model"])

@@ -44,6 +44,8 @@ class ConditionalMLP(nn.Module):
     label_cutoff: float = 0.0  # embeddings.TimeLabelEmbedding: no label below this time (0: off)
     data_mean: float = 0.5
     data_std: float = 0.5
+    # (lo, hi): a second output channel, the gate of the bin [lo, hi] (models/score.py); None: off
+    atom_bin: tuple | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
@@ -74,5 +76,10 @@ class ConditionalMLP(nn.Module):
             z = nn.Dense(self.hidden, name=f"block{i}_dense1")(nn.silu(z))
             h = h + z
         h = nn.silu(nn.LayerNorm(name="out_norm")(h))
-        out = nn.Dense(d, kernel_init=nn.initializers.zeros, name="out")(h)
-        return out.reshape(x.shape).astype(jnp.result_type(x))
+        if self.atom_bin is None:
+            out = nn.Dense(d, kernel_init=nn.initializers.zeros, name="out")(h)
+            return out.reshape(x.shape).astype(jnp.result_type(x))
+        if not self.precondition:
+            raise ValueError("atom_bin: needs precondition=True (models/score.py)")
+        out = nn.Dense(2 * d, kernel_init=nn.initializers.zeros, name="out")(h)
+        return out.reshape(*x.shape, 2).astype(jnp.result_type(x))

@@ -74,6 +74,11 @@ class ConditionalUNet(nn.Module):
     time_embedding: str = "sinusoidal"
     fourier_scale: float = 16.0
     conditioning: str = "add"
+    # as in ConditionalMLP: F of the preconditioned noise prediction (models/score.py), the label gate
+    precondition: bool = False
+    label_cutoff: float = 0.0
+    data_mean: float = 0.5
+    data_std: float = 0.5
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
@@ -88,7 +93,12 @@ class ConditionalUNet(nn.Module):
                 f"got {x.shape[1:3]}"
             )
         emb = TimeLabelEmbedding(
-            4 * self.nf, self.num_classes, self.time_embedding, self.fourier_scale, name="embed"
+            4 * self.nf,
+            self.num_classes,
+            self.time_embedding,
+            self.fourier_scale,
+            self.label_cutoff,
+            name="embed",
         )(t, y)
         h = nn.Conv(self.nf, (3, 3), name="conv_in")(x)
         hs = [h]

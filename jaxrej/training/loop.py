@@ -60,6 +60,7 @@ from jaxrej.training.checkpoint import (
 from jaxrej.training.losses import (
     REDUCES,
     WEIGHTINGS,
+    class_ce_loss,
     class_denoising_losses,
     dsm_loss,
     label_gap,
@@ -93,6 +94,13 @@ class TrainOptions:
     importance_sampling: bool = False
     reduce: str = "mean"
     eps: float = 1e-5
+    augment_shift: int = 0  # `shift_augment`: random translations of up to this many pixels
+    # losses.class_ce_loss on the first `class_ce_rows` rows of each batch, weighted (0: off);
+    # num_classes is set from the data at the command boundary
+    class_ce_weight: float = 0.0
+    class_ce_rows: int = 16
+    class_ce_t_min: float = 0.01
+    num_classes: int = 0
     log_every: int = 100
     eval_every: int = 1000
     checkpoint_every: int = 1000
@@ -118,6 +126,26 @@ class TrainOptions:
         ):
             pos_int(n)
         pos_int("warmup", allow_zero=True)
+        pos_int("augment_shift", allow_zero=True)
+        pos_int("class_ce_rows")
+        pos_int("num_classes", allow_zero=True)
+        w = self.class_ce_weight
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+            raise ValueError(f"training.class_ce_weight: expected a number >= 0, got {w!r}")
+        if w and self.num_classes < 2:
+            raise ValueError(
+                "training.class_ce_weight: needs num_classes >= 2 (set from the data), "
+                f"got {self.num_classes!r}"
+            )
+        if w and self.class_ce_rows > self.batch_size:
+            raise ValueError(
+                f"training.class_ce_rows: expected <= batch_size={self.batch_size}, "
+                f"got {self.class_ce_rows!r}"
+            )
+        if not (isinstance(self.class_ce_t_min, float) and 0.0 < self.class_ce_t_min < 1.0):
+            raise ValueError(
+                f"training.class_ce_t_min: expected a float in (0, 1), got {self.class_ce_t_min!r}"
+            )
         pos_int("label_gap_rows", allow_zero=True)
         if not isinstance(self.data_parallel, bool):
             raise ValueError(
@@ -210,16 +238,37 @@ def _shard_batch(mesh, *arrays):
     return tuple(jax.lax.with_sharding_constraint(a, s) for a in arrays)
 
 
+def shift_augment(levels: jax.Array, max_shift: int, *, key: jax.Array) -> jax.Array:
+    """Each image of levels (B, H, W, C) translated by its own integer (dy, dx), uniform in
+    [-max_shift, max_shift]^2, the uncovered border filled with level 0 (the background)."""
+    if levels.ndim != 4:
+        raise ValueError(
+            f"training.augment_shift: needs image batches (B, H, W, C), got shape {levels.shape}"
+        )
+    k = int(max_shift)
+    b, h, w, c = levels.shape
+    padded = jnp.pad(levels, ((0, 0), (k, k), (k, k), (0, 0)))
+    d = jax.random.randint(key, (b, 2), 0, 2 * k + 1)
+
+    def one(img, dyx):
+        return jax.lax.dynamic_slice(img, (dyx[0], dyx[1], 0), (h, w, c))
+
+    return jax.vmap(one)(padded, d)
+
+
 def _batch_update(state: TrainState, levels, labels, key, *, score_fn, sde, opts, n_levels, mesh):
     """One optimiser + EMA step on a batch of integer levels (B, *event) and labels (B,);
     `key` is the step's key (fold_in(step_key, step))."""
     optimizer = optimizer_from_options(opts)
     levels, labels = _shard_batch(mesh, levels, labels)
+    if opts.augment_shift:
+        key, aug_key = jax.random.split(key)
+        levels = shift_augment(levels, opts.augment_shift, key=aug_key)
     dq_key, loss_key = jax.random.split(key)
     x = dequantize(levels, n_levels, key=dq_key)
 
     def loss_fn(params):
-        return dsm_loss(
+        dsm = dsm_loss(
             score_fn,
             params,
             sde,
@@ -231,14 +280,21 @@ def _batch_update(state: TrainState, levels, labels, key, *, score_fn, sde, opts
             eps=opts.eps,
             reduce=opts.reduce,
         )
+        if not opts.class_ce_weight:
+            return dsm, {}
+        r = opts.class_ce_rows
+        ce = class_ce_loss(score_fn, params, sde, x[:r], labels[:r],
+                           key=jax.random.fold_in(loss_key, 1), num_classes=opts.num_classes,
+                           t_min=opts.class_ce_t_min)  # fmt: skip
+        return dsm + opts.class_ce_weight * ce, {"dsm": dsm, "class_ce": ce}
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     d = opts.ema_decay
     ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params)
     new = TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
-    return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), **parts}
 
 
 def _step(state: TrainState, images, labels, key, *, score_fn, sde, opts, n_levels, mesh):
