@@ -49,6 +49,7 @@ def get_config():
     config.training.ema_decay = 0.999
     config.training.weight_decay = 0.0
     config.training.augment_shift = 0  # random translations of training rows (pixels)
+    config.training.label_gap_rows = 256  # validation rows of the label-gap diagnostic
     # training.class_ce_weight > 0 adds the cross-entropy of the model's own class bounds
     # (jaxrej.training.losses.class_ce_loss) on class_ce_rows rows of each batch
     config.training.class_ce_weight = 0.0

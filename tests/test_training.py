@@ -149,13 +149,35 @@ def test_ema_and_warmup():
     "field,value",
     [("lr", -1.0), ("lr", float("nan")), ("n_iters", 0), ("batch_size", 2.5), ("ema_decay", 1.0),
      ("weighting", "l2"), ("reduce", "max"), ("warmup", -1), ("eps", 0.0), ("grad_clip", 0.0),
-     ("data_parallel", 1), ("label_gap_rows", -1)],
+     ("data_parallel", 1), ("label_gap_rows", -1), ("augment_shift", -1),
+     ("class_ce_weight", -0.5), ("class_ce_rows", 0), ("class_ce_t_min", 1.5)],
 )  # fmt: skip
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"training.{field}"):
         TrainOptions(**{field: value})
     with pytest.raises(ValueError, match="importance_sampling"):
         TrainOptions(importance_sampling=True, weighting="plain")
+
+
+def test_class_ce_term_is_added_to_the_dsm_loss():
+    """With class_ce_weight w the step's loss is dsm + w * class_ce, and its dsm part equals the
+    loss of the same step without the term (same batch, same keys); the term needs the classes."""
+    x, y = _data()
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    params = init_params(NET, EVENT, key=jax.random.key(0))
+    out = {}
+    for w in (0.0, 0.7):
+        opts = _opts(class_ce_weight=w, class_ce_rows=4, num_classes=2)
+        state = init_train_state(params, optimizer_from_options(opts))
+        step = make_train_step(SCORE_FN, SDE, opts, n_levels=5)
+        out[w] = jax.device_get(step(state, x, y, jax.random.key(3))[1])
+    assert "class_ce" not in out[0.0]
+    np.testing.assert_allclose(out[0.7]["dsm"], out[0.0]["loss"], rtol=1e-6)
+    np.testing.assert_allclose(out[0.7]["loss"], out[0.7]["dsm"] + 0.7 * out[0.7]["class_ce"],
+                               rtol=1e-6)  # fmt: skip
+    assert 0.0 < out[0.7]["class_ce"] < 10.0
+    with pytest.raises(ValueError, match="num_classes"):
+        TrainOptions(class_ce_weight=1.0)
 
 
 def test_missing_workdir_and_bad_data(tmp_path):
