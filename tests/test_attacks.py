@@ -369,3 +369,42 @@ def test_apgd_from_the_clean_input_and_targeted_options():
         attacks.apgd_targeted(f, x, y, key=KEY, eps=0.1, n_targets=2)  # dlr-T needs C >= 4
     with pytest.raises(ValueError, match="thresholds"):
         attacks.apgd_targeted(f, x, y, key=KEY, eps=0.1, n_targets=2, loss="reject")
+
+
+def test_python_loop_equals_the_compiled_region_and_shares_one_gradient_compilation():
+    """loop='python' (the shared gradient step of jaxrej.attacks.stepper + small jitted updates)
+    returns bit-equal results to the one-region attacks, and PGD-CE, APGD-DLR, APGD-T and the
+    reject-aware APGD at two budgets compile the scorer's gradient ONCE between them."""
+    from jaxrej.attacks import stepper
+
+    class Five(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(5)(nn.tanh(nn.Dense(16)(x.reshape(x.shape[0], -1))))
+
+    model = Five()
+    x = jnp.asarray(np.random.default_rng(40).uniform(size=(24, 4, 4, 1)), jnp.float32)
+    params = jax.tree_util.tree_map(lambda p: 3 * p, model.init(jax.random.key(41), x))
+
+    def f(z):
+        return model.apply(params, z)
+
+    y = jnp.argmax(f(x), axis=1)
+    th = jnp.quantile(f(x).max(1), 0.3) * jnp.ones(5)
+    runs = [
+        (attacks.pgd, dict(loss="ce", restarts=2)),
+        (attacks.apgd, dict(loss="dlr")),
+        (attacks.apgd_targeted, dict(n_targets=3)),
+        (attacks.apgd, dict(loss="reject", thresholds=th, random_start=False)),
+    ]
+    n0 = stepper._step._cache_size()
+    for eps in (0.03, 0.08):
+        for attack, kw in runs:
+            a = attack(f, x, y, key=KEY, eps=eps, steps=6, **kw)
+            b = attack(f, x, y, key=KEY, eps=eps, steps=6, loop="python", **kw)
+            np.testing.assert_array_equal(a.x_adv, b.x_adv)
+            np.testing.assert_array_equal(a.success, b.success)
+            np.testing.assert_array_equal(a.scores, b.scores)
+    assert stepper._step._cache_size() == n0 + 1
+    with pytest.raises(ValueError, match="loop"):
+        attacks.pgd(f, x, y, key=KEY, eps=0.1, loop="scan")

@@ -10,7 +10,10 @@ reached first, then the highest objective); with `keep_best` every iterate is a 
 
 The whole attack -- restarts, steps, EOT draws and the selection -- is ONE jitted region
 (`lax.scan`s); options are static, eps / step size / thresholds traced, so a sweep over eps
-compiles once.
+compiles once. loop="python" runs the same iteration as a Python loop around the shared
+gradient step of `jaxrej.attacks.stepper` (compiled once per scorer for every attack, loss and
+eps) and small jitted updates: the same numbers, for scorers whose gradient is costly to
+compile or has convolutions (benchmarks/attack_cost, benchmarks/conv_in_loop).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrej.attacks import eot
+from jaxrej.attacks import eot, stepper
 from jaxrej.attacks.geometry import ascent_direction, lp_norm, project, random_start
 from jaxrej.attacks.losses import attack_loss, goal_reached, margin
 from jaxrej.attacks.options import check_common
 from jaxrej.attacks.result import AttackResult, better, select
 
-__all__ = ["pgd", "fgsm", "bim"]
+__all__ = ["pgd", "fgsm", "bim", "LOOPS"]
+
+LOOPS = ("compiled", "python")
 
 
 @functools.partial(
@@ -78,9 +83,57 @@ def _pgd(static_fn, leaves, x, y, key, eps, step_size, thresholds, *, norm, step
                         norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
 
 
+@functools.partial(jax.jit, static_argnames=("norm", "clip", "rand_init"))
+def _pgd_start(x, key, eps, *, norm, clip, rand_init):
+    k_start, k_r = jax.random.split(key)
+    return (random_start(x, eps, norm, clip, key=k_start) if rand_init else x), k_r
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "clip", "targeted", "keep_best"))
+def _pgd_update(x, x_k, lv, g, s, best, y, eps, step_size, thresholds, *, norm, clip, targeted,
+                keep_best):  # fmt: skip
+    if keep_best:
+        cand = (x_k, goal_reached(s, y, targeted=targeted, thresholds=thresholds), lv, s)
+        best = select(better(cand[1], lv, best[1], best[2]), cand, best)
+    return project(x_k + step_size * ascent_direction(g, norm), x, eps, norm, clip), best
+
+
+@functools.partial(jax.jit, static_argnames=("targeted",))
+def _pgd_last(x_last, lv, s, run_best, best, y, thresholds, *, targeted):
+    last = (x_last, goal_reached(s, y, targeted=targeted, thresholds=thresholds), lv, s)
+    run_best = select(better(last[1], lv, run_best[1], run_best[2]), last, run_best)
+    return select(better(run_best[1], run_best[2], best[1], best[2]), run_best, best)
+
+
+def _pgd_python(step, x, y, key, eps, step_size, thresholds, none, *, norm, steps, restarts,
+                loss, clip, targeted, rand_init, keep_best):  # fmt: skip
+    """`_pgd`'s iteration as a Python loop over the shared gradient step (module doc)."""
+    kw = dict(loss=loss, targeted=targeted, thresholds=thresholds, target=None)
+    best = none
+    for r in range(restarts):
+        x_k, k_r = _pgd_start(x, jax.random.fold_in(key, r), eps, norm=norm, clip=clip,
+                              rand_init=rand_init)  # fmt: skip
+        run_best = none
+        for i in range(steps):
+            lv, g, s = step(x_k, y, jax.random.fold_in(k_r, i), **kw)
+            x_k, run_best = _pgd_update(x, x_k, lv, g, s, run_best, y, eps, step_size,
+                                        thresholds, norm=norm, clip=clip, targeted=targeted,
+                                        keep_best=keep_best)  # fmt: skip
+        lv, _, s = step(x_k, y, jax.random.fold_in(k_r, steps), **kw)
+        best = _pgd_last(x_k, lv, s, run_best, best, y, thresholds, targeted=targeted)
+    x_adv, success, lv, s = best
+    return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
+                        norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
+
+
+def _none(x, c):
+    b = x.shape[0]
+    return (x, jnp.zeros(b, bool), jnp.full(b, -jnp.inf, x.dtype), jnp.zeros((b, c), x.dtype))
+
+
 def pgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=40, step_size=None, restarts=1,
         loss="ce", clip=(0.0, 1.0), targeted=False, random_start=True, keep_best=True,
-        thresholds=None, n_eot=1, stochastic=False) -> AttackResult:  # fmt: skip
+        thresholds=None, n_eot=1, stochastic=False, loop="compiled") -> AttackResult:  # fmt: skip
     """PGD on `class_score_fn: (B, *event) -> (B, C)` (module doc); x (B, *event), y (B,) true
     labels, or target classes with targeted=True.
 
@@ -90,7 +143,9 @@ def pgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=40, step_size=None
     (lo, hi) or None; keep_best: return the best iterate rather than the last (False: foolbox's
     PGD, the last iterate); thresholds: per-class reject thresholds (C,) -- success then also
     requires acceptance, and loss="reject" uses them; stochastic: call class_score_fn(x, key);
-    n_eot: gradient draws averaged per step (`jaxrej.attacks.eot`). Returns an AttackResult.
+    n_eot: gradient draws averaged per step (`jaxrej.attacks.eot`); loop: "compiled" (one
+    jitted region) or "python" (the shared gradient step of `jaxrej.attacks.stepper`).
+    Returns an AttackResult.
     """
     c = _num_classes(class_score_fn, x, key, stochastic)
     clip = check_common(x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, loss=loss,
@@ -100,9 +155,19 @@ def pgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=40, step_size=None
         step_size = 2.5 * eps / steps
     if not (isinstance(step_size, (int, float)) and step_size >= 0):
         raise ValueError(f"step_size: expected a number >= 0 or None, got {step_size!r}")
+    if loop not in LOOPS:
+        raise ValueError(f"loop: expected one of {LOOPS}, got {loop!r}")
     static_fn, leaves = eot.split_scorer(class_score_fn)
     x = jnp.asarray(x)
     th = None if thresholds is None else jnp.asarray(thresholds, x.dtype)
+    if loop == "python":
+        step = stepper.step_fn(static_fn, leaves, num_classes=c, stochastic=bool(stochastic),
+                               n_eot=n_eot)  # fmt: skip
+        return _pgd_python(step, x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, x.dtype),
+                           jnp.asarray(step_size, x.dtype), th, _none(x, c), norm=norm,
+                           steps=steps, restarts=restarts, loss=loss, clip=clip,
+                           targeted=bool(targeted), rand_init=bool(random_start),
+                           keep_best=bool(keep_best))  # fmt: skip
     return _pgd(static_fn, leaves, x, jnp.asarray(y, jnp.int32), key,
                 jnp.asarray(eps, x.dtype), jnp.asarray(step_size, x.dtype), th, norm=norm,
                 steps=steps, restarts=restarts, loss=loss, clip=clip, targeted=bool(targeted),
