@@ -51,6 +51,8 @@ def _recipe(hidden, precondition, weighting, **extra):
             "model.mlp.conditioning": "film", "model.mlp.time_embedding": "log_fourier",
             "model.mlp.precondition": precondition, "model.mlp.label_cutoff": 0.0,
             "training.weighting": weighting,
+            "model.mlp.atom_bin": (), "training.augment_shift": 0,
+            "training.class_ce_weight": 0.0,
             "training.importance_sampling": lik, "training.ema_decay": 0.995,
             "training.lr": 1e-3, "training.batch_size": 128, **extra}  # fmt: skip
 
@@ -79,6 +81,11 @@ VARIANTS = {
                  "(models/score.py atom_bin)",
                  _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
                                                      "model.mlp.atom_bin": (0.0, 1 / 256)})),
+    "cut_atom_ce1": ("as pre512_lik_cut, with the level-0 bin's gate and the class cross-entropy "
+                     "(weight 1): the config's recipe with EMA 0.995",
+                     _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
+                                                         "model.mlp.atom_bin": (0.0, 1 / 256),
+                                                         "training.class_ce_weight": 1.0})),
     "cut_w1024": ("as pre512_lik_cut, width 1024",
                   _recipe(1024, True, "likelihood", **{"model.mlp.label_cutoff": 0.03})),
     "config": ("configs/mnist_sbgc.py as it stands (EMA 0.999)", {}),

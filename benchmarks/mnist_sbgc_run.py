@@ -116,6 +116,29 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(res: dict, path: str) -> None:
+    """The training curve: the validation label accuracy and eval loss against training minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxrej.training.checkpoint import atomic_write
+
+    c = res["train"]["curve"]
+    mins = [r["time_s"] / 60 for r in c]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(mins, [r["label_acc"] for r in c], marker="o")
+    ax[0].set(xlabel="training time (min)", ylabel="accuracy", ylim=(0, 1),
+              title="denoising-bound classifier (validation rows, 8 draws)")  # fmt: skip
+    ax[1].plot(mins, [r["eval_loss_ema"] for r in c], marker="o")
+    ax[1].set(xlabel="training time (min)", ylabel="DSM loss (EMA params)",
+              title="validation loss")  # fmt: skip
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/mnist_sbgc")
@@ -129,7 +152,7 @@ def main(argv=None) -> dict:
         if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
             args.results_dir = tempfile.mkdtemp(prefix="mnist_sbgc_run_quick_results_")
     res = collect(args.workdir)
-    write_report("mnist_sbgc_run", res, args.results_dir, to_markdown)
+    write_report("mnist_sbgc_run", res, args.results_dir, to_markdown, plot)
     return res
 
 

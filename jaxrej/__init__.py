@@ -29,7 +29,7 @@ _ATTRS = {
 }
 _WHERE = {name: module for module, names in _ATTRS.items() for name in names}
 _MODULES = ("classifiers", "heads", "metrics", "reject", "scoring", "flow", "autodiff", "elbo",
-            "attacks", "corruptions")  # fmt: skip
+            "attacks", "corruptions", "scorers")  # fmt: skip
 __all__ = [*_MODULES, *_WHERE]
 
 

@@ -7,6 +7,9 @@ log p(features), the maximum softmax probability). Two threshold rules:
 * per class (SDIM-logit, Xiao et al. 2020, Sec. 3.3): t_c = the k-th percentile of s_c(x) over
   the correctly classified training examples of class c; an example predicted as c is rejected
   when s_c(x) < t_c (`fit_class_thresholds`, `decide`);
+* accept-correct (Stutz et al. 2020, confidence-calibrated adversarial training): one
+  threshold for every class, the largest at which a fraction q (0.99) of the correctly
+  classified validation rows is accepted (`fit_thresholds`' "tpr99");
 * global (the GMM-head rule): one threshold t chosen on validation data so that a target
   fraction (true-positive rate) of in-distribution examples is accepted, score >= t
   (`fit_global_threshold`, `reject_below`).
@@ -44,6 +47,9 @@ from jaxrej.metrics import (  # noqa: F401  (re-exported: one import site for ev
 __all__ = [
     "predict",
     "fit_class_thresholds",
+    "fit_thresholds",
+    "threshold_key",
+    "missing_classes",
     "decide",
     "fit_global_threshold",
     "reject_below",
@@ -189,3 +195,59 @@ def fit_global_threshold(scores: jax.Array, *, tpr: float = 0.95) -> float:
 def reject_below(scores: jax.Array, threshold: jax.Array) -> jax.Array:
     """rejected (N,) bool = not (scores >= threshold); NaN scores are rejected."""
     return ~(scores >= threshold)
+
+
+def threshold_key(rule: float | str) -> str:
+    """The one spelling of a threshold rule's key: a percentile p -> "p1", "p2", "p0.5"; an
+    accept-correct fraction given as "tpr99" stays as it is."""
+    if isinstance(rule, str):
+        if not (rule.startswith("tpr") or rule.startswith("p")):
+            raise ValueError(f"rule: expected a percentile or 'tprNN', got {rule!r}")
+        return rule
+    return f"p{rule:g}"
+
+
+def missing_classes(class_scores, labels) -> list[int]:
+    """Classes with no correctly classified row of finite scores (`fit_thresholds` falls back
+    for them)."""
+    pred, ok = (np.asarray(a) for a in predict(jnp.asarray(class_scores)))
+    y = np.asarray(labels)
+    return [c for c in range(np.shape(class_scores)[1]) if not (ok & (pred == y) & (y == c)).any()]
+
+
+def fit_thresholds(
+    class_scores, labels, *, percentiles=(1.0, 2.0), accept_correct=(0.99,)
+) -> dict[str, np.ndarray]:
+    """Every reject threshold of a scorer from its VALIDATION class scores (N, C), labels (N,):
+    {threshold_key: thresholds (C,) float64}.
+
+    "p<k>" for k in `percentiles`: per class, the k-th percentile of s_c over the correctly
+    classified rows of class c (`fit_class_thresholds`); a class with no such row (a poor model)
+    gets the k-th percentile over every correct row, or -inf (never rejected) when no row is
+    correct (`missing_classes` says which). "tpr<100 q>" for q in `accept_correct`: one threshold
+    for every class, the largest t with a fraction >= q of the correctly classified rows accepted
+    (s_pred >= t); -inf when no row is correct. The only threshold function of the library: every
+    scorer (`jaxrej.scorers`) and table uses it."""
+    s = np.asarray(class_scores, np.float64)
+    _check_class_scores(s)
+    y = np.asarray(labels)
+    if y.shape != s.shape[:1] or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels: expected an int array of shape ({s.shape[0]},), got {y.shape}")
+    c = s.shape[1]
+    pred, ok = (np.asarray(a) for a in predict(jnp.asarray(s)))
+    correct = ok & (pred == y)
+    own = s[np.arange(len(y)), np.clip(y, 0, c - 1)]
+    out: dict[str, np.ndarray] = {}
+    for p in percentiles:
+        _check_percentile(p)
+        pooled = np.percentile(own[correct], p) if correct.any() else -np.inf
+        out[threshold_key(p)] = np.array([
+            np.percentile(own[correct & (y == k)], p) if (correct & (y == k)).any() else pooled
+            for k in range(c)
+        ])  # fmt: skip
+    for q in accept_correct:
+        if not (isinstance(q, (int, float)) and 0.0 < q <= 1.0):
+            raise ValueError(f"accept_correct: expected fractions in (0, 1], got {q!r}")
+        t = fit_global_threshold(own[correct], tpr=q) if correct.any() else -np.inf
+        out[f"tpr{100 * q:g}"] = np.full(c, t)
+    return out

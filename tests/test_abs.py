@@ -162,11 +162,10 @@ def test_cli_train_and_score_digits(tmp_path, capsys):
     assert 0.0 <= s["ood"]["noise"]["auroc"] <= 1.0
     z = np.load(f"{wd}/score_test_limit30.npz")
     assert z["class_logp"].shape == (30, 10)
-    from jaxrej.eval import runs  # jaxrej evaluate finds the run as ABS, not as a score model
+    from jaxrej import scorers  # jaxrej evaluate finds the run as ABS, not as a score model
 
-    found = runs.find_runs(wd)
-    assert found["abs"] == [wd] and found["sbgc"] == []
-    sc = runs.abs_scorer(wd, batch_size=4)
+    assert scorers.find_runs(wd) == {"abs": wd}
+    sc = scorers.load(wd, "abs", batch_size=4)
     x = np.random.default_rng(1).random((4, 8, 8, 1)).astype(np.float32)
     assert sc.class_scores(x).shape == (4, 10) and np.all(np.isfinite(sc.class_scores(x)))
     # a second train call with a different model refuses to touch the run

@@ -1,117 +1,290 @@
-"""The adversarial protocol (jaxrej.eval.adversarial) and the pixel scorers
-(jaxrej.eval.pixel_scorers) on a tiny synthetic problem: scorers equal the heads protocol's
-class scores, survive a save/load round trip, the reject-aware numbers are consistent with
-jaxrej.reject.decide, and the gradient-masking checks flag a scorer whose gradient is zero."""
+"""The adversarial protocol (jaxrej.eval.adversarial) on planted scorers and attacks whose outcome
+is known by construction: the judge, not a label-aware attack view, decides every number; the
+per-example worst case over eps is monotone where the independent runs are not; the
+fooled-and-accepted rate is a per-example union, not the max of the attacks' rates; solver
+failures get their own column; every row carries n and a Wilson interval."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
-from jaxrej import attacks, reject
-from jaxrej.eval import adversarial, pixel_scorers
+from jaxrej import attacks
+from jaxrej.eval import adversarial as adv
+from jaxrej.eval.protocol import EvalData, EvalOptions, evaluate
+from jaxrej.scorers import AttackView, Scorer
 
-GMM = dict(n_components_per_class=1, n_components=2, covariance_type="full", reg_covar=1e-3,
-           tol=1e-3, max_iter=20, n_init=1)  # fmt: skip
-
-
-def _data(n, seed):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n).astype(np.int32)
-    x = rng.uniform(0, 0.4, size=(n, 4, 4, 1)).astype(np.float32)
-    x[np.arange(n), y, y, 0] += 0.6  # class c lights pixel (c, c)
-    return x, y
+C = 4
 
 
-@pytest.fixture(scope="module")
-def heads():
-    return pixel_scorers.fit_heads(
-        _data(240, 0), _data(60, 1), num_classes=3, model="mlp", model_kwargs={"hidden": (16,)},
-        train=dict(epochs=20, batch_size=32), sdim=dict(epochs=20, batch_size=40), gmm=GMM,
-        key=jax.random.key(0),
-    )  # fmt: skip
+def _pixels(y, *, flag=None, rng=None):
+    """(N, 2, 4, 1) images: pixel c of the first row holds class c's evidence (0.5 for the label,
+    0.45 for the others, plus small noise); pixel 4 (second row) a flag in {0, 1}."""
+    n = len(y)
+    x = np.full((n, 8), 0.45, np.float32)
+    x[np.arange(n), y] = 0.5
+    if rng is not None:
+        x[:, :C] += rng.uniform(-0.01, 0.01, (n, C)).astype(np.float32)
+    x[:, 4] = 0.0 if flag is None else flag
+    return x.reshape(n, 2, 4, 1)
 
 
-def test_pixel_scorers_equal_the_heads_library_and_round_trip(heads, tmp_path):
-    """Each scorer equals the heads library applied to classifiers.apply's logits/features (the
-    path jaxrej.eval.heads takes); the GMM scorer keeps the base prediction with s_pred =
-    log p(h); save_heads/load_heads round-trips every scorer exactly."""
-    from jaxrej import classifiers
-    from jaxrej.heads import baselines, gmm, sdim_logit
-
-    x, _ = _data(20, 2)
-    net = heads.module()
-    z, h = (np.asarray(a) for a in classifiers.apply(net, heads.state, x))
-    want = {
-        "msp": jax.nn.log_softmax(z), "msp_temperature": jax.nn.log_softmax(z / heads.temperature),
-        "sdim_logit": sdim_logit.class_scores(heads.sdim, z),
-        "gmm_cc": gmm.class_log_prob(heads.gmm_cc, h),
-        "mahalanobis": baselines.mahalanobis_class_scores(heads.mahalanobis, h),
-    }  # fmt: skip
-    scorers = pixel_scorers.head_scorers(heads)
-    for name, w in want.items():
-        np.testing.assert_allclose(scorers[name](jnp.asarray(x)), w, rtol=1e-5, atol=1e-5)
-    g = np.asarray(scorers["gmm"](jnp.asarray(x)))
-    np.testing.assert_array_equal(np.argmax(g, 1), np.argmax(z, 1))
-    np.testing.assert_allclose(np.max(g, 1), gmm.log_prob(heads.gmm, h), rtol=1e-5, atol=1e-5)
-    pixel_scorers.save_heads(str(tmp_path), heads)
-    loaded = pixel_scorers.head_scorers(pixel_scorers.load_heads(str(tmp_path)))
-    for name, s in scorers.items():
-        np.testing.assert_array_equal(s(jnp.asarray(x)), loaded[name](jnp.asarray(x)))
-    with pytest.raises(ValueError, match="workdir"):
-        pixel_scorers.load_heads(str(tmp_path / "missing"))
+def pixel_judge(x):
+    """Class scores (B, C) = 10 x the first C pixels: label-blind."""
+    return 10.0 * x.reshape(x.shape[0], -1)[:, :C]
 
 
-def test_protocol_numbers_are_consistent_and_checks_run(heads):
-    """On the Mahalanobis scorer: worst-of accuracy <= PGD and APGD accuracy <= clean accuracy;
-    fooled-and-accepted (plain) = mean(pred != y and accepted) recomputed with reject.decide;
-    the adaptive number is at least the plain one; every check reports; the table names it."""
-    x, y = _data(24, 3)
-    xv, yv = _data(60, 1)
-    fn = pixel_scorers.HeadScorer(heads=heads, kind="mahalanobis")
-    th = adversarial.fit_thresholds(adversarial.scores_of(fn, xv, batch_size=32), yv, (1.0, 5.0))
-    o = adversarial.AttackOptions(eps=(0.1, 0.3), steps=10, batch_size=16, percentiles=(1.0, 5.0))
-    r = adversarial.evaluate_scorer(lambda yb: fn, x, y, th, options=o, key=jax.random.key(1),
-                                    log=lambda *_: None)  # fmt: skip
-    for e in r["eps"].values():
-        assert e["accuracy"] <= min(e["pgd_accuracy"], e["apgd_accuracy"]) + 1e-9
-        assert max(e["pgd_accuracy"], e["apgd_accuracy"]) <= r["clean_accuracy"] + 1e-9
-        for p in ("p1", "p5"):
-            assert e["fooled_accepted_adaptive"][p] >= e["fooled_accepted"][p]
-            assert e["fooled_accepted"][p] <= 1 - e["accuracy"] + 1e-9
-    e = r["eps"]["0.3"]
-    pg = adversarial.batched_attack(attacks.pgd, lambda yb: fn, x, y, key=jax.random.key(0),
-                                    batch_size=16, eps=0.3, steps=10)  # fmt: skip
-    pred, rej = reject.decide(jnp.asarray(pg["scores"]), jnp.asarray(th[1.0]))
-    assert e["max_norm"] <= 0.3 + 1e-6
-    assert 0 <= float(np.mean((np.asarray(pred) != y) & ~np.asarray(rej))) <= 1
-    assert set(r["checks"]) == {"unbounded", "monotone"}
-    assert r["checks"]["unbounded"]["pass"]
-    md = adversarial.markdown({"mahalanobis": adversarial.json_ready(r)}, percentiles=(1.0, 5.0))
-    assert "| mahalanobis | 0.3 |" in md and "fooled+acc. @p5" in md
+def _scorer(view=None, fn=pixel_judge, **kw):
+    return Scorer(name="planted", fn=fn, num_classes=C, batch_size=8, settings="planted", view=view,
+                  **kw)  # fmt: skip
 
 
-def test_masking_check_flags_a_scorer_with_zero_gradient():
-    """A linear classifier on rounded pixels (straight rounding: zero gradient almost
-    everywhere) is a textbook masked defence: PGD fails even at eps = the whole range, and the
-    `unbounded` check reports FAIL."""
-    w = jnp.asarray(np.random.default_rng(4).normal(size=(16, 3)), jnp.float32)
-
-    def masked(x):
-        return jnp.round(x.reshape(x.shape[0], -1) * 4) / 4 @ w
-
-    x, _ = _data(12, 5)
-    y = np.asarray(jnp.argmax(masked(jnp.asarray(x)), 1))
-    o = adversarial.AttackOptions(eps=(0.1,), steps=5, batch_size=12, percentiles=(5.0,))
-    th = {5.0: np.full(3, -np.inf, np.float32)}
-    r = adversarial.evaluate_scorer(lambda yb: masked, x, y, th, options=o, key=jax.random.key(2),
-                                    log=lambda *_: None)  # fmt: skip
-    assert not r["checks"]["unbounded"]["pass"]
-    assert "**FAIL**" in adversarial.markdown({"masked": r}, percentiles=(5.0,))
+def _fitted(scorer, rng):
+    yv = np.tile(np.arange(C), 10).astype(np.int32)
+    return scorer.fit_thresholds(_pixels(yv, rng=rng), yv, percentiles=(1.0,))
 
 
-def test_attack_options_validate():
+def _push(x, y, amount, mask=None):
+    """x with pixel (y + 1) mod C raised by `amount` where mask (B,) holds (default: all)."""
+    b = x.shape[0]
+    flat = x.reshape(b, -1)
+    m = jnp.ones(b, bool) if mask is None else mask
+    hot = jax.nn.one_hot((y + 1) % C, flat.shape[1]) * jnp.where(m, amount, 0.0)[:, None]
+    return (flat + hot).reshape(x.shape)
+
+
+def _result(fn, x, x_adv, y):
+    s = fn(x_adv)
+    return attacks.AttackResult(x_adv=x_adv, success=jnp.argmax(s, 1) != y,
+                                margin=jnp.zeros(x.shape[0]), norm=jnp.zeros(x.shape[0]),
+                                scores=s, loss=jnp.zeros(x.shape[0]))  # fmt: skip
+
+
+def flaky(fn, x, y, *, key, eps, norm):
+    """Moves every input across the boundary at eps < 0.15 and returns x itself above: an
+    attack that gets weaker as its budget grows."""
+    return _result(fn, x, _push(x, y, jnp.where(eps < 0.15, eps, 0.0)), y)
+
+
+def only_flagged(fn, x, y, *, key, eps, norm):
+    """Fools exactly the rows whose flag pixel is 1."""
+    return _result(fn, x, _push(x, y, eps, x.reshape(x.shape[0], -1)[:, 4] > 0.5), y)
+
+
+def only_unflagged(fn, x, y, *, key, eps, norm):
+    return _result(fn, x, _push(x, y, eps, x.reshape(x.shape[0], -1)[:, 4] < 0.5), y)
+
+
+def _opts(eps=(0.1, 0.2), **kw):
+    return adv.AdversarialOptions(eps=eps, batch_size=8, **kw)
+
+
+def test_worst_case_is_monotone_where_the_independent_runs_are_not():
+    rng = np.random.default_rng(0)
+    sc = _fitted(_scorer(), rng)
+    y = np.arange(12, dtype=np.int32) % C
+    x = _pixels(y, rng=rng)
+    r = adv.evaluate_scorer(sc, x, y, clean_scores=sc.class_scores(x),
+                            suite=[adv.AttackSpec(name="flaky", attack=flaky)], options=_opts(),
+                            key=jax.random.key(0), log=lambda *_: None)  # fmt: skip
+    ind = r["independent"]["p1"]
+    assert ind["0.1"]["fooled_accepted"]["rate"] == 1.0
+    assert ind["0.2"]["fooled_accepted"]["rate"] == 0.0  # the attack alone is not monotone ...
+    assert r["independent_monotone"]["p1"] is False  # ... and the check says so
+    assert [r["eps"][e]["p1"]["fooled_accepted"]["rate"] for e in ("0.1", "0.2")] == [1.0, 1.0]
+    assert r["eps"]["0.2"]["p1"]["accuracy"]["rate"] == 0.0
+    md = adv.markdown({"planted": adv.json_ready(r)}, title="L-inf")
+    assert "| planted | flaky | every input | p1: **no**, tpr99: **no** |" in md
+
+
+def test_fooled_and_accepted_is_a_per_example_union_not_the_max_of_rates():
+    rng = np.random.default_rng(1)
+    sc = _fitted(_scorer(), rng)
+    y = np.arange(16, dtype=np.int32) % C
+    flag = (np.arange(16) % 2).astype(np.float32)
+    x = _pixels(y, flag=flag, rng=rng)
+    suite = [adv.AttackSpec(name="a", attack=only_flagged),
+             adv.AttackSpec(name="b", attack=only_unflagged)]  # fmt: skip
+    for skip, judge in ((False, "every"), (True, "every"), (True, "best")):
+        r = adv.evaluate_scorer(sc, x, y, clean_scores=sc.class_scores(x), suite=suite,
+                                options=_opts(eps=(0.1,), skip_fooled=skip, judge=judge),
+                                key=jax.random.key(0), log=lambda *_: None)  # fmt: skip
+        if not skip:
+            per_attack = [
+                np.mean(r["_records"][(0.1, k)]["level"]["p1"] == adv.FOOLED) for k in "ab"
+            ]
+            assert per_attack == [0.5, 0.5]  # each attack alone: half the rows
+        else:
+            assert r["attacks"]["0.1"]["b"]["n_run"] == 8  # b only attacks the rows a left
+        assert r["eps"]["0.1"]["p1"]["fooled_accepted"]["rate"] == 1.0  # their union: all
+
+
+@pytest.mark.parametrize("judge", ["every", "best"])
+def test_the_judge_not_the_label_aware_view_decides_and_clean_accuracy_is_the_clean_tables(
+    tmp_path, judge
+):
+    """A planted label-aware view: it adds 100 to the true class (it is never fooled and calls
+    every clean row correct). The judge (label-blind) is wrong on a quarter of the rows. The
+    adversarial table's clean accuracy and rejection equal the clean table's (`protocol.evaluate`
+    on the same rows), not the view's."""
+    rng = np.random.default_rng(2)
+    seen = []
+
+    def view(labels):
+        seen.append(labels)
+        return AttackView(lambda x: pixel_judge(x) + 100.0 * jax.nn.one_hot(labels, C),
+                          label_aware=True)  # fmt: skip
+
+    sc = _scorer(view=view)
+    yv = np.tile(np.arange(C), 10).astype(np.int32)
+    y = np.arange(16, dtype=np.int32) % C
+    x = _pixels(y, rng=rng)
+    y_judged = y.copy()
+    y[::4] = (y[::4] + 2) % C  # the judge is wrong on these rows: its label is another class
+    data = EvalData(val=(_pixels(yv, rng=rng), yv), test=(x, y), ood={})
+    rep = evaluate({"planted": sc}, data, options=EvalOptions(percentiles=(1.0,), interpolate=()),
+                   out_dir=str(tmp_path), progress=False)  # fmt: skip
+    clean = rep["scorers"]["planted"]["clean"]
+    fitted = sc.fit_thresholds(data.val[0], yv, percentiles=(1.0,))
+    with np.load(tmp_path / "scores" / "planted" / "test.npz") as z:
+        cached = z["scores"]
+    suite = [adv.AttackSpec(name="apgd-ce", attack=attacks.apgd, kwargs=(("steps", 5),))]
+    r = adv.evaluate_scorer(fitted, x, y, clean_scores=cached, suite=suite,
+                            options=_opts(judge=judge), key=jax.random.key(0),
+                            log=lambda *_: None)  # fmt: skip
+    assert clean["accuracy"] == 0.75 == r["clean"]["p1"]["accuracy"]["rate"]
+    assert r["clean"]["p1"]["rejected"]["rate"] == clean["p1"]["rejection_rate"]
+    assert np.mean(np.argmax(cached, 1) == y_judged) == 1.0  # the judge: argmax of its pixels
+    assert seen and all(np.asarray(s).shape == (8,) for s in seen)  # the view got the labels
+    e = r["eps"]["0.2"]["p1"]
+    assert e["view_success"] == 0.0  # the view never sees a mistake ...
+    assert e["accuracy"]["rate"] <= 0.75  # ... the judge's numbers are reported
+
+
+def test_solver_failures_get_their_own_column_and_count_as_wrong_and_rejected():
+    rng = np.random.default_rng(3)
+
+    def judge(x):  # fails (NaN) where any pixel exceeds 0.52
+        s = pixel_judge(x)
+        return jnp.where(jnp.max(x.reshape(x.shape[0], -1), 1, keepdims=True) > 0.52, jnp.nan, s)
+
+    sc = _fitted(_scorer(fn=judge), rng)
+    y = np.arange(8, dtype=np.int32) % C
+    x = _pixels(y, rng=rng)
+    r = adv.evaluate_scorer(sc, x, y, clean_scores=sc.class_scores(x),
+                            suite=[adv.AttackSpec(name="b", attack=only_unflagged)],
+                            options=_opts(eps=(0.1,)), key=jax.random.key(0),
+                            log=lambda *_: None)  # fmt: skip
+    e = r["eps"]["0.1"]["p1"]
+    assert e["failures"] == 8 and e["fooled_accepted"]["k"] == 0
+    assert e["rejected"]["rate"] == 1.0 and e["accuracy"]["rate"] == 0.0
+    assert "| 8 |" in adv.markdown({"planted": adv.json_ready(r)}, title="L-inf")
+
+
+def test_rates_carry_n_and_the_wilson_interval_of_scipy():
+    lv = np.array([0] * 7 + [1] * 2 + [2] + [3] * 3, np.int8)
+    r = adv.rates(lv)
+    assert r["n"] == 13
+    for name, k in (("accuracy", 9), ("rejected", 3), ("fooled_accepted", 3)):
+        ci = stats.binomtest(k, 13).proportion_ci(0.95, method="wilson")
+        assert r[name]["k"] == k
+        np.testing.assert_allclose(r[name]["ci"], [ci.low, ci.high], rtol=1e-9)
+    assert adv.cell(r["fooled_accepted"]).startswith("23.1 [")
+
+
+def test_levels_and_worst_case_by_hand():
+    y = np.array([0, 1, 2, 3])
+    lv = adv.levels(pred=[0, 1, 0, 0], accepted=[True, False, False, True],
+                    ok=[True, True, True, True], y=y)  # fmt: skip
+    np.testing.assert_array_equal(lv, [0, 1, 2, 3])
+    np.testing.assert_array_equal(adv.levels([0], [True], [False], [0]), [2])  # failed solve
+    w = adv.worst_case(np.array([0, 1]), [np.array([3, 0]), np.array([0, 2])])
+    np.testing.assert_array_equal(w[0], [3, 1])
+    np.testing.assert_array_equal(w[1], [3, 2])
+
+
+def test_default_suite_on_a_linear_scorer_breaks_what_the_linear_truth_says():
+    """A linear classifier s = W x: at eps above the smallest L-inf distance to a boundary,
+    min_c (s_y - s_c) / ||W_y - W_c||_1, every row is misclassified by the suite; below it none
+    is (a linear classifier's exact worst case). Targeted and reject-aware attacks run."""
+    rng = np.random.default_rng(4)
+    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
+
+    def linear(x):
+        return x.reshape(x.shape[0], -1) @ w
+
+    sc = Scorer(name="linear", fn=linear, num_classes=C, batch_size=8, settings="lin")
+    xv = rng.uniform(0.3, 0.7, (80, 2, 4, 1)).astype(np.float32)
+    sc = sc.fit_thresholds(xv, np.asarray(jnp.argmax(linear(xv), 1), np.int32), percentiles=(1.0,))
+    x = rng.uniform(0.3, 0.7, (16, 2, 4, 1)).astype(np.float32)
+    y = np.asarray(jnp.argmax(linear(x), 1), np.int32)
+    s = np.asarray(linear(x))
+    wn = np.asarray(w)
+    dist = np.array([min((s[i, y[i]] - s[i, c]) / np.abs(wn[:, y[i]] - wn[:, c]).sum()
+                         for c in range(C) if c != y[i]) for i in range(16)])  # fmt: skip
+    lo, hi = 0.5 * dist.min(), min(1.5 * dist.max(), 0.29)
+    suite = adv.default_suite(num_classes=C, steps=20, square_queries=0)
+    assert [a.name for a in suite] == ["pgd-ce", "apgd-ce", "apgd-dlr", "apgd-t3", "apgd-reject"]
+    r = adv.evaluate_scorer(sc, x, y, clean_scores=s, suite=suite,
+                            options=_opts(eps=(lo, hi), rules=("p1",)), key=jax.random.key(0),
+                            log=lambda *_: None)  # fmt: skip
+    rows = list(r["eps"].values())
+    assert rows[0]["p1"]["accuracy"]["rate"] == 1.0  # below every boundary: nothing to find
+    reach = dist <= hi  # the rows whose boundary lies inside the larger ball (the clip [0, 1]
+    # never binds: x in [0.3, 0.7], eps < 0.3)
+    assert rows[1]["p1"]["accuracy"]["k"] == int((~reach).sum())
+    assert set(r["attacks"][f"{hi:g}"]) == {
+        "pgd-ce",
+        "apgd-ce",
+        "apgd-dlr",
+        "apgd-t3",
+        "apgd-reject@p1",
+    }
+
+
+def test_options_validate():
     with pytest.raises(ValueError, match="norm"):
-        adversarial.AttackOptions(eps=(0.1,), norm="l3")
+        adv.AdversarialOptions(eps=(0.1,), norm="l3")
     with pytest.raises(ValueError, match="eps"):
-        adversarial.AttackOptions(eps=())
+        adv.AdversarialOptions(eps=())
+    assert adv.AdversarialOptions(eps=(0.3, 0.1)).eps == (0.1, 0.3)
+    sc = _fitted(_scorer(), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="rules"):
+        adv.evaluate_scorer(sc, np.zeros((1, 2, 4, 1)), np.zeros(1, int), clean_scores=np.zeros((1, C)),
+                            suite=[], options=_opts(rules=("p7",)), key=jax.random.key(0))  # fmt: skip
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_masking_checks_fail_on_a_quantised_scorer_and_pass_on_the_honest_one(masked):
+    """A linear classifier on pixels rounded to 1/4 (zero gradient almost everywhere) against
+    the same classifier unrounded: on the quantised one APGD finds nothing while Square (no
+    gradient) does, and the unbounded attack from the clean input fails -- both checks FAIL and
+    the rows are marked; on the honest one every check passes."""
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
+
+    def judge(x):
+        z = x.reshape(x.shape[0], -1)
+        return (jnp.round(z * 4) / 4 if masked else z) @ w
+
+    sc = Scorer(name="lin", fn=judge, num_classes=C, batch_size=16, settings="")
+    xv = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
+    sc = sc.fit_thresholds(xv, np.asarray(jnp.argmax(judge(xv), 1), np.int32), percentiles=(1.0,))
+    x = rng.uniform(0.2, 0.8, (16, 2, 4, 1)).astype(np.float32)
+    y = np.asarray(jnp.argmax(judge(x), 1), np.int32)
+    suite = [adv.AttackSpec(name="apgd-ce", attack=attacks.apgd, kwargs=(("steps", 10),)),
+             adv.AttackSpec(name="square", attack=attacks.square, gradient_free=True,
+                            kwargs=(("queries", 200),))]  # fmt: skip
+    r = adv.evaluate_scorer(sc, x, y, clean_scores=sc.class_scores(x), suite=suite,
+                            options=_opts(eps=(0.1, 0.2, 0.3), rules=("p1",), unbounded=True),
+                            key=jax.random.key(0), log=lambda *_: None)  # fmt: skip
+    passed = {c["name"]: c["passed"] for c in r["checks"]}
+    assert set(passed) == {"monotone", "gradient_free@0.1", "gradient_free@0.2",
+                           "gradient_free@0.3", "unbounded"}  # fmt: skip
+    md = adv.markdown({"lin": adv.json_ready(r)}, title="L-inf")
+    if masked:
+        assert not passed["unbounded"] and not passed["gradient_free@0.3"]
+        assert "| lin (masked?) | p1 |" in md and "**FAIL**" in md
+    else:
+        assert all(passed.values()) and "masked?" not in md

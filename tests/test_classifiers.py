@@ -79,14 +79,33 @@ def test_shift_images_is_a_translation_with_edge_fill():
     np.testing.assert_array_equal(np.asarray(shift_images(jnp.asarray(x), key, 0)), x)
 
 
-def test_cosine_schedule_and_augmentation_train(data):
+def test_cosine_schedule_scales_adams_second_step_by_the_cosine(data):
+    """Adam's moments do not depend on the learning rate, so with one full batch per epoch the
+    second update under `lr_schedule="cosine"` over 2 steps is the constant-rate second update
+    times the schedule's factor 0.5 (1 + cos(pi * 1 / 2)) = 0.5; the first updates agree."""
+    x, y, _, _ = data
+    x, y = x[:64], y[:64]
+    m = C.make_model("mlp", 10, **SMALL["mlp"])
+    st0 = C.init(m, x[:2], key=jax.random.key(0))
+    kw = dict(key=jax.random.key(1), batch_size=64, learning_rate=1e-2)
+    one = C.train(m, st0, x, y, epochs=1, **kw).params
+    const = C.train(m, st0, x, y, epochs=2, **kw).params
+    cos = C.train(m, st0, x, y, epochs=2, lr_schedule="cosine", **kw).params
+    factor = 0.5 * (1 + np.cos(np.pi * 1 / 2))
+    for a1, ac, ak in zip(*(jax.tree.leaves(p) for p in (one, const, cos)), strict=True):
+        np.testing.assert_allclose(ak - a1, factor * (ac - a1), rtol=1e-3, atol=1e-6)
+    assert max(float(jnp.max(jnp.abs(ac - a1))) for a1, ac in
+               zip(jax.tree.leaves(one), jax.tree.leaves(const), strict=True)) > 1e-3  # fmt: skip
+
+
+def test_augmentation_changes_training_and_bad_options(data):
     x, y, xt, yt = data
     x4 = x.reshape(-1, 8, 8, 1)
     m = C.make_model("cnn", 10, **SMALL["cnn"])
     st0 = C.init(m, x4[:2], key=jax.random.key(0))
     kw = dict(key=jax.random.key(1), epochs=3, batch_size=64, learning_rate=3e-3)
     plain = C.train(m, st0, x4, y, **kw)
-    aug = C.train(m, st0, x4, y, augment_shift=1, lr_schedule="cosine", **kw)
+    aug = C.train(m, st0, x4, y, augment_shift=1, **kw)
     # augmentation changes the training inputs, so the parameters differ; both learn
     diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), plain.params, aug.params)
     assert max(jax.tree.leaves(diff)) > 1e-3

@@ -78,3 +78,35 @@ def test_rerun_reads_the_cache_and_other_sets_keep_their_own_folder(workdir):
     assert cli.main(argv) == 0
     assert (workdir / f"evaluate_limit12{TAGS}" / "evaluate.json").is_file()
     assert (out / "evaluate.json").read_text() == json.dumps(after, indent=2, sort_keys=True) + "\n"
+
+
+def test_adversarial_tables_are_judged_by_the_clean_tables_scorer(workdir, capsys):
+    """Heads attacked on all 24 test rows (L-inf and L2): each row's clean accuracy and clean
+    rejection equal the clean table's (the same judge and thresholds, all rows); every rate is
+    monotone in eps; every row has n and an interval; the clean tables print before the first
+    adversarial row."""
+    argv = ["evaluate", "--workdir", str(workdir), "--no-progress", "--corruptions", "none",
+            "--limit", "24", "--attack-sbgc-n", "0", "--linf-eps", "0.05,0.3", "--l2-eps", "1"]  # fmt: skip
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.index("### Clean test set") < err.index("| msp | p1 | 0.05 | 24 |")
+    out = workdir / "evaluate_limit24_corrupt-none_atksbgc0_linf0.05-0.3_l21"
+    rep = json.loads((out / "evaluate.json").read_text())
+    adv = rep["adversarial"]
+    assert set(adv) == {"linf", "l2"} and "sbgc" not in adv["linf"]
+    for results in adv.values():
+        assert set(results) == set(rep["scorers"]) - {"sbgc"}
+        for name, r in results.items():
+            clean = rep["scorers"][name]["clean"]
+            assert r["clean"]["p1"]["accuracy"]["rate"] == pytest.approx(clean["accuracy"])
+            assert r["clean"]["p1"]["rejected"]["rate"] == pytest.approx(
+                clean["p1"]["rejection_rate"]
+            )
+            rows = [r["eps"][e]["p1"] for e in r["eps"]]
+            fooled = [x["fooled_accepted"]["rate"] for x in rows]
+            acc = [x["accuracy"]["rate"] for x in rows]
+            assert fooled == sorted(fooled) and acc == sorted(acc, reverse=True)
+            assert all(x["n"] == 24 and x["fooled_accepted"]["ci"][0] <= x["fooled_accepted"]["rate"]
+                       for x in rows)  # fmt: skip
+    md = (out / "evaluate.md").read_text()
+    assert "### Adversarial inputs, L-inf" in md and "### Adversarial inputs, L2" in md

@@ -71,7 +71,7 @@ def test_other_sets_write_their_own_files_and_keep_the_full_run(run_dir, tmp_pat
 def test_writes_json_and_scores_and_keeps_other_files(run_dir):
     assert (run_dir / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "adversarial_heads.json",  # the fitted classifier and heads (eval.pixel_scorers)
+        "adversarial_heads.json",  # the fitted classifier and heads (jaxrej.scorers.heads)
         "adversarial_heads.msgpack",
         "heads.json",
         "heads_scores.npz",
@@ -80,9 +80,16 @@ def test_writes_json_and_scores_and_keeps_other_files(run_dir):
     res = json.loads((run_dir / "heads.json").read_text())
     assert res["n"] == {"fit": 1221, "val": 216, "test": 360, "ood/inverted": 360, "ood/noise": 360}
     t = res["table"]
-    assert 0.5 < t["base_accuracy"] <= 1.0
-    # a higher percentile gives higher thresholds: it rejects a superset
-    assert t["rejection_rate_p1"] <= t["rejection_rate_p2"]
+    # the SDIM-logit table recomputed from the saved per-example arrays: reject when the
+    # predicted class's score falls below that class's threshold
+    s = np.load(run_dir / "heads_scores.npz")
+    conf, pred, y = s["sdim_logit/test"], s["sdim_pred_test"], s["labels_test"]
+    for k in ("p1", "p2"):
+        th = np.asarray(res["sdim_logit_per_class"][k]["thresholds"])
+        rej = conf < th[pred]
+        assert t[f"rejection_rate_{k}"] == pytest.approx(rej.mean())
+        assert t[f"acc_left_{k}"] == pytest.approx(np.mean(pred[~rej] == y[~rej]))
+    assert t["sdim_logit_accuracy"] == pytest.approx(np.mean(pred == y))
     assert res["config"]["train"]["epochs"] == 8
 
 

@@ -104,7 +104,11 @@ def test_size_rule():
 
 # ---- cross-check with imagecorruptions (ImageNet-C parameters, 32x32 RGB) ----
 
-ic = pytest.importorskip("imagecorruptions.corruptions")
+
+@pytest.fixture(scope="module")
+def ic():
+    """imagecorruptions' module, for the cross-checks that need it (the others run without)."""
+    return pytest.importorskip("imagecorruptions.corruptions")
 
 
 def _pil(x):
@@ -113,7 +117,7 @@ def _pil(x):
     return Image.fromarray(np.round(x * 255).astype(np.uint8))
 
 
-def test_deterministic_corruptions_match_imagecorruptions_exactly():
+def test_deterministic_corruptions_match_imagecorruptions_exactly(ic):
     xs = _photos32(3)
     xs = np.round(xs * 255) / 255  # the reference works on 8-bit images
     for x in xs:
@@ -145,7 +149,7 @@ def test_deterministic_corruptions_match_imagecorruptions_exactly():
             np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
-def test_pixelate_and_jpeg_match_imagecorruptions_closely():
+def test_pixelate_and_jpeg_match_imagecorruptions_closely(ic):
     jpeg = jax.jit(lambda x, q: digital.jpeg_compression(x, quality=q))  # quality traced
     for x in _photos32(3):
         img = _pil(x)
@@ -179,7 +183,7 @@ def _agree(a, b, what):
     assert abs(a.mean() - b.mean()) < 5 * se + 1e-9, (what, a.mean(), b.mean(), se)
 
 
-def test_random_corruptions_match_imagecorruptions_in_distribution(monkeypatch):
+def test_random_corruptions_match_imagecorruptions_in_distribution(ic, monkeypatch):
     import skimage.filters
 
     # imagecorruptions' glass_blur passes skimage's removed `multichannel`, its fog numpy 2's

@@ -5,9 +5,11 @@ import os
 import numpy as np
 import pytest
 
+from jaxrej import reject
 from jaxrej.eval import tables
 from jaxrej.eval.cache import cached_scores
-from jaxrej.eval.protocol import EvalData, EvalOptions, Scorer, evaluate
+from jaxrej.eval.protocol import EvalData, EvalOptions, evaluate
+from jaxrej.scorers import Scorer
 
 
 def _gaussian_scores(x, means):
@@ -28,7 +30,7 @@ def test_tables_match_numpy_percentiles():
     xv, yv = _data(rng, 300, means)
     xt, yt = _data(rng, 200, means)
     sv, st = _gaussian_scores(xv, means), _gaussian_scores(xt, means)
-    th = tables.thresholds(sv, yv, percentiles=(1.0, 5.0))
+    th = reject.fit_thresholds(sv, yv, percentiles=(1.0, 5.0))
     for p, k in ((1.0, "p1"), (5.0, "p5")):
         own = sv[np.arange(len(yv)), yv]
         ok = sv.argmax(1) == yv
@@ -47,15 +49,6 @@ def test_tables_match_numpy_percentiles():
         and o["auroc"] == 1.0
         and o["positive"] == "in-distribution"
     )
-
-
-def test_thresholds_fall_back_for_a_class_never_right():
-    s = np.array([[0.0, -1.0, -2.0], [-3.0, 0.0, -1.0], [-1.0, 0.0, -5.0], [0.5, -1.0, -2.0]])
-    y = np.array([0, 1, 2, 0])  # class 2's only row is predicted 1
-    th = tables.thresholds(s, y, percentiles=(50.0,))["p50"]
-    own = np.array([0.0, 0.0, 0.5])  # the correct rows' own scores
-    np.testing.assert_allclose(th, [np.percentile([0.0, 0.5], 50), 0.0, np.percentile(own, 50)])
-    assert tables.missing_classes(s, y) == [2]
 
 
 def test_corruption_rows_means_split_noise():
@@ -105,11 +98,27 @@ def test_evaluate_writes_report_and_figures(tmp_path):
     means = rng.normal(scale=2.0, size=(3, 4))
     data = EvalData(val=_data(rng, 200, means), test=_data(rng, 100, means),
                     ood={"shifted": _data(rng, 50, means, shift=8.0)[0]})  # fmt: skip
-    sc = {"exact": Scorer("exact", lambda b: _gaussian_scores(b, means), 32, "exact-v1")}
+    sc = {"exact": Scorer(name="exact", fn=lambda b: _gaussian_scores(np.asarray(b), means),
+                          num_classes=3, batch_size=32, settings="exact-v1", jit=False)}  # fmt: skip
     rep = evaluate(sc, data, options=EvalOptions(), out_dir=str(tmp_path), progress=False)
     r = rep["scorers"]["exact"]
     assert r["ood"]["shifted"]["auroc"] > 0.99
-    assert r["clean"]["p2"]["rejection_rate"] >= r["clean"]["p1"]["rejection_rate"]
+    # every rule's clean rejection rate, recomputed with numpy from the exact scores and the
+    # thresholds numpy fits on the validation rows (per-class percentiles; 99% of the correct
+    # rows accepted)
+    sv, st = _gaussian_scores(data.val[0], means), _gaussian_scores(data.test[0], means)
+    yv, yt = data.val[1], data.test[1]
+    ok = sv.argmax(1) == yv
+    own = sv[np.arange(len(yv)), yv]
+    t99 = np.sort(own[ok])[::-1][int(np.ceil(0.99 * ok.sum())) - 1]
+    want = {"p1": [np.percentile(own[ok & (yv == c)], 1) for c in range(3)],
+            "p2": [np.percentile(own[ok & (yv == c)], 2) for c in range(3)], "tpr99": [t99] * 3}  # fmt: skip
+    assert set(r["thresholds"]) == set(want)
+    for k, t in want.items():
+        np.testing.assert_allclose(r["thresholds"][k], t, rtol=1e-6)
+        rej = st.max(1) < np.asarray(t)[st.argmax(1)]
+        assert r["clean"][k]["rejection_rate"] == pytest.approx(rej.mean())
+    assert r["clean"]["accuracy"] == pytest.approx(np.mean(st.argmax(1) == yt))
     assert all(os.path.getsize(p) > 1000 for p in rep["figures"])
-    md = tables.markdown(rep, percentiles=(1.0, 2.0))
-    assert "| exact | shifted |" in md
+    md = tables.markdown(rep, rules=("p1", "p2", "tpr99"))
+    assert "| exact | shifted |" in md and "rejected tpr99" in md

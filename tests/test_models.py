@@ -340,3 +340,6 @@ def test_atom_gate_open_gives_the_bins_diffused_score(x64):
     with pytest.raises(ValueError, match="atom_bin"):
         init_params(ConditionalMLP(num_classes=3, hidden=8, atom_bin=(lo, hi)), (4,),
                     key=jax.random.key(0))  # fmt: skip
+    with pytest.raises(ValueError, match="atom_bin"):
+        init_params(ConditionalMLP(num_classes=3, hidden=8, precondition=True, atom_bin=(hi, lo)),
+                    (4,), key=jax.random.key(0))  # fmt: skip

@@ -304,6 +304,10 @@ def test_attack_ascent_compiles_once_on_the_digits_model():
         for k in range(3):
             x_new = step(x, y, jax.random.fold_in(jax.random.key(1), k))
             assert x_new.shape == x.shape and x_new.dtype == x.dtype
-            assert float(jnp.max(jnp.abs(x_new - x))) <= 0.01 + 1e-6
+            # the gradient reaches every pixel through the screened solve: each pixel the clip
+            # leaves alone moves by the full step (a zero gradient, sign 0, would not move it)
+            inside = np.asarray((x > 0.011) & (x < 0.989))
+            moved = np.abs(np.asarray(x_new - x))[inside]
+            np.testing.assert_allclose(moved, 0.01, rtol=1e-4)
             x = x_new
     assert step._cache_size() == 1

@@ -6,10 +6,11 @@
    (clean, corruptions, OOD sets, attacks; tables and PNG figures in WORKDIR/evaluate*/).
 Re-running reuses what is already trained and scored. The corruptions act at CIFAR pixel size
 (`--corruption-scale 1`): the size rule would shrink the blurs, elastic and pixelate of an 8x8
-digit to nothing. `--n-corrupt`, `--n-ood` and `--attack-n` size
-the evaluation; the defaults fit 20 minutes on 2 idle CPU cores (README), and the score model is
-scored in batches of 20, which divide the validation, test, OOD and corruption populations
-(12 digits x 5 severities) with little padding.
+digit to nothing. `--n-corrupt`, `--n-ood`, `--attack-n` (heads; 0: all 360 test
+digits) and `--attack-sbgc-n` (the score model's attacked digits, 64) size the evaluation; the
+defaults fit 20 minutes on 2 idle CPU cores (README), and the score model is scored in batches of
+20, which divide the validation, test, OOD and corruption populations (12 digits x 5 severities)
+with little padding.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import os
 import sys
 import time
 
+# the score model's attacks in the demo: one compilation each (the costly part on a CPU), L-inf
+# only; `jaxrej evaluate` adds APGD-DLR and the L2 table
+DEMO_SBGC_SUITE = "apgd-ce,apgd-t,apgd-reject,square"
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--workdir", default="./jaxrej-demo", help="output folder (reused)")
@@ -27,9 +32,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-ood", type=int, default=60, help="images per OOD set")
     parser.add_argument("--n-corrupt", type=int, default=12,
                         help="test digits per corruption and severity")  # fmt: skip
-    parser.add_argument("--attack-n", type=int, default=100, help="test digits attacked per head")
-    parser.add_argument("--attack-sbgc-n", type=int, default=8,
+    parser.add_argument("--attack-n", type=int, default=0,
+                        help="test digits attacked per head (0: all)")  # fmt: skip
+    parser.add_argument("--attack-sbgc-n", type=int, default=64,
                         help="test digits attacked for the score model")  # fmt: skip
+    parser.add_argument("--attack-sbgc-steps", type=int, default=10,
+                        help="gradient steps per attack of the score model")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -45,7 +53,7 @@ def configs_dir(given: str | None) -> str:
 
 def run(args) -> dict:
     from jaxrej.commands import evaluate, heads, train
-    from jaxrej.eval.pixel_scorers import HEADS_FILE
+    from jaxrej.scorers.heads import HEADS_FILE
 
     cfg = configs_dir(args.configs)
     os.makedirs(args.workdir, exist_ok=True)
@@ -70,7 +78,11 @@ def run(args) -> dict:
     summary = evaluate.run(ns(workdir=args.workdir, test=None, ood=None, corruptions="all",
                               severities="1,2,3,4,5", n_corrupt=args.n_corrupt, limit=0, n_ood=args.n_ood,
                               attack=True, attack_n=args.attack_n,
-                              attack_sbgc_n=args.attack_sbgc_n, corruption_scale=1.0, sbgc_batch=20,
+                              attack_sbgc_n=args.attack_sbgc_n,
+                              attack_sbgc_steps=args.attack_sbgc_steps,
+                              attack_sbgc_norms="linf", attack_sbgc_suite=DEMO_SBGC_SUITE,
+                              linf_eps="0.1,0.2,0.3",
+                              l2_eps="0.5,1,2", corruption_scale=1.0, sbgc_batch=20,
                               no_progress=args.no_progress, overrides=[]))  # fmt: skip
     times["evaluate_s"] = time.time() - t0 - times["train_s"] - times["heads_s"]
     return {**summary, "seconds": {k: round(v, 1) for k, v in times.items()},

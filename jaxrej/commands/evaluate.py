@@ -1,15 +1,20 @@
 """`jaxrej evaluate --workdir DIR [--test SPEC] [--ood [name=]SPEC ...] [--corruptions all|none|a,b]
-[--severities 1,2,3,4,5] [--n-corrupt N] [--attack/--no-attack]`: the reject protocol
-(`jaxrej.eval.protocol`) for every scorer found in DIR or one level below (`jaxrej.eval.runs`:
-a score model trained by `jaxrej train`, heads saved by `jaxrej heads`).
+[--severities 1,2,3,4,5] [--n-corrupt N] [--attack/--no-attack] [--attack-n N]
+[--attack-sbgc-n N]`: the reject protocol (`jaxrej.eval.protocol`) for every scorer found in DIR
+or one level below (`jaxrej.scorers.find_runs`: a score model trained by `jaxrej train`, heads
+saved by `jaxrej heads`, an ABS run), then the adversarial tables (`jaxrej.eval.adversarial`,
+L-inf and L2): every scorer's attack view attacked by the suite, every adversarial input re-judged
+by the clean table's scorer and thresholds; the heads on every test row (`--attack-n`), the score
+model on `--attack-sbgc-n` rows (default 100) spread over the test split.
 
 Data: the runs' dataset string with its validation rows (never trained on) for the per-class
 thresholds and its test split (or `--test`); OOD sets from `--ood`, else the runs' configured
 ones, else for 8x8/28x28 grey images the synthetic sets of `jaxrej.data.ood`. Corruptions: the
 first `--n-corrupt` test rows under every corruption and severity.
 
-Writes DIR/<stem>/evaluate.json, evaluate.md, the PNG figures and scores/ (the cache that makes
-a killed run resume), where <stem> is "evaluate", with "_<test name>", "_ood_<names>",
+Tables print as each finishes: the clean, corruption and OOD tables once scored, then each
+scorer's adversarial rows. Writes DIR/<stem>/evaluate.json, evaluate.md, the PNG figures,
+scores/ and adversarial/ (the caches that make a killed run resume), where <stem> is "evaluate", with "_<test name>", "_ood_<names>",
 "_limit<N>" and a tag per sizing option off its default appended (`result_stem`): a run on other
 sets or sizes never overwrites another's results.
 """
@@ -36,10 +41,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N test rows")
     parser.add_argument("--attack", action=argparse_bool(), default=True,
                         help="the adversarial table (default on; --no-attack skips it)")  # fmt: skip
-    parser.add_argument("--attack-n", type=int, default=100,
-                        help="test rows attacked per head (default 100)")  # fmt: skip
-    parser.add_argument("--attack-sbgc-n", type=int, default=8,
-                        help="test rows attacked for the score model (default 8; 0 skips it)")  # fmt: skip
+    parser.add_argument("--attack-n", type=int, default=0,
+                        help="test rows attacked per head (default 0: all)")  # fmt: skip
+    parser.add_argument("--attack-sbgc-n", type=int, default=100,
+                        help="test rows attacked for the score model / ABS (default 100; 0 skips "
+                        "them)")  # fmt: skip
+    parser.add_argument("--attack-sbgc-steps", type=int, default=10,
+                        help="gradient steps per attack of the score model (default 10)")  # fmt: skip
+    parser.add_argument("--attack-sbgc-norms", default="linf,l2",
+                        help="norms the score model is attacked in (default linf,l2)")  # fmt: skip
+    parser.add_argument("--attack-sbgc-suite", default="apgd-ce,apgd-dlr,apgd-t,apgd-reject,square",
+                        help="the score model's attacks (jaxrej.eval.adversarial.SUITE_KINDS)")  # fmt: skip
+    parser.add_argument("--linf-eps", default="0.1,0.2,0.3", help="L-inf radii ('' skips)")
+    parser.add_argument("--l2-eps", default="0.5,1,2", help="L2 radii ('' skips)")
     parser.add_argument("--corruption-scale", type=float, default=None,
                         help="corruption length scale (default: the size rule sqrt(H W) / 32)")  # fmt: skip
     parser.add_argument("--sbgc-batch", type=int, default=36, help="images per SBGC solve batch")
@@ -55,7 +69,9 @@ def argparse_bool():
 # options that change the numbers, and their tags in the result folder's name
 SIZE_TAGS = (("corruptions", "corrupt-"), ("severities", "sev"), ("n_corrupt", "nc"),
              ("n_ood", "nood"), ("corruption_scale", "scale"), ("attack_n", "atk"),
-             ("attack_sbgc_n", "atksbgc"))  # fmt: skip
+             ("attack_sbgc_n", "atksbgc"), ("attack_sbgc_steps", "atksteps"),
+             ("attack_sbgc_norms", "atknorms"), ("attack_sbgc_suite", "atksuite"),
+             ("linf_eps", "linf"), ("l2_eps", "l2"))  # fmt: skip
 
 
 def result_stem(args) -> str:
@@ -78,7 +94,8 @@ def result_stem(args) -> str:
         stem += f"_limit{args.limit}"
     for field, tag in SIZE_TAGS:
         value = getattr(args, field)
-        if value != defaults[field] and not (field.startswith("attack_") and not args.attack):
+        attack_only = field.startswith("attack_") or field.endswith("_eps")
+        if value != defaults[field] and not (attack_only and not args.attack):
             text = f"{value:g}" if isinstance(value, float) else str(value)
             stem += f"_{tag}" + text.replace(",", "" if field == "severities" else "-")
     if not args.attack:
@@ -86,8 +103,32 @@ def result_stem(args) -> str:
     return stem
 
 
+def _radii(flag: str, text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise ValueError(f"{flag}: expected a comma list of radii, got {text!r}") from e
+
+
+def load_scorers(found: dict[str, str], *, sbgc_batch: int) -> dict:
+    """{name: Scorer} of every run `jaxrej.scorers.find_runs` found (heads loaded once)."""
+    from jaxrej import scorers
+    from jaxrej.scorers import heads
+
+    out = {}
+    head_dirs = {d for k, d in found.items() if k in heads.HEAD_SCORERS}
+    fitted = {d: heads.load_heads(d) for d in head_dirs}
+    for name, d in found.items():
+        if name in heads.HEAD_SCORERS:
+            out[name] = heads.heads_scorer(d, name, heads=fitted[d])
+        else:
+            bs = sbgc_batch if name in ("sbgc", "elbo") else None
+            out[name] = scorers.load(d, name, batch_size=bs)
+    return out
+
+
 def run(args) -> dict:
-    from jaxrej import corruptions
+    from jaxrej import corruptions, scorers
     from jaxrej.eval import protocol, runs, tables
     from jaxrej.training.checkpoint import atomic_write_json, atomic_write_text
 
@@ -105,41 +146,45 @@ def run(args) -> dict:
         raise ValueError(
             f"--severities: expected a comma list of 1..5, got {args.severities!r}"
         ) from e
+    attack_opts = runs.AttackRunOptions(
+        n_heads=args.attack_n, n_model=args.attack_sbgc_n, model_steps=args.attack_sbgc_steps,
+        linf_eps=_radii("--linf-eps", args.linf_eps), l2_eps=_radii("--l2-eps", args.l2_eps),
+        model_norms=tuple(v.strip() for v in args.attack_sbgc_norms.split(",") if v.strip()),
+        model_attacks=tuple(v.strip() for v in args.attack_sbgc_suite.split(",") if v.strip()),
+    )  # fmt: skip
     options = protocol.EvalOptions(corruptions=names, severities=sevs, n_corrupt=args.n_corrupt,
                                    corruption_scale=args.corruption_scale,
                                    n_ood=args.n_ood or None)  # fmt: skip
-    found = runs.find_runs(args.workdir)
+    found = scorers.find_runs(args.workdir)
     data, sources, notes = runs.eval_data(found, test=args.test, ood=args.ood, limit=args.limit)
-    scorers = {}
-    for d in found["heads"][:1]:
-        scorers.update(runs.heads_scorers(d, batch_size=256))
-    for d in found["sbgc"][:1]:
-        scorers["sbgc"] = runs.sbgc_scorer(d, batch_size=args.sbgc_batch)
-    for d in found.get("abs", [])[:1]:
-        scorers["abs"] = runs.abs_scorer(d, batch_size=100)
-    for kind, dirs in found.items():
+    judges = load_scorers(found, sbgc_batch=args.sbgc_batch)
+    for kind, dirs in scorers.registry.run_kinds(args.workdir).items():
         if len(dirs) > 1:
             notes.append(f"several {kind} runs found; evaluated {dirs[0]!r} only")
     out_dir = os.path.join(args.workdir, result_stem(args))
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
-    report = protocol.evaluate(scorers, data, options=options, out_dir=out_dir,
-                               progress=not args.no_progress)  # fmt: skip
-    md = tables.markdown(report, percentiles=options.percentiles)
+    progress = not args.no_progress
+    report = protocol.evaluate(judges, data, options=options, out_dir=out_dir, progress=progress)
+    rules = next(iter(report["scorers"].values()))["thresholds"].keys()
+    md = tables.markdown(report, rules=list(rules))
+    print(md, file=sys.stderr, flush=True)  # the clean, corruption and OOD tables, now
     if args.attack:
-        adv = runs.adversarial(found, data, out_dir=out_dir, n_heads=args.attack_n,
-                               n_sbgc=args.attack_sbgc_n, progress=not args.no_progress)  # fmt: skip
+        clean = protocol.test_scores(judges, data, out_dir=out_dir)
+        log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+        adv = runs.adversarial(protocol.fitted_scorers(judges, report), data, clean_test=clean,
+                               options=attack_opts, out_dir=out_dir, log=log)  # fmt: skip
         report["adversarial"] = adv["report"]
         md += "\n" + adv["markdown"]
+        print(adv["markdown"], file=sys.stderr, flush=True)
     report.update({"runs": found, "sets": sources, "notes": notes, "seconds": time.time() - t0})
     atomic_write_json(os.path.join(out_dir, "evaluate.json"), report)
     atomic_write_text(os.path.join(out_dir, "evaluate.md"), md)
-    print(md, file=sys.stderr)
     for n in notes:
         print(f"jaxrej evaluate: note: {n}", file=sys.stderr)
     return {
         "out_dir": out_dir,
-        "scorers": list(scorers),
+        "scorers": list(judges),
         "clean": {k: r["clean"] for k, r in report["scorers"].items()},
         "ood_auroc": {
             k: {s: o["auroc"] for s, o in r["ood"].items()} for k, r in report["scorers"].items()

@@ -14,7 +14,7 @@ Writes DIR/<stem>.json (the report, the sets used and the config) and DIR/<stem>
 (every scorer's test and OOD scores), each atomically, where <stem> is "heads" for the config's
 own sets, "heads_<test name>" with --test, and "_ood_<name>..." appended with --ood: a run on
 other sets never overwrites another's results; the config's own sets also keep the fitted
-classifier and heads (adversarial_heads.msgpack/.json, `eval.pixel_scorers.save_heads`) that
+classifier and heads (adversarial_heads.msgpack/.json, `scorers.heads.save_heads`) that
 `jaxrej evaluate` scores and attacks. Creates DIR and never touches other files in it.
 heads.json: per scorer (`scorers.<name>`) the accuracy / acc-left / rejection rate at the global
 threshold, mistake detection, and per OOD set `auroc` (positive = in-distribution); `table`: the
@@ -88,7 +88,7 @@ def run(args) -> dict:
 
     from jaxrej.cli import load_config
     from jaxrej.eval.heads import SCORERS, evaluate_heads, load_heads_data, markdown
-    from jaxrej.eval.pixel_scorers import save_heads
+    from jaxrej.scorers.heads import save_heads
     from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
 
     config = load_config(args.config, args.overrides)

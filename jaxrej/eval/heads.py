@@ -41,7 +41,7 @@ class HeadsData(NamedTuple):
 class HeadsEvaluation(NamedTuple):
     report: dict  # JSON-ready numbers (see the module doc)
     scores: dict[str, np.ndarray]  # every scorer's test and OOD confidences, labels, predictions
-    fitted: Any = None  # jaxrej.eval.pixel_scorers.FittedHeads: the classifier and every head
+    fitted: Any = None  # jaxrej.scorers.heads.FittedHeads: the classifier and every head
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -174,24 +174,20 @@ def load_heads_data(
     )
 
 
-def _pct_key(k: float) -> str:
-    return f"p{k:g}"
-
-
 def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvaluation:
     """Train the base classifier on data.fit, fit every head, pick thresholds and report
     (module doc). key: a jax PRNG key for the classifier, SDIM-logit and the GMMs."""
     import jax.numpy as jnp
 
     from jaxrej import classifiers, metrics, reject
-    from jaxrej.eval.pixel_scorers import fit_heads
-    from jaxrej.heads import baselines, gmm, sdim_logit
+    from jaxrej.heads import baselines, gmm
+    from jaxrej.scorers.heads import fit_heads, head_scores
 
     o = options
     (x_fit, y_fit), (x_val, y_val), (xte, yte) = data.fit, data.val, data.test
     num_classes, ood = data.num_classes, data.ood
 
-    # base classifier and heads (the one fitting path: pixel_scorers.fit_heads) ----------------
+    # base classifier and heads (the one fitting path: scorers.heads.fit_heads) ----------------
     fitted = fit_heads(data.fit, data.val, num_classes=num_classes, model=o.model,
                        model_kwargs=o.model_kwargs, train=o.train, sdim=o.sdim, gmm=o.gmm,
                        key=key, progress=o.progress)  # fmt: skip
@@ -208,12 +204,8 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
     head, maha, gmm_cc, gmm_all = fitted.sdim, fitted.mahalanobis, fitted.gmm_cc, fitted.gmm
     temperature = float(fitted.temperature)
 
-    def class_scores(name, split):
-        if name == "sdim_logit":
-            return np.asarray(sdim_logit.class_scores(head, logits[split]))
-        if name == "gmm_cc":
-            return np.asarray(gmm.class_log_prob(gmm_cc, feats[split]))
-        raise AssertionError(name)
+    def class_scores(name, split):  # the scorer layer's definition of the head's scores
+        return np.asarray(head_scores(fitted, name, logits[split], feats[split]))
 
     def confidence(name, split):
         """(N,) confidence of the prediction each scorer rejects on."""
@@ -242,11 +234,13 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
     }
     per_class = {}
     for p in o.percentiles:
-        th = reject.fit_class_thresholds(s_fit, y_fit, percentile=p)
+        th = reject.fit_thresholds(s_fit, y_fit, percentiles=(p,), accept_correct=())[
+            reject.threshold_key(p)
+        ]
         pred, rej = reject.decide(s_test, th)
-        table[f"acc_left_{_pct_key(p)}"] = reject.acc_left(pred, yte, rej)
-        table[f"rejection_rate_{_pct_key(p)}"] = reject.rejection_rate(rej)
-        per_class[_pct_key(p)] = {
+        table[f"acc_left_{reject.threshold_key(p)}"] = reject.acc_left(pred, yte, rej)
+        table[f"rejection_rate_{reject.threshold_key(p)}"] = reject.rejection_rate(rej)
+        per_class[reject.threshold_key(p)] = {
             "thresholds": np.asarray(th).tolist(),
             "ood_rejection_rate": {
                 n: reject.rejection_rate(
@@ -259,10 +253,12 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
     cs_fit, cs_test = class_scores("gmm_cc", "fit"), class_scores("gmm_cc", "test")
     gmm_cc_table = {"accuracy": reject.accuracy(np.argmax(cs_test, 1), yte)}
     for p in o.percentiles:
-        th = reject.fit_class_thresholds(cs_fit, y_fit, percentile=p)
+        th = reject.fit_thresholds(cs_fit, y_fit, percentiles=(p,), accept_correct=())[
+            reject.threshold_key(p)
+        ]
         pred, rej = reject.decide(cs_test, th)
-        gmm_cc_table[f"acc_left_{_pct_key(p)}"] = reject.acc_left(pred, yte, rej)
-        gmm_cc_table[f"rejection_rate_{_pct_key(p)}"] = reject.rejection_rate(rej)
+        gmm_cc_table[f"acc_left_{reject.threshold_key(p)}"] = reject.acc_left(pred, yte, rej)
+        gmm_cc_table[f"rejection_rate_{reject.threshold_key(p)}"] = reject.rejection_rate(rej)
 
     # every scorer -----------------------------------------------------------------------
     scorers = {}
@@ -312,12 +308,17 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
 def markdown(report: dict, *, percentiles, ood_names) -> str:
     """Two markdown tables: the SDIM-logit paper's table, and each scorer's mistake AUROC,
     AURC and OOD AUROC per set."""
+    from jaxrej import reject
+
     t = report["table"]
     cols = ["base acc", "SDIM-logit acc"]
     vals = [t["base_accuracy"], t["sdim_logit_accuracy"]]
     for p in percentiles:
         cols += [f"acc-left @{p:g}%", f"rej. rate @{p:g}%"]
-        vals += [t[f"acc_left_{_pct_key(p)}"], t[f"rejection_rate_{_pct_key(p)}"]]
+        vals += [
+            t[f"acc_left_{reject.threshold_key(p)}"],
+            t[f"rejection_rate_{reject.threshold_key(p)}"],
+        ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines.append("| " + " | ".join(f"{100 * v:.2f}" for v in vals) + " |")
     lines += [

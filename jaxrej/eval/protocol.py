@@ -2,9 +2,9 @@
 
     report = evaluate(scorers, data, options=EvalOptions(), out_dir="runs/demo/evaluate")
 
-Every scorer maps pixel images (B, H, W, C) in [0, 1] to class scores (B, C) (see
-`eval.pixel_scorers.SBGCScorer` for the score-based classifier) and rejects through `jaxrej.reject` with per-class
-thresholds fitted on held-out validation rows at each percentile of `options.percentiles`.
+Every scorer is a `jaxrej.scorers.Scorer`: pixel images (B, H, W, C) in [0, 1] -> class scores
+(B, C), rejecting through `jaxrej.reject` with the thresholds of `reject.fit_thresholds` fitted on
+held-out validation rows (per class at each of `options.percentiles`, and "tpr99").
 Populations: the clean test rows; the first `n_corrupt` test rows under each corruption and
 severity (`jaxrej.corruptions`; a corruption's severities are scored, and cached, together);
 each OOD set. Tables: `eval.tables`; figures: `eval.plots`.
@@ -17,24 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
+from jaxrej import reject
 from jaxrej.eval import plots, tables
 from jaxrej.eval.cache import cached_scores
-
-
-@dataclasses.dataclass(frozen=True)
-class Scorer:
-    """name; class_scores: host function (batch_size, H, W, C) -> (batch_size, C) numpy;
-    settings: a string naming the model and its options (part of the cache fingerprint)."""
-
-    name: str
-    class_scores: Callable[[np.ndarray], np.ndarray]
-    batch_size: int
-    settings: str
+from jaxrej.scorers import Scorer
 
 
 class EvalData(NamedTuple):
@@ -47,7 +38,8 @@ class EvalData(NamedTuple):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalOptions:
-    """percentiles: per-class threshold percentiles in (0, 100); corruptions: names (empty: none);
+    """percentiles: per-class threshold percentiles in (0, 100); accept_correct: fractions of the
+    correct validation rows one global threshold accepts ("tpr99"); corruptions: names (empty: none);
     severities: subset of 1..5; n_corrupt: test rows per corruption and severity; n_ood: rows
     per OOD set (None: all); corruption_scale:
     the corruptions' length scale (None: their size rule, sqrt(H W) / 32); seed: the corruption
@@ -55,6 +47,7 @@ class EvalOptions:
     between `n_pairs` random test pairs at `n_points` points (`eval.interpolation`)."""
 
     percentiles: tuple[float, ...] = (1.0, 2.0)
+    accept_correct: tuple[float, ...] = (0.99,)
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     n_corrupt: int = 100
@@ -123,7 +116,7 @@ def population_scores(
             if bar is not None:
                 bar.set_postfix_str(f"{name}: {pop}")
             path = os.path.join(folder, pop.replace("/", "__") + ".npz")
-            out[name][pop] = cached_scores(path, images, sc.class_scores,
+            out[name][pop] = cached_scores(path, images, sc.score_batch,
                                            batch_size=sc.batch_size, settings=sc.settings,
                                            desc=f"{name} {pop}", progress=progress)  # fmt: skip
             if bar is not None:
@@ -171,14 +164,14 @@ def evaluate(
                 {f"corrupt/{n}/{sev}": p for sev, p in zip(options.severities, parts, strict=True)}
             )
 
-    ks = [tables.pct_key(p) for p in options.percentiles]
     report: dict = {"options": dataclasses.asdict(options), "n_val": len(yv), "n_test": len(yt),
                     "scorers": {}}  # fmt: skip
     th = {}
     for name, s in scores.items():
-        th[name] = tables.thresholds(s["val"], yv, percentiles=options.percentiles)
+        th[name] = reject.fit_thresholds(s["val"], yv, percentiles=options.percentiles,
+                                         accept_correct=options.accept_correct)  # fmt: skip
         r = {"clean": tables.clean_row(s["test"], yt, th[name])}
-        missing = tables.missing_classes(s["val"], yv)
+        missing = reject.missing_classes(s["val"], yv)
         if missing:
             r["threshold_fallback_classes"] = missing
         if corrupted:
@@ -195,9 +188,30 @@ def evaluate(
             )
             report.setdefault("interpolation_figures", []).append(fig)
     report["figures"] = report.pop("interpolation_figures", []) + figures(
-        scores, th, data, corrupted, report, out_dir=out_dir, threshold=ks[0]
+        scores,
+        th,
+        data,
+        corrupted,
+        report,
+        out_dir=out_dir,
+        threshold=reject.threshold_key(options.percentiles[0]),
     )
     return report
+
+
+def test_scores(scorers: Mapping[str, Scorer], data: EvalData, *, out_dir: str) -> dict:
+    """{name: the clean table's test scores (N, C)}, read back from `evaluate`'s cache (scored
+    again only where the cache is gone)."""
+    got = population_scores(scorers, {"test": data.test[0]}, out_dir=out_dir, progress=False)
+    return {n: s["test"] for n, s in got.items()}
+
+
+def fitted_scorers(scorers: Mapping[str, Scorer], report: dict) -> dict[str, Scorer]:
+    """The scorers with the thresholds `evaluate` fitted on the validation rows (its report): the
+    judges of the adversarial protocol."""
+    return {n: dataclasses.replace(sc, thresholds={k: np.asarray(v) for k, v in
+                                                   report["scorers"][n]["thresholds"].items()})
+            for n, sc in scorers.items()}  # fmt: skip
 
 
 def interpolation(sc: Scorer, images, *, options: EvalOptions, out_dir: str, progress: bool):
@@ -212,7 +226,7 @@ def interpolation(sc: Scorer, images, *, options: EvalOptions, out_dir: str, pro
     path = os.path.join(out_dir, "scores", sc.name, "interpolation.npz")
 
     def log_px(points):
-        s = cached_scores(path, np.asarray(points), sc.class_scores, batch_size=sc.batch_size,
+        s = cached_scores(path, np.asarray(points), sc.score_batch, batch_size=sc.batch_size,
                           settings=sc.settings, desc=f"{sc.name} interpolation", progress=progress)  # fmt: skip
         return np.asarray(logsumexp(jnp.asarray(s), axis=1)) - np.log(s.shape[1])
 

@@ -1,117 +1,29 @@
-"""Scorers found in a workdir, for `jaxrej evaluate`: a trained score model (a folder with
-config.json and checkpoints/, `jaxrej train`), an ABS run (the same, with model.name = 'abs'),
-and reject heads (a folder with a saved heads model, `jaxrej heads`), in the workdir itself or
-one level below it.
+"""`jaxrej evaluate`'s plumbing between the scorer layer and the protocols: the scorers a
+workdir holds (`jaxrej.scorers.find_runs` / `load`), the rows they are judged on, and the
+adversarial tables (`jaxrej.eval.adversarial`) of every scorer.
 
-    runs = find_runs("runs/demo")        # {"sbgc": [dir, ...], "heads": [dir, ...], "abs": [...]}
-    sc = sbgc_scorer(runs["sbgc"][0], batch_size=36)
-    scs = heads_scorers(runs["heads"][0], batch_size=256)   # {name: Scorer}
+    found = scorers.find_runs("runs/demo")            # {scorer name: run folder}
+    data, sources, notes = eval_data(found, test=None, ood=None)
+    adv = adversarial(judges, data, clean_test=..., options=RunOptions(...), out_dir=...)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import jax
 import numpy as np
 
-from jaxrej.eval.pixel_scorers import HEAD_SCORERS, HEADS_FILE, SBGCScorer, head_scorers, load_heads
-from jaxrej.eval.protocol import Scorer
+from jaxrej.scorers.heads import HEAD_SCORERS
 
 
-def _is_trained(d: str) -> bool:
-    return os.path.isfile(os.path.join(d, "config.json")) and os.path.isdir(
-        os.path.join(d, "checkpoints")
-    )
-
-
-def _model_name(d: str):
-    try:
-        with open(os.path.join(d, "config.json")) as f:
-            return json.load(f).get("model", {}).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _is_sbgc(d: str) -> bool:
-    return _is_trained(d) and _model_name(d) != "abs"
-
-
-def _is_abs(d: str) -> bool:
-    return _is_trained(d) and _model_name(d) == "abs"
-
-
-def _is_heads(d: str) -> bool:
-    return os.path.isfile(os.path.join(d, HEADS_FILE))
-
-
-def find_runs(workdir: str) -> dict[str, list[str]]:
-    """{'sbgc': [...], 'heads': [...], 'abs': [...]}: `workdir` and its immediate sub-folders
-    that hold a trained score model, saved heads or an ABS run. ValueError when there is none."""
-    if not os.path.isdir(workdir):
-        raise ValueError(f"--workdir: no such directory {workdir!r}")
-    dirs = [workdir] + sorted(
-        os.path.join(workdir, d)
-        for d in os.listdir(workdir)
-        if os.path.isdir(os.path.join(workdir, d)) and not d.startswith(".")
-    )
-    runs = {"sbgc": [d for d in dirs if _is_sbgc(d)], "heads": [d for d in dirs if _is_heads(d)],
-            "abs": [d for d in dirs if _is_abs(d)]}  # fmt: skip
-    if not any(runs.values()):
-        raise ValueError(
-            f"--workdir: {workdir!r} holds no trained score model (config.json + checkpoints/, "
-            f"`jaxrej train`) and no saved heads ({HEADS_FILE}, `jaxrej heads`), neither in it "
-            "nor one level below"
-        )
-    return runs
-
-
-def sbgc_scorer(run_dir: str, *, batch_size: int, solve=None, name: str = "sbgc") -> Scorer:
-    """The run's class log-likelihoods of pixel images (`eval.pixel_scorers.SBGCScorer`), jitted
-    for one batch shape, with the run's eval settings (divergence, n_probes, rtol, atol, eps,
-    screen) unless `solve` (a FlowSolve) is given; probes from key(seed + 1)."""
-    from jaxrej.flow import FlowSolve
-    from jaxrej.training.workdir import load_trained
-
-    tm = load_trained(run_dir)
-    e, d = tm.config["eval"], tm.config["data"]
-    if solve is None:
-        solve = FlowSolve(divergence=e["divergence"], n_probes=e["n_probes"], rtol=e["rtol"],
-                          atol=e["atol"], eps=e["eps"])  # fmt: skip
-    options = (("solve", solve),) + ((("screen", None),) if e.get("screen") == "none" else ())
-    scorer = SBGCScorer(params=tm.params, key=jax.random.key(tm.config.get("seed", 0) + 1),
-                        score_fn=tm.score_fn, sde=tm.sde, num_classes=int(d["num_classes"]),
-                        n_levels=int(d["n_levels"]), options=options)  # fmt: skip
-    fn = jax.jit(lambda x: scorer(x))
-    settings = json.dumps({"run": os.path.abspath(run_dir), "step": tm.step, "options": repr(options),
-                           "batch_size": batch_size})  # fmt: skip
-    return Scorer(name, lambda x: np.asarray(fn(x)), batch_size, settings)
-
-
-def abs_scorer(run_dir: str, *, batch_size: int, name: str = "abs") -> Scorer:
-    """The ABS run's class bounds of pixel images (`jaxrej.abs.ABSScorer`, the run's eval
-    settings: latent steps, starts, bank), jitted for one batch shape."""
-    from jaxrej.abs.scorer import load_scorer
-
-    sc, step = load_scorer(run_dir)
-    fn = jax.jit(lambda s, x: s(x))
-    settings = json.dumps({"run": os.path.abspath(run_dir), "step": step, "options": repr(sc.options),
-                           "model": repr(sc.model), "batch_size": batch_size})  # fmt: skip
-    return Scorer(name, lambda x: np.asarray(fn(sc, x)), batch_size, settings)
-
-
-def heads_scorers(run_dir: str, *, batch_size: int) -> dict[str, Scorer]:
-    """{name: Scorer} for every head of HEAD_SCORERS saved in run_dir (`save_heads`), jitted."""
-    heads = load_heads(run_dir)
-    stamp = os.path.getmtime(os.path.join(run_dir, HEADS_FILE))
-    out = {}
-    for name, sc in head_scorers(heads).items():
-        fn = jax.jit(sc.__call__)
-        settings = json.dumps({"run": os.path.abspath(run_dir), "saved": stamp, "kind": name})
-        out[name] = Scorer(name, lambda x, fn=fn: np.asarray(fn(x)), batch_size, settings)
-    assert set(out) == set(HEAD_SCORERS)
-    return out
+def _kinds(found: dict[str, str]) -> dict[str, list[str]]:
+    """{'heads' | 'sbgc' | 'abs': [run folder]} of find_runs' {scorer: folder}."""
+    heads = [d for k, d in found.items() if k in HEAD_SCORERS][:1]
+    score = [found[k] for k in ("sbgc", "elbo") if k in found][:1]
+    return {"heads": heads, "sbgc": score, "abs": [found["abs"]] if "abs" in found else []}
 
 
 def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
@@ -163,7 +75,7 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
     return first, notes
 
 
-def eval_data(found, *, test: str | None, ood: list[str] | None, limit: int = 0):
+def eval_data(found: dict[str, str], *, test: str | None, ood: list[str] | None, limit: int = 0):
     """(EvalData, sources, notes) of the runs' dataset: validation rows of the heads' rule
     (`eval.heads.load_heads_data`), the test split (or `test`), and OOD sets from `ood`, else the
     runs' configured sets, else `data.ood.synthetic_ood_sets` of the test images (seed 1000)."""
@@ -171,7 +83,7 @@ def eval_data(found, *, test: str | None, ood: list[str] | None, limit: int = 0)
     from jaxrej.eval.heads import load_heads_data
     from jaxrej.eval.protocol import EvalData
 
-    s, notes = _run_data(found)
+    s, notes = _run_data(_kinds(found))
     named = tuple(ood) if ood else s["ood"]
     hd = load_heads_data(s["dataset"], ood=named, val_fraction=s["val_fraction"], seed=s["seed"],
                          test=test)  # fmt: skip
@@ -191,98 +103,105 @@ def eval_data(found, *, test: str | None, ood: list[str] | None, limit: int = 0)
     return EvalData(val=hd.val, test=(xt, yt), ood=sets), sources, notes
 
 
-def adversarial(
-    found, data, *, out_dir: str, n_heads: int, n_sbgc: int, eps=(0.1, 0.2, 0.3),
-    sbgc_eps=(0.1, 0.3), steps: int = 40, sbgc_steps: int = 10, percentiles=(1.0, 2.0),
-    progress: bool = True,
-) -> dict:  # fmt: skip
-    """The adversarial protocol (`eval.adversarial`, L-inf in pixel space) for every head of the
-    first heads run on the first n_heads test rows, and for the score model on n_sbgc rows spread
-    over the test split, attacked and judged with its cheap differentiable scorer (1 Rademacher
-    probe, rtol = atol = 1e-3, TopK(k=2) keeping the true class; thresholds of that scorer on the
-    validation rows). Per-scorer results are kept in out_dir/adversarial/<name>.json and reused
-    when their settings match. Returns {'report', 'markdown'}."""
-    from jaxrej import attacks
-    from jaxrej import scoring as sc
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttackRunOptions:
+    """Sizes of `jaxrej evaluate`'s adversarial tables. n_heads: test rows attacked per head (0:
+    all); n_model: rows of the score model / ABS (spread over the test split; 0 skips them);
+    linf_eps, l2_eps: radii per norm (an empty tuple skips the norm); steps / model_steps:
+    gradient steps per attack; model_norms: the norms the score model / ABS is attacked in;
+    model_attacks: their suite's kinds (`eval.adversarial.SUITE_KINDS`; None: all but PGD);
+    square_queries / model_square_queries: Square's queries;
+    n_targets: targeted APGD's classes; reject_restarts: the reject-aware attack's restarts;
+    rules: threshold rules judged (None: every fitted rule); batch sizes per attack call; seed:
+    the attacks' keys."""
+
+    n_heads: int = 0
+    n_model: int = 100
+    linf_eps: tuple[float, ...] = (0.1, 0.2, 0.3)
+    l2_eps: tuple[float, ...] = (0.5, 1.0, 2.0)
+    model_norms: tuple[str, ...] = ("linf", "l2")
+    model_attacks: tuple[str, ...] | None = None
+    steps: int = 20
+    model_steps: int = 10
+    square_queries: int = 200
+    model_square_queries: int = 50
+    n_targets: int = 3
+    model_n_targets: int = 1
+    reject_restarts: int = 2
+    rules: tuple[str, ...] | None = ("p1",)
+    heads_batch: int = 120
+    model_batch: int = 16
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n_heads < 0 or self.n_model < 0:
+            raise ValueError("attack sizes: expected >= 0 rows")
+
+
+def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: AttackRunOptions,
+                out_dir: str, log=print) -> dict:  # fmt: skip
+    """The L-inf and L2 adversarial tables (`eval.adversarial`) of every scorer in `judges`
+    ({name: Scorer with its clean-table thresholds}): heads on options.n_heads test rows (all by
+    default), the score model and ABS on options.n_model rows spread over the test split.
+    clean_test: {name: the clean table's test scores (N, C)}. Each scorer's result is cached in
+    out_dir/adversarial/<norm>_<name>.json (reused when its settings match) and its rows are
+    printed (`log`) as it finishes. Returns {'report': {norm: {name: result}}, 'markdown'}."""
     from jaxrej.eval import adversarial as adv
     from jaxrej.training.checkpoint import atomic_write_json
-    from jaxrej.training.workdir import load_trained
 
+    o = options
     folder = os.path.join(out_dir, "adversarial")
     os.makedirs(folder, exist_ok=True)
-    (xv, yv), (xt, yt) = data.val, data.test
-    results, transfer = {}, None
-    msp = None
-
-    def cached(name, settings, compute):
-        path = os.path.join(folder, f"{name}.json")
-        try:
-            with open(path) as f:
-                old = json.load(f)
-            if old.get("settings") == settings:
-                return old["result"]
-        except (OSError, ValueError):
-            pass
-        r = adv.json_ready(compute())
-        atomic_write_json(path, {"settings": settings, "result": r})
-        return r
-
-    log = print if progress else (lambda *a, **k: None)
-    if found["heads"]:
-        heads = load_heads(found["heads"][0])
-        n = min(n_heads, len(yt))
-        x, y = xt[:n], yt[:n]
-        msp = head_scorers(heads)["msp"]
-        stamp = os.path.getmtime(os.path.join(found["heads"][0], HEADS_FILE))
-        opts = adv.AttackOptions(eps=tuple(eps), steps=steps, batch_size=min(120, n),
-                                 percentiles=tuple(percentiles))  # fmt: skip
-        for name, fn in head_scorers(heads).items():
-            log(f"adversarial: {name}")
-            settings = {"saved": stamp, "n": n, "options": repr(opts)}
-
-            def compute(fn=fn):
-                th = adv.fit_thresholds(adv.scores_of(fn, xv, batch_size=120), yv, percentiles)
-                return adv.evaluate_scorer(lambda yb, fn=fn: fn, x, y, th, options=opts,
-                                           key=jax.random.key(0), transfer=transfer, log=log)  # fmt: skip
-
-            results[name] = cached(name, settings, compute)
-            if name == "msp":
-                transfer = {
-                    float(e): adv.batched_attack(attacks.pgd, lambda yb: msp, x, y,
-                                                 key=jax.random.key(2), batch_size=min(120, n),
-                                                 eps=e, steps=steps)["x_adv"]
-                    for e in eps
-                }  # fmt: skip
-    if found["sbgc"] and n_sbgc:
-        tm = load_trained(found["sbgc"][0])
-        d = tm.config["data"]
-        options = (("screen", (sc.TopK(k=2),)), ("divergence", "rademacher"), ("n_probes", 1),
-                   ("rtol", 1e-3), ("atol", 1e-3), ("max_steps", 64))  # fmt: skip
-        base = SBGCScorer(params=tm.params, key=jax.random.key(1), score_fn=tm.score_fn,
-                          sde=tm.sde, num_classes=int(d["num_classes"]),
-                          n_levels=int(d["n_levels"]), options=options)  # fmt: skip
-        rows = np.linspace(0, len(yt) - 1, min(n_sbgc, len(yt))).round().astype(int)
-        xs, ys = xt[rows], yt[rows]
-        opts = adv.AttackOptions(eps=tuple(sbgc_eps), steps=sbgc_steps, batch_size=len(rows),
-                                 percentiles=tuple(percentiles), n_eot=4)  # fmt: skip
-        settings = {"run": os.path.abspath(found["sbgc"][0]), "step": tm.step,
-                    "rows": rows.tolist(), "options": repr(opts), "scorer": repr(options)}  # fmt: skip
-
-        def compute_sbgc():
-            log("adversarial: sbgc (cheap scorer: 1 probe, rtol 1e-3, TopK(k=2))")
-            th = adv.fit_thresholds(adv.scores_of(base, xv, batch_size=36), yv, percentiles)
-            tr = None
-            if msp is not None:
-                tr = {float(e): adv.batched_attack(attacks.pgd, lambda yb: msp, xs, ys,
-                                                   key=jax.random.key(2), batch_size=len(rows),
-                                                   eps=e, steps=steps)["x_adv"]
-                      for e in sbgc_eps}  # fmt: skip
-            r = adv.evaluate_scorer(lambda yb: base.replace(labels=yb), xs, ys, th, options=opts,
-                                    key=jax.random.key(0), transfer=tr, stochastic=True, log=log)  # fmt: skip
-            r["rows"] = rows.tolist()
-            return r
-
-        results = {"sbgc": cached("sbgc", settings, compute_sbgc), **results}
-    md = "### Adversarial inputs (L-inf PGD / APGD in pixel space)\n\n"
-    md += adv.markdown(results, percentiles=percentiles)
-    return {"report": results, "markdown": md}
+    xt, yt = data.test
+    report, md = {}, []
+    for norm, eps in (("linf", o.linf_eps), ("l2", o.l2_eps)):
+        if not eps:
+            continue
+        title = {"linf": "L-inf", "l2": "L2"}[norm]
+        log(f"adversarial ({title}): " + adv.HEADER)
+        report[norm] = {}
+        for name, sc in judges.items():
+            model = name not in HEAD_SCORERS
+            n = o.n_model if model else (o.n_heads or len(yt))
+            if not n or (model and norm not in o.model_norms):
+                continue
+            n = min(n, len(yt))
+            rows = np.linspace(0, len(yt) - 1, n).round().astype(int) if model else np.arange(n)
+            suite = adv.default_suite(
+                num_classes=sc.num_classes, steps=o.model_steps if model else o.steps,
+                reject_restarts=o.reject_restarts,
+                n_targets=o.model_n_targets if model else o.n_targets,
+                square_queries=o.model_square_queries if model else o.square_queries,
+                pgd=not model, only=o.model_attacks if model else None,
+            )  # fmt: skip
+            # heads: every input re-judged (a judgement costs less than an attack step) and the
+            # unbounded check; the score model / ABS: one judgement per example and eps, of the
+            # view's worst input (the unbounded check would cost one more compilation)
+            opts = adv.AdversarialOptions(eps=tuple(eps), norm=norm, rules=o.rules,
+                                          batch_size=min(o.model_batch if model else o.heads_batch, n),
+                                          judge="best" if model else "every",
+                                          unbounded=not model)  # fmt: skip
+            settings = {"scorer": sc.settings, "thresholds": {k: np.asarray(v).tolist() for k, v in
+                                                              sc.thresholds.items()},
+                        "rows": rows.tolist(), "options": repr(opts), "seed": o.seed,
+                        "suite": [(a.name, repr(a.kwargs)) for a in suite]}  # fmt: skip
+            path = os.path.join(folder, f"{norm}_{name}.json")
+            result = None
+            try:
+                with open(path) as f:
+                    old = json.load(f)
+                if old.get("settings") == json.loads(json.dumps(settings)):
+                    result = old["result"]
+            except (OSError, ValueError):
+                pass
+            if result is None:
+                r = adv.evaluate_scorer(sc, xt[rows], yt[rows], clean_scores=clean_test[name][rows],
+                                        suite=suite, options=opts,
+                                        key=jax.random.key(o.seed), log=log)  # fmt: skip
+                result = adv.json_ready(r) | {"rows": rows.tolist()}
+                atomic_write_json(path, {"settings": settings, "result": result})
+            report[norm][name] = result
+            for line in adv.markdown_rows(name, result):
+                log(line)
+        md.append(adv.markdown(report[norm], title=title))
+    return {"report": report, "markdown": "\n".join(md)}

@@ -2,10 +2,11 @@
 
 Every scorer is reduced to class scores s (N, C) (log-likelihoods, head scores, softmax
 probabilities, ...) and one reject rule, `jaxrej.reject`: predict argmax_c s_c, reject when
-s_pred < t_pred with per-class thresholds t fitted at percentile k on held-out validation rows
-(SDIM-logit's rule; k = 1 and 2 in the paper). A scorer's confidence is s_pred = max_c s_c.
+s_pred < t_pred with thresholds fitted on held-out validation rows (`reject.fit_thresholds`:
+per class at percentile k, SDIM-logit's rule with k = 1 and 2 in the paper, and "tpr99", one
+threshold accepting 99% of the correct rows). A scorer's confidence is s_pred = max_c s_c.
 
-    th = thresholds(val_scores, val_labels, percentiles=(1.0, 2.0))
+    th = reject.fit_thresholds(val_scores, val_labels)     # {"p1", "p2", "tpr99"}
     clean_row(test_scores, test_labels, th)          # the SDIM-logit paper's Table 1
     corruption_rows({("fog", 3): scores, ...}, labels, th)   # its Table 2
     ood_row(test_scores, ood_scores, th)             # its Table 3 + OpenOOD's metrics
@@ -20,49 +21,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from jaxrej import metrics, reject
-
-NOISE_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise")
-
-
-def pct_key(p: float) -> str:
-    """'p1', 'p2', 'p0.5': the JSON key of a percentile threshold."""
-    return f"p{p:g}"
+from jaxrej.corruptions import NOISE_CORRUPTIONS
 
 
 def confidence(class_scores) -> np.ndarray:
     """(N,) max_c s_c, -inf where a row has a non-finite score (it is always rejected)."""
     s = np.asarray(class_scores, np.float64)
     return np.where(np.all(np.isfinite(s), axis=1), np.max(s, axis=1), -np.inf)
-
-
-def thresholds(class_scores, labels, *, percentiles: Sequence[float]) -> dict[str, np.ndarray]:
-    """{pct_key(p): per-class thresholds (C,)} fitted on validation rows (N, C), labels (N,)
-    (`reject.fit_class_thresholds`). A class with no correctly classified validation row (a poor
-    model) gets the percentile over every correct row instead, or -inf (never rejected) when no
-    row is correct: `missing_classes` says which."""
-    out = {}
-    for p in percentiles:
-        try:
-            out[pct_key(p)] = np.asarray(reject.fit_class_thresholds(class_scores, labels, p))
-        except ValueError:
-            s, y = np.asarray(class_scores, np.float64), np.asarray(labels)
-            pred, ok = (np.asarray(a) for a in reject.predict(s))
-            own = s[np.arange(len(y)), y]
-            correct = ok & (pred == y)
-            pooled = np.percentile(own[correct], p) if correct.any() else -np.inf
-            out[pct_key(p)] = np.array([
-                np.percentile(own[correct & (y == c)], p) if (correct & (y == c)).any() else pooled
-                for c in range(s.shape[1])
-            ])  # fmt: skip
-    return out
-
-
-def missing_classes(class_scores, labels) -> list[int]:
-    """Classes with no correctly classified row (their thresholds fall back, see `thresholds`)."""
-    pred, ok = (np.asarray(a) for a in reject.predict(np.asarray(class_scores)))
-    y = np.asarray(labels)
-    c = np.shape(class_scores)[1]
-    return [k for k in range(c) if not (ok & (pred == y) & (y == k)).any()]
 
 
 def decide(class_scores, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +115,10 @@ def _pct(v) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
 
 
-def markdown(report: Mapping, *, percentiles: Sequence[float]) -> str:
-    """Clean, corruption (means per severity) and OOD tables of `evaluate`'s report, per scorer."""
-    ks = [pct_key(p) for p in percentiles]
+def markdown(report: Mapping, *, rules: Sequence[str]) -> str:
+    """Clean, corruption (means per severity) and OOD tables of `evaluate`'s report, per scorer,
+    at the threshold rules `rules` (keys of `reject.fit_thresholds`)."""
+    ks = list(rules)
     lines = ["### Clean test set", ""]
     head = "| scorer | accuracy | " + " | ".join(f"acc-left {k} | rejected {k}" for k in ks)
     lines += [head + " |", "|---" * (2 + 2 * len(ks)) + "|"]

@@ -44,8 +44,8 @@ class ConditionalMLP(nn.Module):
     label_cutoff: float = 0.0  # embeddings.TimeLabelEmbedding: no label below this time (0: off)
     data_mean: float = 0.5
     data_std: float = 0.5
-    # (lo, hi): a second output channel, the gate of the bin [lo, hi] (models/score.py); None: off
-    atom_bin: tuple | None = None
+    # (lo, hi): a second output channel, the gate of the bin [lo, hi] (models/score.py); () off
+    atom_bin: tuple = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
@@ -76,10 +76,14 @@ class ConditionalMLP(nn.Module):
             z = nn.Dense(self.hidden, name=f"block{i}_dense1")(nn.silu(z))
             h = h + z
         h = nn.silu(nn.LayerNorm(name="out_norm")(h))
-        if self.atom_bin is None:
+        if not self.atom_bin:
             out = nn.Dense(d, kernel_init=nn.initializers.zeros, name="out")(h)
             return out.reshape(x.shape).astype(jnp.result_type(x))
         if not self.precondition:
             raise ValueError("atom_bin: needs precondition=True (models/score.py)")
+        if len(self.atom_bin) != 2 or not 0.0 <= self.atom_bin[0] < self.atom_bin[1]:
+            raise ValueError(
+                f"atom_bin: expected (lo, hi) with 0 <= lo < hi, got {self.atom_bin!r}"
+            )
         out = nn.Dense(2 * d, kernel_init=nn.initializers.zeros, name="out")(h)
         return out.reshape(*x.shape, 2).astype(jnp.result_type(x))

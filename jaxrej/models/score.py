@@ -61,7 +61,7 @@ def make_score_fn(net: nn.Module, sde) -> ScoreFn:
 
         return score_fn
     mu, s = float(net.data_mean), float(net.data_std)
-    atom = getattr(net, "atom_bin", None)
+    atom = tuple(getattr(net, "atom_bin", ())) or None
 
     def preconditioned_score_fn(params, x, t, y):
         t = jnp.asarray(t, dtype=x.dtype)

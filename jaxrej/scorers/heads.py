@@ -1,5 +1,6 @@
-"""Differentiable pixel -> class-score functions `(B, *event) -> (B, C)` for every scorer, built
-from fitted objects, so that attacks act on the pixels (not on features or logits).
+"""Reject heads as scorers: a base classifier and the heads fitted on its outputs, as
+differentiable pixel -> class-score functions `(B, *event) -> (B, C)`, so that attacks act on the
+pixels (not on features or logits).
 
 Pixel space: images in [0, 1] as the discriminative classifiers see them, x = k / (L - 1)
 (`jaxrej.data.preprocessing.to_unit_interval`); an attack's eps-ball lives there for every
@@ -11,14 +12,13 @@ scorer. Per scorer (f = base classifier, z = its logits, h = its penultimate fea
     "gmm_cc"          log p(h | y = c), one GMM per class
     "gmm"             log p(h) + z_c - max_j z_j     (argmax = base prediction, s_pred = log p(h))
     "mahalanobis"     -(h - mu_c)^T Sigma^-1 (h - mu_c) / 2  (Lee et al. 2018, eq. 2)
-    "sbgc"            log p(x' | y) through the probability-flow ODE, x' = ((L - 1) x + 1/2) / L
-                      (the score model's bin-centre input; eps shrinks by (L - 1) / L there)
 
 With class scores in this form one per-class threshold rule (`jaxrej.reject.decide`) covers
 every scorer: rejected iff s_pred(x) < t_pred. Scorers are `flax.struct` pytrees (arrays are
 leaves), so an attack compiles once per scorer kind and shape. `fit_heads` fits the base
-classifier and heads with the same library calls as `jaxrej.eval.heads.evaluate_heads`;
-`save_heads` / `load_heads` keep them in a workdir.
+classifier and heads (`jaxrej.eval.heads.evaluate_heads` reports on them, through
+`head_scores`); `save_heads` / `load_heads` keep them in a workdir; `heads_scorer` is the
+`jaxrej.scorers.Scorer` of one head of a saved run.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ HEAD_SCORERS = ("msp", "msp_temperature", "sdim_logit", "gmm_cc", "gmm", "mahala
 HEADS_FILE = "adversarial_heads.msgpack"
 HEADS_META = "adversarial_heads.json"
 
-__all__ = ["HEAD_SCORERS", "FittedHeads", "HeadScorer", "SBGCScorer", "fit_heads", "freeze_kwargs", "save_heads",
-           "load_heads", "head_scorers"]  # fmt: skip
+__all__ = ["HEAD_SCORERS", "FittedHeads", "HeadScorer", "fit_heads", "freeze_kwargs", "save_heads",
+           "load_heads", "head_scorer", "head_scorers", "head_scores", "heads_scorer"]  # fmt: skip
 
 
 class FittedHeads(struct.PyTreeNode):
@@ -130,68 +130,55 @@ def fit_heads(
 
 
 class HeadScorer(struct.PyTreeNode):
-    """Pixels (B, *event) -> class scores (B, C) of scorer `kind` (module doc)."""
+    """Pixels (B, *event) -> class scores (B, C) of head HEAD_SCORERS[index] (module doc). The
+    head is chosen by a traced index, so every head shares one compilation of an attack (the
+    six heads' scores are computed, one is returned: they are small beside the classifier)."""
 
     heads: FittedHeads
-    kind: str = struct.field(pytree_node=False, default="msp")
+    index: jax.Array
+
+    @property
+    def kind(self) -> str:
+        return HEAD_SCORERS[int(self.index)]
 
     def __call__(self, x):
-        from jaxrej.heads import baselines, sdim_logit
-        from jaxrej.heads import gmm as gmm_lib
+        z, feats = self.heads.forward(x)
+        every = jnp.stack([head_scores(self.heads, k, z, feats) for k in HEAD_SCORERS])
+        return jnp.take(every, self.index, axis=0)
 
-        h = self.heads
-        z, feats = h.forward(x)
-        if self.kind == "msp":
-            return jax.nn.log_softmax(z, axis=-1)
-        if self.kind == "msp_temperature":
-            return jax.nn.log_softmax(z / h.temperature, axis=-1)
-        if self.kind == "sdim_logit":
-            return sdim_logit.class_scores(h.sdim, z)
-        if self.kind == "gmm_cc":
-            return gmm_lib.class_log_prob(h.gmm_cc, feats)
-        if self.kind == "gmm":
-            return gmm_lib.log_prob(h.gmm, feats)[:, None] + z - jnp.max(z, -1, keepdims=True)
-        if self.kind == "mahalanobis":
-            return baselines.mahalanobis_class_scores(h.mahalanobis, feats)
-        raise ValueError(f"kind: expected one of {HEAD_SCORERS}, got {self.kind!r}")
+
+def head_scorer(heads: FittedHeads, kind: str) -> HeadScorer:
+    """The HeadScorer of head `kind` (a name of HEAD_SCORERS)."""
+    if kind not in HEAD_SCORERS:
+        raise ValueError(f"kind: expected one of {HEAD_SCORERS}, got {kind!r}")
+    return HeadScorer(heads=heads, index=jnp.asarray(HEAD_SCORERS.index(kind), jnp.int32))
+
+
+def head_scores(heads: FittedHeads, kind: str, logits, feats):
+    """Class scores (B, C) of head `kind` (module doc) from the base classifier's logits (B, C)
+    and penultimate features (B, F): the one definition of every head's scores."""
+    from jaxrej.heads import baselines, sdim_logit
+    from jaxrej.heads import gmm as gmm_lib
+
+    h, z = heads, logits
+    if kind == "msp":
+        return jax.nn.log_softmax(z, axis=-1)
+    if kind == "msp_temperature":
+        return jax.nn.log_softmax(z / h.temperature, axis=-1)
+    if kind == "sdim_logit":
+        return sdim_logit.class_scores(h.sdim, z)
+    if kind == "gmm_cc":
+        return gmm_lib.class_log_prob(h.gmm_cc, feats)
+    if kind == "gmm":
+        return gmm_lib.log_prob(h.gmm, feats)[:, None] + z - jnp.max(z, -1, keepdims=True)
+    if kind == "mahalanobis":
+        return baselines.mahalanobis_class_scores(h.mahalanobis, feats)
+    raise ValueError(f"kind: expected one of {HEAD_SCORERS}, got {kind!r}")
 
 
 def head_scorers(heads: FittedHeads) -> dict[str, HeadScorer]:
     """{name: HeadScorer} for every name in HEAD_SCORERS."""
-    return {k: HeadScorer(heads=heads, kind=k) for k in HEAD_SCORERS}
-
-
-class SBGCScorer(struct.PyTreeNode):
-    """Pixels (B, *event) in [0, 1] -> log p(x' | y) (B, C) through the ODE
-    (`jaxrej.class_log_likelihoods`), x' = ((L - 1) x + 1/2) / L. Called as f(x) it uses `key`;
-    as f(x, key) (an attack's `stochastic=True`) the given key: fresh Hutchinson probes.
-    labels (B,) or None: the class every screen stage keeps (an attack's true labels); with labels
-    (the attack view) the classes the screen leaves unrefined are constants
-    (`jaxrej.scoring.stop_unrefined`): the gradient follows the label and the refined rivals,
-    with no reverse pass through the screens. options: solve options and the screen, as keyword
-    pairs (static)."""
-
-    params: Any
-    key: jax.Array
-    labels: jax.Array | None = None
-    score_fn: Any = struct.field(pytree_node=False, default=None)
-    sde: Any = struct.field(pytree_node=False, default=None)
-    num_classes: int = struct.field(pytree_node=False, default=10)
-    n_levels: int = struct.field(pytree_node=False, default=17)
-    options: tuple = struct.field(pytree_node=False, default=())
-
-    def model_input(self, x):
-        return ((self.n_levels - 1) * x + 0.5) / self.n_levels
-
-    def __call__(self, x, key=None):
-        import jaxrej
-
-        res = jaxrej.class_log_likelihood_result(
-            self.score_fn, self.params, self.sde, self.model_input(x),
-            num_classes=self.num_classes, key=self.key if key is None else key,
-            labels=self.labels, **dict(self.options),
-        )  # fmt: skip
-        return res.logp if self.labels is None else jaxrej.scoring.stop_unrefined(res)
+    return {k: head_scorer(heads, k) for k in HEAD_SCORERS}
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -252,3 +239,17 @@ def load_heads(workdir: str) -> FittedHeads:
         model_kwargs=freeze_kwargs({k: v for k, v in meta["model_kwargs"]}),
         num_classes=int(meta["num_classes"]),
     )
+
+
+def heads_scorer(
+    run_dir: str, kind: str, *, batch_size: int = 256, heads: FittedHeads | None = None
+):
+    """The `jaxrej.scorers.Scorer` of head `kind` of the heads saved in run_dir (`save_heads`):
+    deterministic, label-blind; its attack view is itself."""
+    from jaxrej.scorers.base import Scorer
+
+    heads = load_heads(run_dir) if heads is None else heads
+    stamp = os.path.getmtime(os.path.join(run_dir, HEADS_FILE))
+    settings = json.dumps({"run": os.path.abspath(run_dir), "saved": stamp, "kind": kind})
+    return Scorer(name=kind, fn=head_scorer(heads, kind), num_classes=heads.num_classes,
+                  batch_size=batch_size, settings=settings)  # fmt: skip
