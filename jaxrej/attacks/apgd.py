@@ -130,6 +130,8 @@ def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restart
         s_clean = eot.scores_at(fn, x, k_clean, stochastic=stochastic, n_eot=n_eot)
         targets = top_targets(s_clean, y, n_targets)
     n_runs = restarts * max(n_targets, 1)
+    none = _none_like(fn, x, key, stochastic)
+    s_none = none[3]
 
     def goal(s):
         return goal_reached(s, y, targeted=targeted, thresholds=thresholds)
@@ -140,15 +142,19 @@ def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restart
                   thresholds=thresholds,
                   target=targets[r % n_targets] if n_targets else None)  # fmt: skip
         x0 = random_start(x, eps, norm, clip, key=k_start) if rand_init else x
-        lv, g, s = eot.loss_and_grad(fn, x0, y, jax.random.fold_in(k_r, 0), **kw)
-        st = _init_state(x0, lv, g, s, goal(s), eps, k0)
 
-        def step(st, i):
-            x_new = _propose(st, x, eps, i, norm=norm, clip=clip)
-            lv, g, s = eot.loss_and_grad(fn, x_new, y, jax.random.fold_in(k_r, i + 1), **kw)
-            return _update(st, x_new, lv, g, s, goal(s), dk=dk, kmin=kmin), None
+        def step(st, i):  # i = 0 evaluates the start: one trace of the gradient for all steps
+            x_new = jnp.where(i == 0, x0, _propose(st, x, eps, i - 1, norm=norm, clip=clip))
+            lv, g, s = eot.loss_and_grad(fn, x_new, y, jax.random.fold_in(k_r, i), **kw)
+            first = _init_state(x0, lv, g, s, goal(s), eps, k0)
+            nxt = _update(st, x_new, lv, g, s, goal(s), dk=dk, kmin=kmin)
+            return jax.tree_util.tree_map(lambda u, v: jnp.where(i == 0, u, v), first, nxt), None
 
-        st, _ = jax.lax.scan(step, st, jnp.arange(steps - 1)) if steps > 1 else (st, None)
+        b = x.shape[0]
+        blank = jax.eval_shape(lambda: _init_state(x0, jnp.zeros(b, x.dtype), x0, s_none,
+                                                   jnp.zeros(b, bool), eps, k0))  # fmt: skip
+        st = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), blank)
+        st, _ = jax.lax.scan(step, st, jnp.arange(steps))
         return st["adv"]
 
     def over_restarts(best, r):
@@ -159,8 +165,7 @@ def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restart
     if n_runs == 1:
         best = one_restart(0)
     else:  # one trace of a run serves every restart and target
-        best, _ = jax.lax.scan(over_restarts, _none_like(fn, x, key, stochastic),
-                               jnp.arange(n_runs))  # fmt: skip
+        best, _ = jax.lax.scan(over_restarts, none, jnp.arange(n_runs))
     x_adv, success, lv, s = best
     return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
                         norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jaxrej.attacks import eot, stepper
 from jaxrej.attacks.geometry import ascent_direction, lp_norm, project, random_start
-from jaxrej.attacks.losses import attack_loss, goal_reached, margin
+from jaxrej.attacks.losses import goal_reached, margin
 from jaxrej.attacks.options import check_common
 from jaxrej.attacks.result import AttackResult, better, select
 
@@ -48,36 +48,35 @@ def _pgd(static_fn, leaves, x, y, key, eps, step_size, thresholds, *, norm, step
     def goal(s):
         return goal_reached(s, y, targeted=targeted, thresholds=thresholds)
 
+    b = x.shape[0]
+    s_shape = jax.eval_shape(lambda z: eot.call(fn, z, key, stochastic), x).shape
+    none = (x, jnp.zeros(b, bool), jnp.full(b, -jnp.inf, x.dtype), jnp.zeros(s_shape, x.dtype))
+
     def one_restart(r):
         k_start, k_r = jax.random.split(jax.random.fold_in(key, r))
         x_k = random_start(x, eps, norm, clip, key=k_start) if rand_init else x
 
-        def step(carry, i):
-            x_k, best = carry
+        def step(carry, i):  # i = steps evaluates the last iterate (its gradient is unused):
+            x_k, best = carry  # one trace of the gradient serves every evaluation
             lv, g, s = eot.loss_and_grad(fn, x_k, y, jax.random.fold_in(k_r, i), **kw)
-            if keep_best:
-                cand = (x_k, goal(s), lv, s)
-                best = select(better(cand[1], lv, best[1], best[2]), cand, best)
+            take = better(goal(s), lv, best[1], best[2])
+            take = take if keep_best else take & (i == steps)
+            best = select(take, (x_k, goal(s), lv, s), best)
             x_next = project(x_k + step_size * ascent_direction(g, norm), x, eps, norm, clip)
             return (x_next, best), None
 
-        s0 = jnp.zeros((x.shape[0],) + jax.eval_shape(
-            lambda z: eot.call(fn, z, key, stochastic), x).shape[1:], x.dtype)  # fmt: skip
-        none = (x, jnp.zeros(x.shape[0], bool), jnp.full(x.shape[0], -jnp.inf, x.dtype), s0)
-        (x_last, best), _ = jax.lax.scan(step, (x_k, none), jnp.arange(steps))
-        s = eot.scores_at(fn, x_last, jax.random.fold_in(k_r, steps), stochastic=stochastic,
-                          n_eot=n_eot)  # fmt: skip
-        lv = attack_loss(s, y, loss=loss, targeted=targeted, thresholds=thresholds)
-        last = (x_last, goal(s), lv, s)
-        return select(better(last[1], lv, best[1], best[2]), last, best)
+        (_, best), _ = jax.lax.scan(step, (x_k, none), jnp.arange(steps + 1))
+        return best
 
     def over_restarts(best, r):
         cand = one_restart(r)
-        return select(better(cand[1], cand[2], best[1], best[2]), cand, best), None
+        take = better(cand[1], cand[2], best[1], best[2]) | (r == 0)  # run 0 replaces the none
+        return select(take, cand, best), None
 
-    first = one_restart(0)
-    if restarts > 1:
-        first, _ = jax.lax.scan(over_restarts, first, jnp.arange(1, restarts))
+    if restarts == 1:
+        first = one_restart(0)
+    else:  # one trace of a run serves every restart
+        first, _ = jax.lax.scan(over_restarts, none, jnp.arange(restarts))
     x_adv, success, lv, s = first
     return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
                         norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
@@ -99,10 +98,11 @@ def _pgd_update(x, x_k, lv, g, s, best, y, eps, step_size, thresholds, *, norm, 
 
 
 @functools.partial(jax.jit, static_argnames=("targeted",))
-def _pgd_last(x_last, lv, s, run_best, best, y, thresholds, *, targeted):
+def _pgd_last(x_last, lv, s, run_best, best, y, thresholds, first, *, targeted):
     last = (x_last, goal_reached(s, y, targeted=targeted, thresholds=thresholds), lv, s)
     run_best = select(better(last[1], lv, run_best[1], run_best[2]), last, run_best)
-    return select(better(run_best[1], run_best[2], best[1], best[2]), run_best, best)
+    take = better(run_best[1], run_best[2], best[1], best[2]) | first  # run 0 replaces the none
+    return select(take, run_best, best)
 
 
 def _pgd_python(step, x, y, key, eps, step_size, thresholds, none, *, norm, steps, restarts,
@@ -120,7 +120,8 @@ def _pgd_python(step, x, y, key, eps, step_size, thresholds, none, *, norm, step
                                         thresholds, norm=norm, clip=clip, targeted=targeted,
                                         keep_best=keep_best)  # fmt: skip
         lv, _, s = step(x_k, y, jax.random.fold_in(k_r, steps), **kw)
-        best = _pgd_last(x_k, lv, s, run_best, best, y, thresholds, targeted=targeted)
+        best = _pgd_last(x_k, lv, s, run_best, best, y, thresholds, jnp.asarray(r == 0),
+                         targeted=targeted)  # fmt: skip
     x_adv, success, lv, s = best
     return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
                         norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
