@@ -224,8 +224,9 @@ def test_default_suite_on_a_linear_scorer_breaks_what_the_linear_truth_says():
     dist = np.array([min((s[i, y[i]] - s[i, c]) / np.abs(wn[:, y[i]] - wn[:, c]).sum()
                          for c in range(C) if c != y[i]) for i in range(16)])  # fmt: skip
     lo, hi = 0.5 * dist.min(), min(1.5 * dist.max(), 0.29)
-    suite = adv.default_suite(num_classes=C, steps=20, square_queries=0)
+    suite = adv.default_suite(num_classes=C, steps=20, square_queries=0, loop="python")
     assert [a.name for a in suite] == ["pgd-ce", "apgd-ce", "apgd-dlr", "apgd-t3", "apgd-reject"]
+    assert all(dict(a.kwargs)["loop"] == "python" for a in suite)
     r = adv.evaluate_scorer(sc, x, y, clean_scores=s, suite=suite,
                             options=_opts(eps=(lo, hi), rules=("p1",)), key=jax.random.key(0),
                             log=lambda *_: None)  # fmt: skip

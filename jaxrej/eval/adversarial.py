@@ -70,12 +70,15 @@ class AttackSpec:
 
 def default_suite(*, num_classes: int, steps: int = 10, reject_restarts: int = 2,
                   n_targets: int = 3, square_queries: int = 100, pgd: bool = True,
-                  only: Sequence[str] | None = None) -> list[AttackSpec]:  # fmt: skip
+                  only: Sequence[str] | None = None, loop: str | None = None) -> list[AttackSpec]:  # fmt: skip
     """PGD-CE (unless pgd=False), APGD-CE, APGD-DLR (C >= 3), APGD-T (`attacks.apgd_targeted`:
     targeted DLR at the n_targets best other classes, C >= 4), the reject-aware loss through APGD
     with `reject_restarts` restarts, and Square (`attacks.square`, gradient-free, margin loss)
     with `square_queries` queries (0: none). only: keep the attacks of these kinds
-    (SUITE_KINDS; "apgd-t" is the targeted one whatever its n_targets)."""
+    (SUITE_KINDS; "apgd-t" is the targeted one whatever its n_targets). loop: the attacks'
+    `loop` ("python": one shared jitted gradient step serves every attack, loss and eps of a
+    scorer, `jaxrej.attacks.stepper` -- one compilation instead of one per attack; None: their
+    default, one compiled region each)."""
     s = [AttackSpec(name="pgd-ce", attack=attacks.pgd, kwargs=(("loss", "ce"), ("steps", steps)))]
     s = s if pgd else []
     s.append(
@@ -94,6 +97,8 @@ def default_suite(*, num_classes: int, steps: int = 10, reject_restarts: int = 2
     if square_queries:
         s.append(AttackSpec(name="square", attack=attacks.square, gradient_free=True,
                             kwargs=(("queries", square_queries),)))  # fmt: skip
+    if loop is not None:
+        s = [dataclasses.replace(a, kwargs=a.kwargs + (("loop", loop),)) for a in s]
     if only is not None:
         unknown = set(only) - set(SUITE_KINDS)
         if unknown:

@@ -173,6 +173,7 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
                 n_targets=o.model_n_targets if model else o.n_targets,
                 square_queries=o.model_square_queries if model else o.square_queries,
                 pgd=not model, only=o.model_attacks if model else None,
+                loop="python" if model else None,  # one compiled gradient step for the suite
             )  # fmt: skip
             # heads: every input re-judged (a judgement costs less than an attack step) and the
             # unbounded check; the score model / ABS: one judgement per example and eps, of the
