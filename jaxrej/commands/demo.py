@@ -7,10 +7,12 @@
 Re-running reuses what is already trained and scored. The corruptions act at CIFAR pixel size
 (`--corruption-scale 1`): the size rule would shrink the blurs, elastic and pixelate of an 8x8
 digit to nothing. `--n-corrupt`, `--n-ood`, `--attack-n` (heads; 0: all 360 test
-digits) and `--attack-sbgc-n` (the score model's attacked digits, 64) size the evaluation; the
-defaults fit 20 minutes on 2 idle CPU cores (README), and the score model is scored in batches of
-20, which divide the validation, test, OOD and corruption populations (12 digits x 5 severities)
-with little padding.
+digits) and `--attack-sbgc-n` (the score model's attacked digits, 64: L-inf, APGD-CE, APGD-T,
+the reject-aware APGD and Square through one compiled gradient step, judged once per digit and
+eps by the clean table's scorer) size the evaluation; the target is 20 minutes on 2 idle CPU
+cores (README: not re-measured since issue 21's protocol), and the score model is scored in
+batches of 20, which divide the validation, test, OOD and corruption populations (12 digits x 5
+severities) with little padding.
 """
 
 from __future__ import annotations
