@@ -126,7 +126,7 @@ class AdversarialOptions:
     suite), "best" re-judges, per example and eps, the one input the attack view ranks worst
     (the attacker's pick, by the view's scores under the judge's first rule) -- one judgement
     per example and eps, for a judge that costs more than an attack step; unbounded: also run
-    APGD-CE from the clean input at a budget covering the data range (the `unbounded` masking
+    APGD (margin loss) from the clean input at a budget covering the data range (the `unbounded` masking
     check; one more compilation)."""
 
     eps: tuple[float, ...]
@@ -361,7 +361,8 @@ def masking_checks(scorer, x, y, *, records, clean_level, independent, suite, op
     by the judge (level >= 2) under `rule` (judge="best": Square vs the rest by the view's
     verdict, the only per-attack verdict there is): monotone (independent runs over >= 3 eps),
     gradient_free (Square vs the white-box union, per eps), unbounded (options.unbounded:
-    APGD-CE from the clean input at eps covering the data range, judged)."""
+    APGD on the margin loss from the clean input at eps covering the data range, judged; the
+    margin, not CE: a CE over log-likelihoods saturates at a confident clean input)."""
     from jaxrej.eval import masking
 
     o = options
@@ -396,7 +397,7 @@ def masking_checks(scorer, x, y, *, records, clean_level, independent, suite, op
     if o.unbounded:
         big = 1.0 if o.norm == "linf" else float(np.sqrt(np.prod(np.shape(x)[1:])))
         spec = AttackSpec(name="unbounded", attack=attacks.apgd,
-                          kwargs=(("loss", "ce"), ("steps", 20), ("random_start", False)))  # fmt: skip
+                          kwargs=(("loss", "margin"), ("steps", 20), ("random_start", False)))  # fmt: skip
         res = run_attack(spec, scorer, x, y, eps=big, norm=o.norm, key=jax.random.fold_in(key, 999),
                          batch_size=min(o.batch_size, n))  # fmt: skip
         s = scorer.class_scores(res["x_adv"])
