@@ -37,6 +37,8 @@ def get_config():
     config.training.ema_decay = 0.9999
     config.training.weighting = "likelihood"
     config.training.importance_sampling = True
+    # the pure generative objective (the CPU config adds the class cross-entropy: unmeasured here)
+    config.training.class_ce_weight = 0.0
     config.training.eval_every = 10_000
     config.training.checkpoint_every = 5000
 
