@@ -139,24 +139,37 @@ def _window(h, w, ch, cw, s):
     return (r >= ch) & (r < ch + s) & (c >= cw) & (c < cw + s)
 
 
-def _corner(key, h, w, s):
-    kh, kw = jax.random.split(key)
-    ch = jax.random.randint(kh, (), 0, h - s + 1)
-    cw = jax.random.randint(kw, (), 0, w - s + 1)
+def _corner(uh, uw, h, w, s):
+    """A uniform top-left corner of an s x s window from two U(0, 1) numbers."""
+    ch = jnp.minimum(jnp.floor(uh * (h - s + 1)).astype(jnp.int32), h - s)
+    cw = jnp.minimum(jnp.floor(uw * (w - s + 1)).astype(jnp.int32), w - s)
     return ch, cw
+
+
+def _signs(u, dtype):
+    return jnp.where(u < 0.5, -1.0, 1.0).astype(dtype)
+
+
+def _place(patch, ch, cw):
+    """(H, W): patch (H, W, zero beyond its s x s corner) moved to the corner (ch, cw)."""
+    h, w = patch.shape
+    r = jnp.arange(h) - ch
+    c = jnp.arange(w) - cw
+    out = patch[jnp.clip(r, 0, h - 1)][:, jnp.clip(c, 0, w - 1)]
+    return jnp.where((r >= 0)[:, None] & (c >= 0)[None, :], out, 0.0)
 
 
 def _linf_init(x, eps, k):
     """One example (H, W, C): vertical stripes eps * (+-1) per column and channel."""
-    sign = jax.random.rademacher(k, (1,) + x.shape[1:], x.dtype)
+    sign = _signs(jax.random.uniform(k, (1,) + x.shape[1:]), x.dtype)
     return x + eps * sign
 
 
 def _l2_init(x, eps, k, blocks):
-    kt, ks = jax.random.split(k)
     nb = blocks.shape[0]
-    t = jax.random.bernoulli(kt, 0.5, (nb,)).astype(jnp.int32)
-    sign = jax.random.rademacher(ks, (nb, x.shape[-1]), x.dtype)
+    u = jax.random.uniform(k, (nb, 1 + x.shape[-1]))
+    t = (u[:, 0] < 0.5).astype(jnp.int32)
+    sign = _signs(u[:, 1:], x.dtype)
     pick = blocks[jnp.arange(nb), t]  # (nb, H, W)
     d = jnp.einsum("bhw,bc->hwc", pick, sign)
     return x + d * eps / jnp.maximum(jnp.sqrt(jnp.sum(d * d)), 1e-12)
@@ -166,10 +179,10 @@ def _linf_proposal(x, xb, eps, s, k, clip):
     """One example: x_best with one s x s window set to x + eps * (+-1 per channel); where that
     changes nothing in the window (clipped), the opposite signs (the reference resamples)."""
     h, w, c = x.shape
-    kc, ks = jax.random.split(k)
-    ch, cw = _corner(kc, h, w, s)
+    u = jax.random.uniform(k, (2 + c,))  # one draw: corner, signs
+    ch, cw = _corner(u[0], u[1], h, w, s)
     m = _window(h, w, ch, cw, s)[..., None]
-    sign = jax.random.rademacher(ks, (c,), x.dtype)
+    sign = _signs(u[2:], x.dtype)
 
     def make(sg):
         new = jnp.where(m, x + eps * sg, xb)
@@ -183,18 +196,18 @@ def _linf_proposal(x, xb, eps, s, k, clip):
 def _l2_proposal(x, xb, eps, s, bump_index, k, bank, clip):
     """One example: Alg. 3 (reference `square_attack_l2` iteration), channels-last."""
     h, w, c = x.shape
-    k1, k2, kt, ks = jax.random.split(k, 4)
-    ch, cw = _corner(k1, h, w, s)
-    ch2, cw2 = _corner(k2, h, w, s)
+    u = jax.random.uniform(k, (5 + c,))  # one draw: two corners, transpose, signs
+    ch, cw = _corner(u[0], u[1], h, w, s)
+    ch2, cw2 = _corner(u[2], u[3], h, w, s)
     m1 = _window(h, w, ch, cw, s)[..., None].astype(x.dtype)
     m2 = _window(h, w, ch2, cw2, s)[..., None].astype(x.dtype)
     delta = xb - x
     norm_w1 = jnp.sqrt(jnp.sum(jnp.square(delta * m1), axis=(0, 1)))  # (C,)
     norm_img = jnp.sqrt(jnp.sum(jnp.square(delta)))
     norm_w12 = jnp.sqrt(jnp.sum(jnp.square(delta * jnp.maximum(m1, m2)), axis=(0, 1)))
-    t = jax.random.bernoulli(kt, 0.5).astype(jnp.int32)
-    bump = jnp.roll(bank[bump_index, t], (ch, cw), axis=(0, 1)).astype(x.dtype)  # (H, W)
-    sign = jax.random.rademacher(ks, (c,), x.dtype)
+    t = (u[4] < 0.5).astype(jnp.int32)
+    bump = _place(bank[bump_index, t], ch, cw).astype(x.dtype)  # (H, W)
+    sign = _signs(u[5:], x.dtype)
     new = bump[..., None] * sign + delta * m1 / (1e-10 + norm_w1)
     room = jnp.maximum(eps**2 - norm_img**2, 0.0) / c + norm_w12**2  # (C,)
     new = new / jnp.maximum(jnp.sqrt(jnp.sum(new * new, axis=(0, 1))), 1e-12) * jnp.sqrt(room)
