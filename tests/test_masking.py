@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 
 from jaxrej import attacks
 from jaxrej.eval import masking
@@ -138,27 +139,31 @@ def test_transfer_fails_for_a_stop_gradient_inside_the_scorer():
     assert checks["masked"].rates["transfer"] > 0.5 > checks["masked"].rates["white_box"]
 
 
-def _noisy(f, omega):
-    """s(x; key) = f(x) + 0.02 sin(omega <x, z_c>), z ~ N(0, I) per call: values move by <= 0.02,
-    gradients by 0.02 omega z cos(.) whose mean over z is 0 (EOT recovers f's gradient)."""
+class _Noisy(struct.PyTreeNode):
+    """s(x; key) = W x + b + 0.02 sin(omega <x, z_c>), z ~ N(0, I) per call: values move by
+    <= 0.02, gradients by 0.02 omega z cos(.) whose mean over z is 0 (EOT recovers W's). A pytree
+    (omega a leaf): both omegas share one compilation per n_eot."""
 
-    def g(z, key):
+    w: jax.Array
+    b: jax.Array
+    omega: jax.Array
+
+    def __call__(self, z, key):
         zz = jax.random.normal(key, (D, C), z.dtype)
-        return f(z) + 0.02 * jnp.sin(omega * (z.reshape(z.shape[0], -1) @ zz))
-
-    return g
+        flat = z.reshape(z.shape[0], -1)
+        return flat @ self.w + self.b + 0.02 * jnp.sin(self.omega * (flat @ zz))
 
 
 def test_eot_fails_for_a_random_scorer_attacked_without_it():
     """High-frequency randomness (omega = 500) drowns the one-draw gradient: PGD without EOT
     fools far fewer than with 32 draws averaged per step. With omega = 1 both agree. Both are
     judged by the expected scores (a single lucky draw is no success)."""
-    f, _, _, x, y, minimal = _linear(seed=5)
+    f, w, b, x, y, minimal = _linear(seed=5)
     yn = np.asarray(y)
     eps = float(np.median(minimal) * 1.5)
     checks = {}
     for name, omega in (("honest", 1.0), ("masked", 500.0)):
-        g = _noisy(f, omega)
+        g = _Noisy(jnp.asarray(w), jnp.asarray(b), jnp.float32(omega))
         kw = dict(key=KEY, eps=eps, steps=20, loss="margin", stochastic=True)
         judged = [
             np.argmax(np.asarray(f(attacks.pgd(g, x, y, n_eot=n, **kw).x_adv)), 1) != yn
