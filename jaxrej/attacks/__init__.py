@@ -5,8 +5,11 @@ reject-aware adaptive loss.
     res = jaxrej.attacks.pgd(class_score_fn, x, y, key=key, eps=0.1, norm="linf", steps=40)
     res.x_adv, res.success, res.margin, res.norm
 
-Every attack is one compiled region (`jaxrej.attacks.pgd` module doc); a stochastic scorer is
-called as `class_score_fn(x, key)` when the attack gets `stochastic=True` (`jaxrej.attacks.eot`).
+Every attack is one compiled region (`jaxrej.attacks.pgd` module doc) or, with loop="python",
+a Python loop around one jitted gradient step shared by every attack, loss and eps
+(`jaxrej.attacks.stepper`: the scorer's gradient compiles once for the whole suite); a
+stochastic scorer is called as `class_score_fn(x, key)` when the attack gets `stochastic=True`
+(`jaxrej.attacks.eot`).
 """
 
 from jaxrej.attacks.apgd import apgd, apgd_targeted
