@@ -313,3 +313,37 @@ def test_attack_ascent_compiles_once_on_the_digits_model():
             np.testing.assert_allclose(moved, 0.01, rtol=1e-4)
             x = x_new
     assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_a_screen_that_misjudges_is_flagged_inconsistent(problem, plain, cascade):
+    """`consistent` is False exactly where a planted bad screen (2 Euler steps) missed the accurate
+    value of a class it passed on by more than its 1-nat margin: the truth from the screen's and
+    the accurate solve's values computed separately (exact divergence: deterministic); an
+    accurate screen (the accurate solve itself) and no screen are consistent everywhere."""
+    _, _, params, x, _ = problem
+    score_fn, sde = make_score_fn("vp", (D,)), SDES["vp"]
+
+    def run(**screen_solve):
+        if cascade:
+            return jaxrej.cascade_class_log_likelihoods(
+                score_fn, params, sde, x, num_classes=C, key=KEY, chunk_size=8,
+                screens=[jaxrej.Screen(margin=1.0, divergence="exact", **screen_solve)],
+                divergence="exact", **TOL,
+            )  # fmt: skip
+        return jaxrej.class_log_likelihood_result(
+            score_fn, params, sde, x, num_classes=C, key=KEY, divergence="exact", **TOL,
+            screen=jaxrej.TopK(k=2, margin=1.0, divergence="exact", **screen_solve),
+        )  # fmt: skip
+
+    bad = run(solver="euler", n_steps=2)
+    screen_vals = jaxrej.class_log_likelihood_result(
+        score_fn, params, sde, x, num_classes=C, key=KEY, divergence="exact", screen=None,
+        solver="euler", n_steps=2,
+    ).logp  # fmt: skip
+    off = np.abs(np.asarray(screen_vals) - np.asarray(plain.logp)) > 1.0
+    want = ~np.any(off & np.asarray(bad.refined), axis=1)
+    assert want.any() and not want.all()  # the planted screen errs on some examples only
+    np.testing.assert_array_equal(np.asarray(bad.consistent), want)
+    assert np.asarray(run(**TOL).consistent).all()
+    assert np.asarray(plain.consistent).all()

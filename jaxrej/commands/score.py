@@ -16,7 +16,8 @@ log p(x) (positive = the scored, in-distribution set) and bits/dim.
 
 Files, one set each, so no run overwrites another set's results, and a `--limit N` run never
 overwrites a full run's: DIR/score_<set>[_limit<N>].json (summary) and .npz (class_logp (N, C),
-labels, pred, ok, nfe, refined, covered), and DIR/score_ood_<name>[_limit<N>].npz per OOD set.
+labels, pred, ok, nfe, refined, covered, consistent), and DIR/score_ood_<name>[_limit<N>].npz per
+OOD set.
 <set> is the split ("test"), or with --test its name (plus "_<split>" unless the split is test).
 
 Scoring is `jaxrej.class_log_likelihood_result` on padded batches of one shape (so it compiles
@@ -28,8 +29,9 @@ failed/rejected, never as correct.
 `baseline_bits_per_dim` in the summary: the bits/dim of the scored set under an independent
 per-pixel histogram of the run's training rows, the trivial density a model must beat.
 
-`warnings` in the summary (also printed): bits/dim worse than a uniform density over the pixel
-levels (log2 n_levels), and class-conditional scores that barely depend on the label:
+`warnings` in the summary (also printed): rows whose screens misjudged a class by more than their
+margin (`consistent_fraction` < 1: jaxrej.scoring.ClassLikelihoods.consistent), bits/dim worse
+than a uniform density over the pixel levels (log2 n_levels), and class-conditional scores that barely depend on the label:
 `label_dependence` = median over examples of the spread (std) of log p(x | y) over the classes y,
 divided by the spread (std) over examples of the class-averaged log p(x | y); below
 LABEL_DEPENDENCE_MIN the label hardly moves the score compared with how much the images do
@@ -125,6 +127,14 @@ def warnings_for(summary: dict) -> list[str]:
         out.append(
             f"bits/dim {bpd:.3f} is worse than a uniform density over the pixel levels "
             f"({uni:.3f} = log2 n_levels): the model has not learnt the data density"
+        )
+    cf = summary.get("consistent_fraction")
+    if cf is not None and cf < 1.0:
+        out.append(
+            f"the screens misjudged {100 * (1 - cf):.1f}% of the rows by more than their margin "
+            "(a later pass moved a class further than the earlier pass allows: "
+            "jaxrej.scoring.ClassLikelihoods.consistent), so those rows' predictions and "
+            "unrefined classes are not to be trusted: re-score with --config.eval.screen=none"
         )
     r = summary["label_dependence"]["ratio"]
     acc, c = summary.get("accuracy"), summary.get("num_classes")
@@ -248,7 +258,7 @@ def run(args) -> dict:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=nb, desc=f"score {desc}", dynamic_ncols=True)
-        parts, masks = {"logp": [], "nfe": [], "refined": [], "covered": []}, []
+        parts, masks = {"logp": [], "nfe": [], "refined": [], "covered": [], "consistent": []}, []
         for i, ((xb,), mask) in enumerate(padded_batches(x_all, batch_size=e["batch_size"])):
             x = to_model_input(jnp.asarray(xb), d["n_levels"], mode=e["dequantize"],
                                key=jax.random.fold_in(dq_key, i))  # fmt: skip
@@ -258,7 +268,8 @@ def run(args) -> dict:
                                  time_sampling=e["elbo_time_sampling"], eps=e["eps"],
                                  chunk_size=e["elbo_chunk_size"] or None)  # fmt: skip
                 res = {"logp": lp, "nfe": jnp.full(lp.shape, e["elbo_n_times"], jnp.int32),
-                       "refined": jnp.ones(lp.shape, bool), "covered": jnp.ones(lp.shape[:1], bool)}  # fmt: skip
+                       "refined": jnp.ones(lp.shape, bool), "covered": jnp.ones(lp.shape[:1], bool),
+                       "consistent": jnp.ones(lp.shape[:1], bool)}  # fmt: skip
             else:
                 res = class_log_likelihood_result(
                     score_fn, params, sde, x, num_classes=d["num_classes"],
@@ -286,7 +297,7 @@ def run(args) -> dict:
     pred, ok, log_px = s.pop("pred"), s.pop("ok"), s.pop("log_px")
     stem = result_stem(set_name, args.limit, scorer)
     arrays = {"class_logp": r["logp"], "pred": pred, "ok": ok, "nfe": r["nfe"],
-              "refined": r["refined"], "covered": r["covered"]}  # fmt: skip
+              "refined": r["refined"], "covered": r["covered"], "consistent": r["consistent"]}  # fmt: skip
     if labels is not None:
         arrays["labels"] = labels
     ood_results, ood_files = {}, []
@@ -298,7 +309,8 @@ def run(args) -> dict:
         so.pop("pred")
         path = os.path.join(args.workdir, f"{result_stem('ood_' + name, args.limit, scorer)}.npz")
         atomic_save_npz(path, class_logp=ro["logp"], log_px=so_lp, ok=so_ok, nfe=ro["nfe"],
-                        refined=ro["refined"], covered=ro["covered"])  # fmt: skip
+                        refined=ro["refined"], covered=ro["covered"],
+                        consistent=ro["consistent"])  # fmt: skip
         ood_files.append(path)
         det = ood_detection(log_px, so_lp)
         ood_results[name] = {
@@ -311,6 +323,7 @@ def run(args) -> dict:
     notes = []
     if not ood_results:
         notes.append("no OOD set given (--ood [name=]SPEC): no OOD AUROC reported")
+    s["consistent_fraction"] = float(r["consistent"].mean())
     warnings = warnings_for(s)
     summary = {
         "set": set_name,
