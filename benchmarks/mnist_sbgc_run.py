@@ -67,6 +67,8 @@ def collect(workdir: str) -> dict:
             "fashion_time_s": fashion.get("time_s"),
             "nfe_mean_per_example": s["nfe_mean_per_example"],
             "label_dependence": s["label_dependence"]["ratio"], "checkpoint_step": s["checkpoint_step"],
+            "screen": s["eval"].get("screen", "default") if s.get("scorer") != "elbo" else "-",
+            "consistent_fraction": s.get("consistent_fraction"),
             "eval": {k: s["eval"][k] for k in sorted(s["eval"])},
         })  # fmt: skip
     last = metrics[-1]
@@ -97,15 +99,21 @@ def to_markdown(res: dict) -> str:
         "Fashion-MNIST as OOD (AUROC of log p(x), positive = MNIST). Pixels of the training "
         f"rows that are exactly 0: {100 * res['zero_pixel_fraction']:.1f}%.",
         "",
-        "| scorer | rows | accuracy | bits/dim | per-pixel baseline bits/dim | Fashion AUROC | "
-        "s / row | NFE / row | label dependence |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scorer | screen | rows | accuracy | bits/dim | per-pixel baseline bits/dim | "
+        "Fashion AUROC | s / row | NFE / row | label dependence | screens consistent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in res["scores"]:
+        cf = s.get("consistent_fraction")
+        cf = "not recorded" if cf is None else f"{100 * cf:.0f}%"
+        auroc = ("not scored" if s["fashion_auroc"] is None
+                 else f"{s['fashion_auroc']:.4f} ({s['fashion_n']})")  # fmt: skip
         lines.append(
-            f"| {s['scorer']} | {s['n']} | {100 * s['accuracy']:.1f}% | {s['bits_per_dim']:.2f} | "
-            f"{s['baseline_bits_per_dim']:.2f} | {s['fashion_auroc']:.4f} ({s['fashion_n']}) | "
-            f"{s['s_per_row']:.3f} | {s['nfe_mean_per_example']:.0f} | {s['label_dependence']:.3f} |"
+            f"| {s['scorer']} | {s['screen']} | {s['n']} | {100 * s['accuracy']:.1f}% | "
+            f"{s['bits_per_dim']:.2f} | "
+            f"{s['baseline_bits_per_dim']:.2f} | {auroc} | "
+            f"{s['s_per_row']:.3f} | {s['nfe_mean_per_example']:.0f} | {s['label_dependence']:.3f} | "
+            f"{cf} |"
         )
     lines += ["", "Training curve (validation rows; label gap: nats of the denoising bound the "
               "true label saves, 8 shared draws; label acc: that bound's argmax accuracy):", "",
