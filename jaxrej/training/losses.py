@@ -186,30 +186,10 @@ def class_bound_logits(
     score_fn, params, sde, x: jax.Array, *, key: jax.Array, num_classes: int, t_min: float
 ) -> jax.Array:
     """One-draw estimates of every class's likelihood-weighted bound on [t_min, T] (less its
-    class-free terms): x (B, *event) -> (B, C).
-
-    Each example draws ONE (t, z), shared by its classes: t ~ p(t) = w(t) / Z on [t_min, T]
-    (w = g^2 / std^2, Z = W(T) - W(t_min)) and the logit of class c is
-    -Z / 2 ||eps_theta(x_t, t, c) - z||^2, an unbiased estimate of -L[c] of
-    `class_denoising_losses` with eps = t_min.
-    """
-    _check_sde(sde)
-    b = x.shape[0]
-    tkey, zkey = jax.random.split(key)
-    t = sample_importance_time(sde, (b,), key=tkey, eps=t_min).astype(x.dtype)
-    z = jax.random.normal(zkey, x.shape, x.dtype)
-    zc = importance_cum_weight(sde, jnp.asarray(sde.T)) - importance_cum_weight(
-        sde, jnp.asarray(t_min)
-    )
-    classes = jnp.arange(num_classes, dtype=jnp.int32)
-
-    def one(xi, ti, zi, c):
-        mean, std = sde.marginal(xi, ti)
-        r = std * score_fn(params, mean + std * zi, ti, c) + zi
-        return -0.5 * zc * jnp.sum(jnp.square(r))
-
-    per_class = jax.vmap(one, in_axes=(None, None, None, 0))
-    return jax.vmap(per_class, in_axes=(0, 0, 0, None))(x, t, z, classes)
+    class-free terms): x (B, *event) -> (B, C), -L of `class_denoising_losses` with one draw
+    (t ~ w(t) / Z on [t_min, T], z) per example shared by its classes: unbiased for -L[c]."""
+    return -class_denoising_losses(score_fn, params, sde, x, num_classes=num_classes, key=key,
+                                   n_samples=1, weighting="likelihood", eps=t_min)  # fmt: skip
 
 
 def class_ce_loss(
