@@ -14,10 +14,14 @@ from benchmarks import report
 FAKE_MD = "Device: a fake device.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
 
 
-def test_committed_readme_is_up_to_date_with_results():
-    stale = report.update_readme(report.README, report.RESULTS, check=True)
+def test_committed_documents_are_up_to_date_with_results():
+    """README.md, docs/**/*.md and benchmarks/README.md: every generated region equals what
+    `python -m benchmarks.report` makes of benchmarks/results/ and docs/demo/ now."""
+    docs = [os.path.relpath(d, report.ROOT) for d in report.documents()]
+    assert {"README.md", "benchmarks/README.md", "docs/digits.md"} <= set(docs)
+    stale = report.update_all(check=True)
     assert stale == [], (
-        f"benchmarks/README.md regions {stale} differ from benchmarks/results/; "
+        f"generated regions {stale} differ from their results files; "
         "run `python -m benchmarks.report`"
     )
 
@@ -135,16 +139,16 @@ def test_region_names_the_recorded_command_and_its_note(tmp_path):
         report.render_region("fake_bench", str(results))
 
 
-def test_write_report_regenerates_only_the_repositorys_readme(tmp_path, monkeypatch):
-    """Into the (here: monkeypatched) own results folder, write_report regenerates the README;
-    into any other folder it leaves the README alone."""
+def test_write_report_regenerates_only_the_repositorys_documents(tmp_path, monkeypatch):
+    """Into the (here: monkeypatched) own results folder, write_report regenerates the
+    repository's documents; into any other folder it leaves them alone."""
     own = tmp_path / "own" / "results"
     readme = tmp_path / "own" / "README.md"
     own.parent.mkdir()
     text = "intro\n<!-- results:fake_bench -->\n<!-- /results:fake_bench -->\nend\n"
     readme.write_text(text)
     monkeypatch.setattr(report, "RESULTS", str(own))
-    monkeypatch.setattr(report, "README", str(readme))
+    monkeypatch.setattr(report, "ROOT", str(own.parent))
 
     def render(out):
         return f"| value |\n|---|\n| {out['value']} |\n"
@@ -176,3 +180,67 @@ def test_readme_links_point_at_existing_files():
         for ext in ("json", "md"):
             assert os.path.isfile(os.path.join(base, "results", f"{stem}.{ext}"))
         assert f"(results/{stem}.json)" in text[start:end]
+
+
+def test_a_source_selects_one_table_and_its_rows(tmp_path):
+    """`STEM#N` shows the N-th table alone, `STEM#N:V1,V2` its rows with a cell V1 or V2 (a
+    headline table), each naming the file and command; a missing table or row is an error."""
+    md = "Intro.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nMiddle.\n\n| s | v |\n|---|---|\n" + (
+        "| x | 1 |\n| y | 2 |\n| z | 3 |\n"
+    )
+    results = _tmp_results(tmp_path, md=md)
+    body = report.render_region("fake_bench#2", str(results), str(tmp_path))
+    assert "| s | v |\n|---|---|\n| x | 1 |\n| y | 2 |\n| z | 3 |\n" in body
+    assert "Intro." not in body and "| a | b |" not in body
+    assert "(table 2 of [`results/fake_bench.md`](results/fake_bench.md))" in body
+    assert "written by `python -m benchmarks.x --y 1`:" in body
+    body = report.render_region("fake_bench#2:x,z", str(results), str(tmp_path))
+    assert "| s | v |\n|---|---|\n| x | 1 |\n| z | 3 |\n" in body and "| y |" not in body
+    with pytest.raises(ValueError, match="has 2 table"):
+        report.render_region("fake_bench#3", str(results), str(tmp_path))
+    with pytest.raises(ValueError, match="no row"):
+        report.render_region("fake_bench#1:q", str(results), str(tmp_path))
+    # the whole file and a selection of it may stand in one document
+    text = (
+        "<!-- results:fake_bench -->\n<!-- /results:fake_bench -->\n"
+        "<!-- results:fake_bench#2:y -->\n<!-- /results:fake_bench#2:y -->\n"
+    )
+    new, changed = report.regenerate(text, str(results), str(tmp_path))
+    assert changed == ["fake_bench", "fake_bench#2:y"] and new.count("| y | 2 |") == 2
+
+
+def test_a_source_with_a_folder_is_a_file_of_the_repository(tmp_path):
+    """`docs/demo/evaluate` names ROOT/docs/demo/evaluate.md and .json (the demo's output),
+    linked relative to the document; every document under ROOT is regenerated and checked."""
+    root = tmp_path / "repo"
+    (root / "docs" / "demo").mkdir(parents=True)
+    (root / "docs" / "demo" / "evaluate.md").write_text(FAKE_MD)
+    (root / "docs" / "demo" / "evaluate.json").write_text(json.dumps({"command": "jaxrej demo"}))
+    region = "<!-- results:docs/demo/evaluate#1 -->\n<!-- /results:docs/demo/evaluate#1 -->\n"
+    (root / "README.md").write_text("# R\n\n" + region)
+    (root / "docs" / "page.md").write_text("# P\n\n" + region)
+    results = str(tmp_path / "no_results")
+    kw = {"results": results, "root": str(root)}
+    regenerated = ["README.md: docs/demo/evaluate#1", "docs/page.md: docs/demo/evaluate#1"]
+    assert report.update_all(check=True, **kw) == regenerated
+    assert report.update_all(**kw) == regenerated
+    assert report.update_all(check=True, **kw) == []
+    assert (
+        "[`docs/demo/evaluate.json`](docs/demo/evaluate.json)" in (root / "README.md").read_text()
+    )
+    page = (root / "docs" / "page.md").read_text()
+    assert "[`demo/evaluate.json`](demo/evaluate.json)" in page and "| 1 | 2 |" in page
+    assert "written by `jaxrej demo`:" in page
+    # a hand edit inside a generated region is stale
+    (root / "docs" / "page.md").write_text(page.replace("| 1 | 2 |", "| 1 | 3 |"))
+    assert report.update_all(check=True, **kw) == ["docs/page.md: docs/demo/evaluate#1"]
+
+
+def test_a_table_index_counts_from_one():
+    assert report.parse_source("docs/demo/evaluate#3:photos,noise") == (
+        "docs/demo/evaluate",
+        3,
+        ("photos", "noise"),
+    )
+    with pytest.raises(ValueError, match="numbered from 1"):
+        report.parse_source("a#0")
