@@ -47,7 +47,7 @@ def _toy_run(folder: str) -> str:
     return wd
 
 
-def collect(workdir: str) -> dict:
+def collect(workdir: str, device: str) -> dict:
     with open(os.path.join(workdir, "config.json")) as f:
         cfg = json.load(f)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -78,8 +78,7 @@ def collect(workdir: str) -> dict:
     return {
         "zero_pixel_fraction": float((train.images == 0).mean()),
         "workdir": workdir,
-        "device": f"CPU, 1 core (taskset -c 0) of a 2-core machine whose other core ran other jobs: "
-                  f"{platform.processor() or platform.machine()}",
+        "device": f"{device}: {platform.processor() or platform.machine()}",
         "config": {"model": cfg["model"], "training": cfg["training"], "sde": cfg["sde"],
                    "data": cfg["data"]},
         "train": {"steps": last["step"], "time_s": last["time_s"],
@@ -151,6 +150,11 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/mnist_sbgc")
     p.add_argument("--results-dir", default=os.path.join(HERE, "results"))
+    p.add_argument(
+        "--device",
+        default="CPU, 2 cores",
+        help="how the run's training and scoring ran (cores, pinning, other load)",
+    )
     p.add_argument("--quick", action="store_true",
                    help="train and score a toy-width run of the config (4 steps, 8 rows) in a "
                    "temp folder and collect that, into a temp results folder")  # fmt: skip
@@ -159,7 +163,7 @@ def main(argv=None) -> dict:
         args.workdir = _toy_run(tempfile.mkdtemp(prefix="mnist_sbgc_run_quick_"))
         if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
             args.results_dir = tempfile.mkdtemp(prefix="mnist_sbgc_run_quick_results_")
-    res = collect(args.workdir)
+    res = collect(args.workdir, args.device)
     write_report("mnist_sbgc_run", res, args.results_dir, to_markdown, plot)
     return res
 

@@ -31,6 +31,10 @@ rho = m^2 / (m^2 + std^2), a control variate (E ||z||^2 = D): where the signal d
 the network cannot see the noise and ||std s + z||^2 ~ ||z||^2, where the noise dominates it
 predicts z and ||std s + z||^2 ~ 0; subtracting the matching term removes most of either's
 variance (and keeps the uniform sampling's variance from growing like 1 / eps).
+With `label_cutoff` c (a score that ignores the label below c: models' `label_cutoff`) the
+integral splits at c: n_times draws on [c, T] scored for every class, n_times on [eps, c] scored
+once (class 0) and shared. The classes' differences, which come from [c, T] alone, then get all
+n_times draws instead of the share of [eps, T]'s that lands above c, for (C + 1) / C the cost.
 Pure JAX: jit, grad and vmap compose; shapes are static.
 """
 
@@ -55,7 +59,7 @@ from jaxrej.training.losses import (
 TIME_SAMPLINGS = ("importance", "stratified", "uniform")
 
 
-def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size):
+def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff=0.0):
     if not isinstance(sde, (VPSDE, SubVPSDE, VESDE)):
         raise ValueError(f"sde: expected a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}")
     if num_classes is not None and not (
@@ -72,18 +76,27 @@ def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size):
         isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1
     ):
         raise ValueError(f"chunk_size: expected None or an int >= 1, got {chunk_size!r}")
+    if not (isinstance(label_cutoff, (int, float)) and (label_cutoff == 0.0
+                                                         or eps < label_cutoff < sde.T)):  # fmt: skip
+        raise ValueError(
+            f"label_cutoff: expected 0 (off) or a time in (eps={eps}, T={sde.T}), got "
+            f"{label_cutoff!r}"
+        )
 
 
-def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5) -> jax.Array:
-    """t with W(t) = W(eps) + u (W(T) - W(eps)), u in [0, 1] (any shape): the inverse CDF of
-    p(t) = w(t) / Z, by bisection in log t on jaxrej.training.losses.importance_cum_weight (W is
-    increasing); float32 gives t to a few ulps. Used to stratify u."""
+def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5,
+                                t_max: float | None = None) -> jax.Array:  # fmt: skip
+    """t with W(t) = W(eps) + u (W(t_max) - W(eps)), u in [0, 1] (any shape), t_max = T by
+    default: the inverse CDF of p(t) = w(t) / Z on [eps, t_max], by bisection in log t on
+    jaxrej.training.losses.importance_cum_weight (W is increasing); float32 gives t to a few
+    ulps. Used to stratify u."""
+    t_max = sde.T if t_max is None else t_max
     dtype = jnp.result_type(u, jnp.float32)
     w0 = importance_cum_weight(sde, jnp.asarray(eps, dtype))
-    w1 = importance_cum_weight(sde, jnp.asarray(sde.T, dtype))
+    w1 = importance_cum_weight(sde, jnp.asarray(t_max, dtype))
     target = w0 + u * (w1 - w0)
     lo = jnp.full(jnp.shape(u), math.log(eps), dtype)
-    hi = jnp.full(jnp.shape(u), math.log(sde.T), dtype)
+    hi = jnp.full(jnp.shape(u), math.log(t_max), dtype)
 
     def step(_, bounds):
         lo, hi = bounds
@@ -92,37 +105,42 @@ def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5) -> jax
         return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
     lo, hi = jax.lax.fori_loop(0, 48, step, (lo, hi))
-    return jnp.clip(jnp.exp(0.5 * (lo + hi)), eps, sde.T)
+    return jnp.clip(jnp.exp(0.5 * (lo + hi)), eps, t_max)
 
 
 def sample_times(sde, n: int, *, key: jax.Array, time_sampling: str = "importance",
-                 eps: float = 1e-5, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:  # fmt: skip
-    """(t, c), each (n,): times in [eps, T] and weights with E[mean_k c_k h(t_k)] =
-    int_eps^T w(t) h(t) dt for any h, w = g^2 / std^2 (module doc for the three samplings)."""
+                 eps: float = 1e-5, t_max: float | None = None,
+                 dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """(t, c), each (n,): times in [eps, t_max] (t_max = T by default) and weights with
+    E[mean_k c_k h(t_k)] = int_eps^t_max w(t) h(t) dt for any h, w = g^2 / std^2 (module doc for
+    the three samplings)."""
     _check_options(sde, None, n, time_sampling, eps, None)
-    z = importance_cum_weight(sde, jnp.asarray(sde.T, dtype)) - importance_cum_weight(
+    t_max = sde.T if t_max is None else t_max
+    z = importance_cum_weight(sde, jnp.asarray(t_max, dtype)) - importance_cum_weight(
         sde, jnp.asarray(eps, dtype)
     )
     if time_sampling == "uniform":
-        t = jax.random.uniform(key, (n,), dtype, minval=eps, maxval=sde.T)
-        return t, (sde.T - eps) * importance_weight(sde, t)
-    if time_sampling == "importance":
+        t = jax.random.uniform(key, (n,), dtype, minval=eps, maxval=t_max)
+        return t, (t_max - eps) * importance_weight(sde, t)
+    if time_sampling == "importance" and t_max == sde.T:
         t = sample_importance_time(sde, (n,), key=key, eps=eps).astype(dtype)
     else:
-        u = (jnp.arange(n, dtype=dtype) + jax.random.uniform(key, (n,), dtype)) / n
-        t = importance_time_from_uniform(sde, u, eps=eps).astype(dtype)
+        u = jax.random.uniform(key, (n,), dtype)
+        if time_sampling == "stratified":
+            u = (jnp.arange(n, dtype=dtype) + u) / n
+        t = importance_time_from_uniform(sde, u, eps=eps, t_max=t_max).astype(dtype)
     return t, jnp.full((n,), z, dtype)
 
 
 def draws(sde, x: jax.Array, n_times: int, *, key: jax.Array, time_sampling: str,
-          eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    """(t (B, K), c (B, K), z (B, K, *event)): example i's draws come from fold_in(key, i) alone,
-    so they are the same for all its classes, whatever the batch around it."""
+          eps: float, t_max: float | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+    """(t (B, K), c (B, K), z (B, K, *event)) on [eps, t_max]: example i's draws come from
+    fold_in(key, i) alone, so they are the same for all its classes, whatever the batch."""
 
     def one(i):
         tkey, zkey = jax.random.split(jax.random.fold_in(key, i))
         t, c = sample_times(sde, n_times, key=tkey, time_sampling=time_sampling, eps=eps,
-                            dtype=x.dtype)  # fmt: skip
+                            t_max=t_max, dtype=x.dtype)  # fmt: skip
         return t, c, jax.random.normal(zkey, (n_times, *x.shape[1:]), x.dtype)
 
     return jax.vmap(one)(jnp.arange(x.shape[0]))
@@ -147,27 +165,43 @@ def prior_terms(sde, x: jax.Array) -> jax.Array:
             + d * sde.log_mean_coeff(t))  # fmt: skip
 
 
-@functools.partial(
-    jax.jit, static_argnames=("score_fn", "sde", "n_times", "time_sampling", "eps", "chunk_size")
-)
-def _elbos(score_fn, params, sde, x, cls, key, *, n_times, time_sampling, eps, chunk_size):
-    """ELBO of the pairs (x[b], cls[b, m]): x (B, *event), cls (B, M) -> (B, M)."""
+def _residuals(one, x, t, z, cls, chunk_size):
+    """`residual` of every (example b, class cls[b, m], draw k): x (B, *event), t (B, K),
+    z (B, K, *event), cls (B, M) -> (B, M, K)."""
     b, m = cls.shape
-    t, c, z = draws(sde, x, n_times, key=key, time_sampling=time_sampling, eps=eps)
-    one = functools.partial(residual, score_fn, params, sde)
+    k = t.shape[1]
     if chunk_size is None:
         per_time = jax.vmap(one, in_axes=(None, 0, 0, None))  # (K,) for one class
         per_class = jax.vmap(per_time, in_axes=(None, None, None, 0))  # (M, K)
-        r = jax.vmap(per_class)(x, t, z, cls)  # (B, M, K)
-    else:
+        return jax.vmap(per_class)(x, t, z, cls)
 
-        def flat(idx):
-            i, j, k = idx // (m * n_times), (idx // n_times) % m, idx % n_times
-            return one(x[i], t[i, k], z[i, k], cls[i, j])
+    def flat(idx):
+        i, j, n = idx // (m * k), (idx // k) % m, idx % k
+        return one(x[i], t[i, n], z[i, n], cls[i, j])
 
-        r = jax.lax.map(flat, jnp.arange(b * m * n_times), batch_size=chunk_size)
-        r = r.reshape(b, m, n_times)
-    dsm = jnp.mean(c[:, None, :] * r, axis=-1)
+    return jax.lax.map(flat, jnp.arange(b * m * k), batch_size=chunk_size).reshape(b, m, k)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("score_fn", "sde", "n_times", "time_sampling", "eps", "chunk_size",
+                     "label_cutoff"),
+)  # fmt: skip
+def _elbos(score_fn, params, sde, x, cls, key, *, n_times, time_sampling, eps, chunk_size,
+           label_cutoff):  # fmt: skip
+    """ELBO of the pairs (x[b], cls[b, m]): x (B, *event), cls (B, M) -> (B, M)."""
+    one = functools.partial(residual, score_fn, params, sde)
+    sampling = dict(n_times=n_times, time_sampling=time_sampling)
+    if not label_cutoff:
+        t, c, z = draws(sde, x, key=key, eps=eps, **sampling)
+        dsm = jnp.mean(c[:, None, :] * _residuals(one, x, t, z, cls, chunk_size), axis=-1)
+    else:  # every class above the cutoff; below it, one class's draws shared by all (module doc)
+        hi_key, lo_key = jax.random.split(key)
+        t, c, z = draws(sde, x, key=hi_key, eps=label_cutoff, **sampling)
+        dsm = jnp.mean(c[:, None, :] * _residuals(one, x, t, z, cls, chunk_size), axis=-1)
+        t, c, z = draws(sde, x, key=lo_key, eps=eps, t_max=label_cutoff, **sampling)
+        dsm = dsm + jnp.mean(c[:, None, :] * _residuals(one, x, t, z, cls[:, :1], chunk_size),
+                             axis=-1)  # fmt: skip
     return jax.vmap(functools.partial(prior_terms, sde))(x)[:, None] - 0.5 * dsm
 
 
@@ -183,6 +217,7 @@ def class_elbos(
     time_sampling: str = "stratified",
     eps: float = 1e-5,
     chunk_size: int | None = None,
+    label_cutoff: float = 0.0,
 ) -> jax.Array:
     """Lower bounds on log p(x | y) for every class y: x (B, *event) -> (B, C) nats.
 
@@ -190,16 +225,20 @@ def class_elbos(
     example, the same for all its classes (module doc); time_sampling: "stratified" (default),
     "importance" or "uniform". eps: the smallest time, as FlowSolve.eps. chunk_size: score
     evaluations per vmapped call (default: all B * C * n_times at once); the result does not
-    depend on it. An unbiased estimate of the bound: its mean over keys is the bound; its class
-    differences have the variance of the model's class differences only. Cost: B * C * n_times
-    score evaluations, one backward pass of as many under grad. Pure: jit, grad and vmap compose.
+    depend on it. label_cutoff: a time below which score_fn ignores y (the net's label gate):
+    the integral splits there (module doc); 0 (default) off. Wrong (biased) for a score that
+    depends on y below it. An unbiased estimate of the bound: its mean over keys is the bound; its
+    class differences have the variance of the model's class differences only. Cost:
+    B * C * n_times score evaluations (B * (C + 1) * n_times with label_cutoff), one backward
+    pass of as many under grad. Pure: jit, grad and vmap compose.
     `jaxrej.marginal_log_likelihood` of the result bounds log p(x) from below.
     """
-    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size)
+    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff)
     check_batch(x, None, sde)
     cls = jnp.broadcast_to(jnp.arange(num_classes, dtype=jnp.int32), (x.shape[0], num_classes))
     return _elbos(score_fn, params, sde, x, cls, key, n_times=n_times, time_sampling=time_sampling,
-                  eps=float(eps), chunk_size=chunk_size)  # fmt: skip
+                  eps=float(eps), chunk_size=chunk_size,
+                  label_cutoff=float(label_cutoff))  # fmt: skip
 
 
 def elbo(
@@ -215,17 +254,21 @@ def elbo(
     time_sampling: str = "stratified",
     eps: float = 1e-5,
     chunk_size: int | None = None,
+    label_cutoff: float = 0.0,
 ) -> jax.Array:
     """The bound of `class_elbos` for one class per example: x (B, *event), y (B,) int -> (B,).
 
-    With the same key, elbo(...)[i] equals class_elbos(...)[i, y[i]] (the same draws).
+    With the same key, elbo(...)[i] equals class_elbos(...)[i, y[i]] (the same draws; with
+    label_cutoff, below it y's draws where class_elbos scores class 0: equal for a label-gated
+    score).
     num_classes: when given, a label outside [0, num_classes) gives NaN.
     """
-    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size)
+    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff)
     check_batch(x, y, sde)
     y = jnp.asarray(y)
     out = _elbos(score_fn, params, sde, x, y[:, None].astype(jnp.int32), key, n_times=n_times,
-                 time_sampling=time_sampling, eps=float(eps), chunk_size=chunk_size)[:, 0]  # fmt: skip
+                 time_sampling=time_sampling, eps=float(eps), chunk_size=chunk_size,
+                 label_cutoff=float(label_cutoff))[:, 0]  # fmt: skip
     if num_classes is not None:
         out = jnp.where((y >= 0) & (y < num_classes), out, jnp.nan)
     return out

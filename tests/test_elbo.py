@@ -79,15 +79,16 @@ def path_kl_bound(kind, mu, cov, x):
     return head + x.size * math.log(a_e) - mismatch + expected_log_normal(a_T * x, b_T, *prior)
 
 
-def quadrature_bound(kind, mu, cov, x, c=1.0):
-    """prior + D log a_T - 1/2 int (g^2/k^2)(E||k c s*(x_t) + z||^2 - D) dt, by quad in log t."""
+def quadrature_bound(kind, mu, cov, x, c=1.0, below=None):
+    """prior + D log a_T - 1/2 int (g^2/k^2)(E||k c s*(x_t) + z||^2 - D) dt, by quad in log t;
+    below = (mu0, cov0, cut): the score is class (mu0, cov0)'s below t = cut (a label gate)."""
     d = x.size
     a_T, k_T = alpha_var(kind, 1.0)[0], kernel_std(kind, 1.0)
     s2 = PRIOR_STD[kind] ** 2
     head = (-0.5 * (a_T**2 * x @ x + d * k_T**2) / s2 - d * (0.5 * math.log(2 * math.pi)
             + math.log(PRIOR_STD[kind])) + d * math.log(a_T))  # fmt: skip
 
-    def integrand(logt):
+    def integrand(logt, mu=mu, cov=cov):
         t = math.exp(logt)
         a = alpha_var(kind, t)[0]
         k = kernel_std(kind, t)
@@ -98,8 +99,12 @@ def quadrature_bound(kind, mu, cov, x, c=1.0):
         e = c**2 * k**2 * r @ r + np.sum(m * m)
         return t * g2(kind, t) / k**2 * (e - d)
 
-    val, _ = quad(integrand, math.log(EPS), 0.0, limit=400, epsabs=1e-11, epsrel=1e-11)
-    return head - 0.5 * val
+    opts = dict(limit=400, epsabs=1e-11, epsrel=1e-11)
+    if below is None:
+        return head - 0.5 * quad(integrand, math.log(EPS), 0.0, **opts)[0]
+    mu0, cov0, cut = below
+    lo = quad(integrand, math.log(EPS), math.log(cut), args=(mu0, cov0), **opts)[0]
+    return head - 0.5 * (lo + quad(integrand, math.log(cut), 0.0, **opts)[0])
 
 
 def model_log_density(kind, mu, cov, x, c=1.0):
@@ -144,18 +149,21 @@ def _scaled_vp(p, x, t, y):
 
 
 @functools.partial(jax.jit, static_argnames=("score_fn", "kind", "n_keys", "n_times",
-                                             "time_sampling"))  # fmt: skip
-def _mc_jit(score_fn, params, x, key, *, kind, n_keys, n_times, time_sampling):
+                                             "time_sampling", "label_cutoff"))  # fmt: skip
+def _mc_jit(score_fn, params, x, key, *, kind, n_keys, n_times, time_sampling, label_cutoff):
     f = lambda k: E.class_elbos(score_fn, params, SDES[kind], x, num_classes=C, key=k,  # noqa: E731
-                                n_times=n_times, time_sampling=time_sampling)  # fmt: skip
+                                n_times=n_times, time_sampling=time_sampling,
+                                label_cutoff=label_cutoff)  # fmt: skip
     return jax.vmap(f)(jax.random.split(key, n_keys))
 
 
-def _mc(kind, score_fn, params, x, *, n_keys=64, key=None, n_times=32, time_sampling="stratified"):
+def _mc(kind, score_fn, params, x, *, n_keys=64, key=None, n_times=32, time_sampling="stratified",
+        label_cutoff=0.0):  # fmt: skip
     """class_elbos over n_keys keys (vmapped): (n_keys, B, C) numpy."""
     key = jax.random.key(11) if key is None else key
     return np.asarray(_mc_jit(score_fn, params, x, key, kind=kind, n_keys=n_keys,
-                              n_times=n_times, time_sampling=time_sampling))  # fmt: skip
+                              n_times=n_times, time_sampling=time_sampling,
+                              label_cutoff=label_cutoff))  # fmt: skip
 
 
 # ------------------------------------------------------------------ tests
@@ -220,6 +228,38 @@ def test_unbiased_for_an_imperfect_score(time_sampling, x64):
     mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(est.shape[0])
     assert np.all(np.abs(mean - q) <= 4 * se + 1e-6), (mean - q, se)
     assert np.all(se < 0.3 + 0.03 * np.abs(q)), se  # informative: not a vacuous tolerance
+
+
+CUT = 0.03
+
+
+def _gated_vp(p, x, t, y):
+    """SCALE s*, with class 0's score below t = CUT whatever y (a label gate)."""
+    return SCALE * SCORES["vp"](p, x, t, jnp.where(t < CUT, 0, y))
+
+
+@pytest.mark.parametrize("time_sampling", ["stratified", "importance"])  # "uniform": not yet
+def test_label_cutoff_split_is_unbiased_and_sharpens_class_differences(time_sampling, x64):
+    """A label-gated score: with label_cutoff the estimator's mean over keys equals the gated
+    quadrature (class 0 below the cutoff) within 4 standard errors; its class differences have
+    less variance than without the split at the same n_times (1.3x on average; ~30% of the
+    unsplit draws land above the cutoff); a cutoff below eps is refused."""
+    mus, covs, x = _problem()
+    q = np.array([[quadrature_bound("vp", mus[c], covs[c], xi, SCALE, below=(mus[0], covs[0], CUT))
+                   for c in range(C)] for xi in x])  # fmt: skip
+    params = (jnp.asarray(mus), jnp.asarray(covs))
+    # 128 keys: at 256 the vmapped split call stalls XLA:CPU (0% CPU, not understood yet)
+    split = _mc("vp", _gated_vp, params, jnp.asarray(x), n_keys=128, time_sampling=time_sampling,
+                label_cutoff=CUT)  # fmt: skip
+    mean, se = split.mean(0), split.std(0, ddof=1) / math.sqrt(split.shape[0])
+    assert np.all(np.abs(mean - q) <= 4 * se + 1e-6), (mean - q, se)
+    assert np.all(se < 0.45 + 0.045 * np.abs(q)), se
+    whole = _mc("vp", _gated_vp, params, jnp.asarray(x), n_keys=128, time_sampling=time_sampling)
+    ratio = (whole[:, :, 1:] - whole[:, :, :1]).var(0) / (split[:, :, 1:] - split[:, :, :1]).var(0)
+    assert np.all(ratio > 1.0) and ratio.mean() > 1.3, ratio
+    with pytest.raises(ValueError, match="label_cutoff"):
+        E.class_elbos(_gated_vp, params, SDES["vp"], jnp.asarray(x), num_classes=C,
+                      key=jax.random.key(0), label_cutoff=1e-6)  # fmt: skip
 
 
 def test_shared_draws_lower_the_variance_of_class_differences(x64):
@@ -335,3 +375,37 @@ def test_bad_arguments_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         E.class_elbos(args.pop("score_fn"), args.pop("params"), args.pop("sde"), args.pop("x"),
                       **args)  # fmt: skip
+
+
+def test_exact_denoiser_of_a_binned_density_approaches_its_log_likelihood(x64):
+    """Pixels iid from a histogram over 32 uniform bins (models/score.py group_posterior gives its
+    exact denoiser at every t): the bound lies below the exact dequantized log-likelihood
+    sum log(8 pi_k), and its gap -- the blur of the bins' edges by the kernel's std at eps --
+    shrinks as eps does (why configs/mnist_sbgc.py integrates from t = 1e-7, not 1e-5)."""
+    from jaxrej.models.score import group_posterior
+
+    sde, levels = jaxrej.VPSDE(), 32
+    pi = np.ones(levels)
+    pi[[0, 29, 30, 31]] = (200.0, 10.0, 30.0, 5.0)  # MNIST-like piles at both ends
+    pi = pi / pi.sum()
+    bins = tuple((k / levels, (k + 1) / levels, float(w)) for k, w in enumerate(pi))
+
+    def score_fn(params, x, t, y):
+        std = sde.std(t)
+        return -group_posterior(x, sde.mean_coeff(t), std, bins)[0] / std
+
+    rng = np.random.default_rng(0)
+    n, d = 128, 16
+    k = rng.choice(levels, size=(n, d), p=pi)
+    x = jnp.asarray((k + rng.uniform(size=(n, d))) / levels)
+    exact = np.log(levels * pi[k]).sum(1)
+    gap, se = {}, {}
+    for eps in (1e-3, 1e-6):
+        bound = E.class_elbos(score_fn, None, sde, x, num_classes=1, key=jax.random.key(1),
+                              n_times=128, eps=eps)[:, 0]  # fmt: skip
+        g = exact - np.asarray(bound)
+        gap[eps], se[eps] = g.mean(), g.std() / math.sqrt(n)
+    assert gap[1e-3] > 20 * se[1e-3]  # 0.46 nats per dimension: the blur at std(1e-3) = 0.01
+    assert gap[1e-6] > -3 * se[1e-6]  # a bound, up to its Monte Carlo error
+    assert gap[1e-6] / d < 0.05  # nats per dimension left at std(1e-6) = 3e-4
+    assert gap[1e-3] - gap[1e-6] > 10 * math.hypot(se[1e-3], se[1e-6])

@@ -315,31 +315,59 @@ def test_atom_posterior_against_quadrature(x, m, s, x64):
     np.testing.assert_allclose(float(grad), -float(mean) / s, rtol=1e-8)
 
 
-def test_atom_gate_open_gives_the_bins_diffused_score(x64):
-    """With the gate output a -> +inf (the output layer's bias of the gate channel set high) every
-    pixel is 'in the bin': the score is jax.grad of the diffused uniform density's log; finite in
-    float32 from t = 1e-5 to 1 far outside the bin too; without precondition the net refuses."""
-    from jaxrej.models.score import atom_posterior
+def test_group_posterior_against_quadrature(x64):
+    """A weighted mixture of bins (one of them far away): E[z | x_t] and log p(x_t) against scipy
+    quadrature over x_0, and the score identity d/dx log p(x_t) = -E[z | x_t] / s."""
+    from scipy import integrate, stats
 
-    sde, lo, hi = VPSDE(beta_min=0.1, beta_max=20.0), 0.0, 1 / 256
+    from jaxrej.models.score import group_posterior
+
+    bins = ((251 / 256, 252 / 256, 0.3), (253 / 256, 254 / 256, 3.3), (0.0, 1 / 256, 0.5))
+    wsum = sum(w for *_, w in bins)
+    for x, m, s in ((0.985, 0.999, 2e-3), (0.993, 0.99, 1e-3), (0.7, 0.9, 0.3)):
+        dens = [lambda x0, s=s, m=m, x=x: stats.norm.pdf(x, m * x0, s) for _ in bins]
+        z = sum(w / wsum / (hi - lo) * integrate.quad(f, lo, hi, epsabs=0, epsrel=1e-12)[0]
+                for (lo, hi, w), f in zip(bins, dens, strict=True))  # fmt: skip
+        ez = sum(w / wsum / (hi - lo) * integrate.quad(lambda x0, f=f, m=m, s=s, x=x:
+                                                       (x - m * x0) / s * f(x0), lo, hi,
+                                                       epsabs=0, epsrel=1e-12)[0]
+                 for (lo, hi, w), f in zip(bins, dens, strict=True))  # fmt: skip
+        mean, logp = group_posterior(jnp.float64(x), m, s, bins)
+        np.testing.assert_allclose(float(logp), np.log(z), rtol=1e-9)
+        np.testing.assert_allclose(float(mean), ez / z, rtol=1e-7)
+        grad = jax.grad(lambda v: group_posterior(v, m, s, bins)[1])(jnp.float64(x))  # noqa: B023
+        np.testing.assert_allclose(float(grad), -float(mean) / s, rtol=1e-7)
+
+
+@pytest.mark.parametrize("open_group", [0, 1])
+def test_atom_gate_open_gives_the_groups_diffused_score(open_group, x64):
+    """With one group's gate output a -> +inf (the output layer's bias of its channel set high)
+    every pixel is 'in that group': the score is jax.grad of the group's diffused log-density;
+    finite in float32 from t = 1e-7 to 1 far outside the bins too; without precondition, or with
+    a malformed group, the net refuses."""
+    from jaxrej.models.score import group_posterior
+
+    sde = VPSDE(beta_min=0.1, beta_max=20.0)
+    groups = (((0.0, 1 / 256, 1.0),), ((252 / 256, 253 / 256, 1.4), (254 / 256, 1.0, 0.7)))
     net = ConditionalMLP(num_classes=3, hidden=16, n_blocks=1, emb_dim=8, precondition=True,
-                         data_mean=0.13, data_std=0.31, atom_bin=(lo, hi))  # fmt: skip
+                         data_mean=0.13, data_std=0.31, atoms=groups)  # fmt: skip
     params = init_params(net, (3, 3, 1), key=jax.random.key(0))
     bias = params["params"]["out"]["bias"]
-    # (D, 2) flattened: the gate channel, above any -log p(x_t | bin) in float32 range
-    params["params"]["out"]["bias"] = bias.at[1::2].set(1e7)
+    # (D, 3) flattened: the open group's channel above any -log p(x_t | group) in float32 range
+    params["params"]["out"]["bias"] = bias.at[1 + open_group :: 3].set(1e12)
     score_fn = make_score_fn(net, sde)
     x = jnp.linspace(-0.01, 1.0, 9).reshape(3, 3, 1)  # float64: the truth
-    for t in (1e-5, 1e-3, 0.1, 1.0):
+    bins = groups[open_group]
+    for t in (1e-7, 1e-5, 1e-3, 0.1, 1.0):
         m, std = sde.mean_coeff(t), sde.std(t)
-        want = jax.grad(lambda v: jnp.sum(atom_posterior(v, m, std, lo, hi)[1]))(x)  # noqa: B023
+        want = jax.grad(lambda v: jnp.sum(group_posterior(v, m, std, bins)[1]))(x)  # noqa: B023
         got = score_fn(params, x.astype(jnp.float32), jnp.float32(t), 1)
         assert got.dtype == jnp.float32
         assert bool(jnp.all(jnp.isfinite(got)))
-        np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-3)  # float32 far tails
-    with pytest.raises(ValueError, match="atom_bin"):
-        init_params(ConditionalMLP(num_classes=3, hidden=8, atom_bin=(lo, hi)), (4,),
+        np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-3 / std)  # float32 far tails
+    with pytest.raises(ValueError, match="atoms"):
+        init_params(ConditionalMLP(num_classes=3, hidden=8, atoms=groups), (4,),
                     key=jax.random.key(0))  # fmt: skip
-    with pytest.raises(ValueError, match="atom_bin"):
-        init_params(ConditionalMLP(num_classes=3, hidden=8, precondition=True, atom_bin=(hi, lo)),
-                    (4,), key=jax.random.key(0))  # fmt: skip
+    with pytest.raises(ValueError, match="atoms"):
+        init_params(ConditionalMLP(num_classes=3, hidden=8, precondition=True,
+                                   atoms=(((0.5, 0.1, 1.0),),)), (4,), key=jax.random.key(0))  # fmt: skip

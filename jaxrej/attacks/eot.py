@@ -7,7 +7,7 @@ flagged with `stochastic=True` at the attack; each gradient evaluation then aver
 2018): g = (1/n) sum_j grad_x L(f(x; key_j)), whose variance falls as 1/n for independent draws.
 
 A scorer is either a plain (hashable) function, jit-static, or a pytree whose leaves are arrays
-(e.g. a `flax.struct` dataclass with `__call__`, as `jaxrej.eval.pixel_scorers` builds): its
+(e.g. a `flax.struct` dataclass with `__call__`, as the scorers of `jaxrej.scorers` are): its
 leaves are traced, so new parameters of the same shapes do not recompile an attack.
 """
 

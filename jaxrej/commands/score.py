@@ -7,7 +7,8 @@ JSON records `checkpoint_step`).
 Scorers (`--scorer`, default the run's eval.scorer): "ode", log p(x | y) by the probability-flow
 ODE (below); "elbo", the denoising lower bound of `jaxrej.class_elbos` with eval.elbo_n_times
 (t, z) draws per example shared by its classes (eval.elbo_time_sampling; eval.elbo_chunk_size
-evaluations per vmapped call), whose files carry "_elbo" after the set's name.
+evaluations per vmapped call; split at the net's label_cutoff when it has one), whose files carry
+"_elbo" after the set's name.
 
 The scored set: split `--split` of the run's `data.eval_dataset` (else `data.dataset`), or of
 `--test SPEC` (a dataset string, `jaxrej.data.registry`). OOD sets (`--ood`, repeatable; a local file is used whole, a
@@ -212,7 +213,7 @@ def run(args) -> dict:
     from jaxrej.metrics import ood_detection
     from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
     from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
-    from jaxrej.training.workdir import load_trained, read_config
+    from jaxrej.training.workdir import label_cutoff, load_trained, read_config
 
     cfg = read_config(args.workdir)  # ValueError for a missing workdir / config
     if cfg.get("model", {}).get("name") == "abs":  # analysis by synthesis (jaxrej.abs)
@@ -231,6 +232,7 @@ def run(args) -> dict:
     if len(set(names)) != len(names):
         raise ValueError(f"--ood: two sets share a name in {names}; name them with name=SPEC")
     score_fn, params, sde, cfg, step = load_trained(args.workdir, ema=not args.raw_params)
+    cutoff = label_cutoff(cfg) if scorer == "elbo" else 0.0
     d = cfg["data"]
     check_data_fields(d)
     if test_arg:
@@ -266,7 +268,8 @@ def run(args) -> dict:
                 lp = class_elbos(score_fn, params, sde, x, num_classes=d["num_classes"],
                                  key=jax.random.fold_in(probe_key, i), n_times=e["elbo_n_times"],
                                  time_sampling=e["elbo_time_sampling"], eps=e["eps"],
-                                 chunk_size=e["elbo_chunk_size"] or None)  # fmt: skip
+                                 chunk_size=e["elbo_chunk_size"] or None,
+                                 label_cutoff=cutoff)  # fmt: skip
                 res = {"logp": lp, "nfe": jnp.full(lp.shape, e["elbo_n_times"], jnp.int32),
                        "refined": jnp.ones(lp.shape, bool), "covered": jnp.ones(lp.shape[:1], bool),
                        "consistent": jnp.ones(lp.shape[:1], bool)}  # fmt: skip
@@ -345,7 +348,7 @@ def run(args) -> dict:
         "batches": nb,
         "params": "raw" if args.raw_params else "ema",
         "checkpoint_step": step,
-        "eval": e,
+        "eval": {**e, "elbo_label_cutoff": cutoff} if scorer == "elbo" else e,
         "workdir": args.workdir,
         "files": [os.path.join(args.workdir, f"{stem}.{x}") for x in ("json", "npz")] + ood_files,
     }

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrej.models.embeddings import TimeLabelEmbedding
+from jaxrej.models.score import check_atoms
 
 CONDITIONINGS = ("add", "film")
 
@@ -44,8 +45,9 @@ class ConditionalMLP(nn.Module):
     label_cutoff: float = 0.0  # embeddings.TimeLabelEmbedding: no label below this time (0: off)
     data_mean: float = 0.5
     data_std: float = 0.5
-    # (lo, hi): a second output channel, the gate of the bin [lo, hi] (models/score.py); () off
-    atom_bin: tuple = ()
+    # groups of (lo, hi, weight) bins: one more output channel per group, the group's gate
+    # (models/score.py: make_score_fn); () off
+    atoms: tuple = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
@@ -76,14 +78,11 @@ class ConditionalMLP(nn.Module):
             z = nn.Dense(self.hidden, name=f"block{i}_dense1")(nn.silu(z))
             h = h + z
         h = nn.silu(nn.LayerNorm(name="out_norm")(h))
-        if not self.atom_bin:
+        if not self.atoms:
             out = nn.Dense(d, kernel_init=nn.initializers.zeros, name="out")(h)
             return out.reshape(x.shape).astype(jnp.result_type(x))
         if not self.precondition:
-            raise ValueError("atom_bin: needs precondition=True (models/score.py)")
-        if len(self.atom_bin) != 2 or not 0.0 <= self.atom_bin[0] < self.atom_bin[1]:
-            raise ValueError(
-                f"atom_bin: expected (lo, hi) with 0 <= lo < hi, got {self.atom_bin!r}"
-            )
-        out = nn.Dense(2 * d, kernel_init=nn.initializers.zeros, name="out")(h)
-        return out.reshape(*x.shape, 2).astype(jnp.result_type(x))
+            raise ValueError("atoms: needs precondition=True (models/score.py)")
+        k = 1 + len(check_atoms(self.atoms))
+        out = nn.Dense(k * d, kernel_init=nn.initializers.zeros, name="out")(h)
+        return out.reshape(*x.shape, k).astype(jnp.result_type(x))

@@ -44,12 +44,14 @@ def make_score_fn(net: nn.Module, sde) -> ScoreFn:
     a network whose hidden width is below the data's dimension cannot even represent the
     identity that eps ~ x_t is at large t (benchmarks/results/mnist_sbgc_curve.md).
 
-    A net with `atom_bin` = (lo, hi) (most MNIST pixels sit in the bin of level 0) outputs a
-    second channel a and the prediction is the posterior mean under a two-part prior per pixel,
-    "uniform on [lo, hi]" or "the rest":
-        eps = g E[z | x_t, bin] + (1 - g) eps_rest,   g = sigmoid(a + log p(x_t | bin)),
-    with E[z | x_t, bin] and log p(x_t | bin) in closed form (`atom_posterior`), eps_rest the
-    prediction above. The closed form resolves the bin at any noise level, which a network of
+    A net with `atoms` (G groups of pixel-value bins; MNIST's pixels pile up in the bin of level 0
+    and in the levels 251-255) outputs G more channels a_1..a_G, and the prediction is the
+    posterior mean under a (G + 1)-part prior per pixel, "group g" (a weighted mixture of uniform
+    bins) or "the rest":
+        eps = sum_g pi_g E[z | x_t, g] + pi_0 eps_rest,
+        pi = softmax(0, a_1 + log p(x_t | 1), ..., a_G + log p(x_t | G)),
+    with E[z | x_t, g] and log p(x_t | g) in closed form (`group_posterior`), eps_rest the
+    prediction above. The closed form resolves the bins at any noise level, which a network of
     the scaled input cannot: its inputs differ by std / s there.
     """
     eps_fn = make_noise_fn(net)
@@ -61,7 +63,7 @@ def make_score_fn(net: nn.Module, sde) -> ScoreFn:
 
         return score_fn
     mu, s = float(net.data_mean), float(net.data_std)
-    atom = tuple(getattr(net, "atom_bin", ())) or None
+    groups = check_atoms(getattr(net, "atoms", ()))
 
     def preconditioned_score_fn(params, x, t, y):
         t = jnp.asarray(t, dtype=x.dtype)
@@ -69,13 +71,16 @@ def make_score_fn(net: nn.Module, sde) -> ScoreFn:
         v = jnp.square(m * s) + jnp.square(std)
         r = x - m * mu
         out = eps_fn(params, r / jnp.sqrt(v), t, y)
-        if atom is None:
+        if not groups:
             return -(std * r / v + (m * s / jnp.sqrt(v)) * out) / std
-        f, a = out[..., 0], out[..., 1]
-        eps_cont = std * r / v + (m * s / jnp.sqrt(v)) * f
-        eps_atom, log_p_atom = atom_posterior(x, m, std, *atom)
-        g = jax.nn.sigmoid(a + log_p_atom)
-        return -(g * eps_atom + (1.0 - g) * eps_cont) / std
+        eps = [std * r / v + (m * s / jnp.sqrt(v)) * out[..., 0]]
+        logits = [jnp.zeros_like(x)]
+        for g, bins in enumerate(groups):
+            eps_g, log_p_g = group_posterior(x, m, std, bins)
+            eps.append(eps_g)
+            logits.append(out[..., 1 + g] + log_p_g)
+        pi = jax.nn.softmax(jnp.stack(logits, -1), axis=-1)
+        return -jnp.sum(pi * jnp.stack(eps, -1), -1) / std
 
     return preconditioned_score_fn
 
@@ -106,6 +111,38 @@ def atom_posterior(x_t, m, std, lo: float, hi: float):
     ratio = lambda u: jnp.exp(jnp.minimum(log_phi(u) - log_z, 80.0))  # noqa: E731
     mean = jnp.clip(ratio(alpha) - ratio(beta), alpha, beta)
     return mean, log_z - jnp.log(m * (hi - lo))
+
+
+def group_posterior(x_t, m, std, bins):
+    """The noise posterior of a pixel whose clean value is a mixture of uniform bins: bins is a
+    tuple of (lo, hi, w) (weights w > 0, normalised here), elementwise on x_t (any shape).
+    Returns (E[z | x_t], log p(x_t)), each shaped like x_t: the bins' `atom_posterior`s mixed by
+    their posterior weights w_j p(x_t | j) / p(x_t)."""
+    means, logps = zip(*(atom_posterior(x_t, m, std, lo, hi) for lo, hi, _ in bins), strict=True)
+    log_w = jnp.log(jnp.asarray([w for _, _, w in bins], x_t.dtype))
+    log_w = log_w - jax.nn.logsumexp(log_w)
+    joint = jnp.stack(logps, -1) + log_w  # (..., J)
+    log_p = jax.nn.logsumexp(joint, axis=-1)
+    post = jnp.exp(joint - log_p[..., None])
+    return jnp.sum(post * jnp.stack(means, -1), -1), log_p
+
+
+def check_atoms(value) -> tuple:
+    """`atoms` as a tuple of groups, each a tuple of (lo, hi, w) float triples with
+    0 <= lo < hi and w > 0 (lists, as read back from a config's JSON, are accepted); () off.
+    ValueError naming `atoms` otherwise."""
+    try:
+        groups = tuple(tuple((float(lo), float(hi), float(w)) for lo, hi, w in g) for g in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"atoms: expected groups of (lo, hi, weight) bins, got {value!r}"
+        ) from None
+    for g in groups:
+        if not g or any(not (0.0 <= lo < hi and w > 0.0) for lo, hi, w in g):
+            raise ValueError(
+                f"atoms: every group needs bins (lo, hi, w) with 0 <= lo < hi, w > 0; got {g!r}"
+            )
+    return groups
 
 
 def init_params(net: nn.Module, event_shape, *, key: jax.Array):

@@ -73,6 +73,7 @@ class ELBOScorer(struct.PyTreeNode):
     time_sampling: str = struct.field(pytree_node=False, default="stratified")
     eps: float = struct.field(pytree_node=False, default=1e-5)
     chunk_size: int | None = struct.field(pytree_node=False, default=None)
+    label_cutoff: float = struct.field(pytree_node=False, default=0.0)
 
     def __call__(self, x, key=None):
         from jaxrej.elbo import class_elbos
@@ -81,7 +82,7 @@ class ELBOScorer(struct.PyTreeNode):
         return class_elbos(self.score_fn, self.params, self.sde, xm, num_classes=self.num_classes,
                            key=self.key if key is None else key, n_times=self.n_times,
                            time_sampling=self.time_sampling, eps=self.eps,
-                           chunk_size=self.chunk_size)  # fmt: skip
+                           chunk_size=self.chunk_size, label_cutoff=self.label_cutoff)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -153,10 +154,11 @@ def sbgc_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
 def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOptions(),
                 name: str = "elbo", trained=None) -> Scorer:  # fmt: skip
     """The ELBO classifier of a trained run as a Scorer: the judge with the run's eval.elbo_*
-    settings (`jaxrej.commands.score.SCORER_DEFAULTS` where absent) and key(seed + 1); the attack
+    settings (`jaxrej.commands.score.SCORER_DEFAULTS` where absent), split at the net's
+    label_cutoff (as `jaxrej score`), and key(seed + 1); the attack
     view with view.n_times draws (label-blind: every class is scored at once)."""
     from jaxrej.commands.score import with_scorer_defaults
-    from jaxrej.training.workdir import load_trained
+    from jaxrej.training.workdir import label_cutoff, load_trained
 
     tm = trained or load_trained(run_dir)
     e, d = with_scorer_defaults(dict(tm.config["eval"])), tm.config["data"]
@@ -164,7 +166,8 @@ def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
     base = dict(params=tm.params, score_fn=tm.score_fn, sde=tm.sde,
                 num_classes=int(d["num_classes"]), n_levels=int(d["n_levels"]),
                 time_sampling=e["elbo_time_sampling"], eps=float(e["eps"]),
-                chunk_size=e["elbo_chunk_size"] or None)  # fmt: skip
+                chunk_size=e["elbo_chunk_size"] or None,
+                label_cutoff=label_cutoff(tm.config))  # fmt: skip
     judge = ELBOScorer(key=key, n_times=int(e["elbo_n_times"]), **base)
     cheap = ELBOScorer(key=key, n_times=min(view.n_times, int(e["elbo_n_times"])), **base)
 

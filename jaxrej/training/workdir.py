@@ -81,8 +81,20 @@ def build_net(name: str, *, num_classes: int, **kwargs):
         raise ValueError(
             f"model: {name!r} has no field(s) {sorted(unknown)}; known: {sorted(known)}"
         )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    kwargs = {k: _tuples(v) for k, v in kwargs.items()}
     return cls(num_classes=num_classes, **kwargs)
+
+
+def _tuples(v):
+    """JSON's (nested) lists as the (nested) tuples a module field holds."""
+    return tuple(_tuples(u) for u in v) if isinstance(v, (list, tuple)) else v
+
+
+def label_cutoff(config: dict) -> float:
+    """The time below which a run's score model ignores the label (its net's `label_cutoff`;
+    0.0 when it has none)."""
+    net, *_ = model_from_config(config)
+    return float(getattr(net, "label_cutoff", 0.0))
 
 
 def read_config(workdir: str) -> dict:
