@@ -56,7 +56,7 @@ def load_workload(workdir, dataset, split, n, data_dir=None):
     from jaxrej.data.registry import load_dataset
     from jaxrej.training import load_trained
 
-    score_fn, params, sde, config, step = load_trained(workdir)
+    score_fn, params, sde, config, step, _ = load_trained(workdir)
     spec = dataset or config["data"]["dataset"]
     data = load_dataset(spec, split, data_dir=data_dir)
     c = int(config["data"]["num_classes"])

@@ -39,6 +39,7 @@ def get_config():
     config.model.emb_dim = 128
     config.model.time_embedding = "fourier"
     config.model.fourier_scale = 16.0
+    config.model.label_cutoff = 0.0  # no label below this time (0: off; configs/mnist_sbgc.py)
 
     config.training = ml_collections.ConfigDict()
     config.training.n_iters = 15_000

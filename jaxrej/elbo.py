@@ -41,7 +41,6 @@ Pure JAX: jit, grad and vmap compose; shapes are static.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import jax
@@ -52,8 +51,8 @@ from jaxrej.sde import SDE, VESDE, VPSDE, SubVPSDE
 from jaxrej.training.losses import (
     dsm_loss_per_example,
     importance_cum_weight,
+    importance_time_from_uniform,
     importance_weight,
-    sample_importance_time,
 )
 
 TIME_SAMPLINGS = ("importance", "stratified", "uniform")
@@ -84,30 +83,6 @@ def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, la
         )
 
 
-def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5,
-                                t_max: float | None = None) -> jax.Array:  # fmt: skip
-    """t with W(t) = W(eps) + u (W(t_max) - W(eps)), u in [0, 1] (any shape), t_max = T by
-    default: the inverse CDF of p(t) = w(t) / Z on [eps, t_max], by bisection in log t on
-    jaxrej.training.losses.importance_cum_weight (W is increasing); float32 gives t to a few
-    ulps. Used to stratify u."""
-    t_max = sde.T if t_max is None else t_max
-    dtype = jnp.result_type(u, jnp.float32)
-    w0 = importance_cum_weight(sde, jnp.asarray(eps, dtype))
-    w1 = importance_cum_weight(sde, jnp.asarray(t_max, dtype))
-    target = w0 + u * (w1 - w0)
-    lo = jnp.full(jnp.shape(u), math.log(eps), dtype)
-    hi = jnp.full(jnp.shape(u), math.log(t_max), dtype)
-
-    def step(_, bounds):
-        lo, hi = bounds
-        mid = 0.5 * (lo + hi)
-        below = importance_cum_weight(sde, jnp.exp(mid)) < target
-        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
-
-    lo, hi = jax.lax.fori_loop(0, 48, step, (lo, hi))
-    return jnp.clip(jnp.exp(0.5 * (lo + hi)), eps, t_max)
-
-
 def sample_times(sde, n: int, *, key: jax.Array, time_sampling: str = "importance",
                  eps: float = 1e-5, t_max: float | None = None,
                  dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:  # fmt: skip
@@ -122,13 +97,10 @@ def sample_times(sde, n: int, *, key: jax.Array, time_sampling: str = "importanc
     if time_sampling == "uniform":
         t = jax.random.uniform(key, (n,), dtype, minval=eps, maxval=t_max)
         return t, (t_max - eps) * importance_weight(sde, t)
-    if time_sampling == "importance" and t_max == sde.T:
-        t = sample_importance_time(sde, (n,), key=key, eps=eps).astype(dtype)
-    else:
-        u = jax.random.uniform(key, (n,), dtype)
-        if time_sampling == "stratified":
-            u = (jnp.arange(n, dtype=dtype) + u) / n
-        t = importance_time_from_uniform(sde, u, eps=eps, t_max=t_max).astype(dtype)
+    u = jax.random.uniform(key, (n,), dtype)
+    if time_sampling == "stratified":
+        u = (jnp.arange(n, dtype=dtype) + u) / n
+    t = importance_time_from_uniform(sde, u, eps=eps, t_max=t_max).astype(dtype)
     return t, jnp.full((n,), z, dtype)
 
 

@@ -145,13 +145,14 @@ def test_train_then_score_digits(tmp_path, capsys):
 def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     """--test and --ood sets (local files the test writes) get their own files; a --limit run
     and another set's run leave a full run's files byte-identical; the OOD AUROC is the one of
-    the saved log p(x)."""
+    the saved log p(x). The net hides the label below t = 0.1, so the ELBO scorer splits there."""
     from sklearn.metrics import roc_auc_score
 
     from jaxrej.data import digits, local
 
     wd = str(tmp_path / "run")
-    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *TINY]) == 0
+    gated = [*TINY, "--config.model.label_cutoff=0.1"]
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *gated]) == 0
     x, y = digits.load("test")
     local.write_idx(str(tmp_path / "im.gz"), x[:8, ..., 0])
     local.write_idx(str(tmp_path / "lab.gz"), y[:8].astype(np.uint8))
@@ -183,14 +184,17 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     new = sorted(set(after) - set(full))
     assert new == ["score_small_all_limit2.json", "score_small_all_limit2.npz"]
     assert json.load(open(os.path.join(wd, "score_small_all_limit2.json")))["n"] == 2
-    # the ELBO scorer: its own files (the ODE run's unchanged), the library's bound on the same
-    # dequantized inputs; the trivial baseline is the digits train split's pixel histogram
+    # the ELBO scorer: its own files (the ODE run's unchanged), the library's bound split at the
+    # net's cutoff on the same dequantized inputs, 4 draws per class above the cutoff and 4
+    # shared below it; the trivial baseline is the digits train split's pixel histogram
     assert main([*score, "--test", small, "--split", "all", "--scorer", "elbo",
                  "--config.eval.elbo_n_times=4"]) == 0  # fmt: skip
     assert {k: v for k, v in _hashes(wd).items() if k in after} == after
     e = json.load(open(os.path.join(wd, "score_small_all_elbo.json")))
     ze = np.load(os.path.join(wd, "score_small_all_elbo.npz"))
     assert e["scorer"] == "elbo" and ze["class_logp"].shape == (8, 10)
+    assert e["eval"]["elbo_label_cutoff"] == 0.1
+    np.testing.assert_array_equal(ze["nfe"].sum(1), np.full(8, 11 * 4))
     _check_elbo_file(wd, x[:8], ze["class_logp"], n_times=4, batch_size=4)
     train_x = digits.load("train")[0]
     want = _histogram_bpd(train_x, x[:8], 17)
@@ -217,15 +221,16 @@ def _histogram_bpd(train, images, n_levels):
 
 def _check_elbo_file(wd, images, class_logp, *, n_times, batch_size):
     """The saved ELBO scores equal jaxrej.class_elbos on the score command's dequantized inputs
-    (its keys: seed + 1 split into dequantization and draw keys, folded with the batch index)."""
+    (its keys: seed + 1 split into dequantization and draw keys, folded with the batch index),
+    split at the net's label cutoff."""
     import jax
     import jax.numpy as jnp
 
     import jaxrej
     from jaxrej.data.preprocessing import dequantize
-    from jaxrej.training.workdir import load_score_model
+    from jaxrej.training.workdir import load_trained
 
-    score_fn, params, sde, cfg = load_score_model(wd)
+    score_fn, params, sde, cfg, _, cutoff = load_trained(wd)
     dq_key, draw_key = jax.random.split(jax.random.key(cfg["seed"] + 1))
     for i in range(0, len(images), batch_size):
         x = dequantize(
@@ -234,7 +239,8 @@ def _check_elbo_file(wd, images, class_logp, *, n_times, batch_size):
             key=jax.random.fold_in(dq_key, i // batch_size),
         )
         want = jaxrej.class_elbos(score_fn, params, sde, x, num_classes=10, n_times=n_times,
-                                  key=jax.random.fold_in(draw_key, i // batch_size), eps=cfg["eval"]["eps"])  # fmt: skip
+                                  key=jax.random.fold_in(draw_key, i // batch_size), eps=cfg["eval"]["eps"],
+                                  label_cutoff=cutoff)  # fmt: skip
         np.testing.assert_allclose(class_logp[i : i + batch_size], want, rtol=1e-5, atol=1e-3)
 
 

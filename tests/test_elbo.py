@@ -326,15 +326,20 @@ def test_draws_chunks_and_one_label(x64):
 
 
 def test_stratified_times_invert_the_cumulative_weight(x64):
-    """importance_time_from_uniform(u) solves W(t) = W(eps) + u (W(T) - W(eps)), for each SDE;
-    stratified draws put one time in each stratum."""
-    from jaxrej.training.losses import importance_cum_weight
+    """importance_time_from_uniform(u) solves W(t) = W(eps) + u (W(t_max) - W(eps)) in closed
+    form, for each SDE, on [eps, T] and on [eps, 0.03]; stratified draws put one time in each
+    stratum."""
+    from jaxrej.training.losses import importance_cum_weight, importance_time_from_uniform
 
     u = jnp.linspace(0.0, 1.0, 101)
     for sde in SDES.values():
-        t = E.importance_time_from_uniform(sde, u, eps=EPS)
-        w0, w1 = importance_cum_weight(sde, jnp.asarray(EPS)), importance_cum_weight(sde, 1.0)
-        np.testing.assert_allclose(importance_cum_weight(sde, t), w0 + u * (w1 - w0), atol=1e-9)
+        w0 = importance_cum_weight(sde, jnp.asarray(EPS))
+        for t_max in (None, 0.03):
+            t = importance_time_from_uniform(sde, u, eps=EPS, t_max=t_max)
+            w1 = importance_cum_weight(sde, jnp.asarray(t_max or sde.T))
+            np.testing.assert_allclose(importance_cum_weight(sde, t), w0 + u * (w1 - w0),
+                                       rtol=1e-9, atol=1e-9)  # fmt: skip
+        w1 = importance_cum_weight(sde, 1.0)
         t, c = E.sample_times(sde, 16, key=jax.random.key(0), time_sampling="stratified",
                               eps=EPS, dtype=jnp.float64)  # fmt: skip
         frac = (importance_cum_weight(sde, t) - w0) / (w1 - w0)

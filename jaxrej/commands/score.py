@@ -213,7 +213,7 @@ def run(args) -> dict:
     from jaxrej.metrics import ood_detection
     from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
     from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
-    from jaxrej.training.workdir import label_cutoff, load_trained, read_config
+    from jaxrej.training.workdir import load_trained, read_config
 
     cfg = read_config(args.workdir)  # ValueError for a missing workdir / config
     if cfg.get("model", {}).get("name") == "abs":  # analysis by synthesis (jaxrej.abs)
@@ -231,8 +231,8 @@ def run(args) -> dict:
     names = [n for n, _ in ood_named]
     if len(set(names)) != len(names):
         raise ValueError(f"--ood: two sets share a name in {names}; name them with name=SPEC")
-    score_fn, params, sde, cfg, step = load_trained(args.workdir, ema=not args.raw_params)
-    cutoff = label_cutoff(cfg) if scorer == "elbo" else 0.0
+    score_fn, params, sde, cfg, step, cutoff = load_trained(args.workdir, ema=not args.raw_params)
+    cutoff = cutoff if scorer == "elbo" else 0.0
     d = cfg["data"]
     check_data_fields(d)
     if test_arg:
@@ -270,7 +270,10 @@ def run(args) -> dict:
                                  time_sampling=e["elbo_time_sampling"], eps=e["eps"],
                                  chunk_size=e["elbo_chunk_size"] or None,
                                  label_cutoff=cutoff)  # fmt: skip
-                res = {"logp": lp, "nfe": jnp.full(lp.shape, e["elbo_n_times"], jnp.int32),
+                nfe = jnp.full(lp.shape, e["elbo_n_times"], jnp.int32)
+                if cutoff > 0:  # the draws below the cutoff are shared, evaluated at class 0
+                    nfe = nfe.at[:, 0].add(e["elbo_n_times"])
+                res = {"logp": lp, "nfe": nfe,
                        "refined": jnp.ones(lp.shape, bool), "covered": jnp.ones(lp.shape[:1], bool),
                        "consistent": jnp.ones(lp.shape[:1], bool)}  # fmt: skip
             else:

@@ -158,7 +158,7 @@ def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
     label_cutoff (as `jaxrej score`), and key(seed + 1); the attack
     view with view.n_times draws (label-blind: every class is scored at once)."""
     from jaxrej.commands.score import with_scorer_defaults
-    from jaxrej.training.workdir import label_cutoff, load_trained
+    from jaxrej.training.workdir import load_trained
 
     tm = trained or load_trained(run_dir)
     e, d = with_scorer_defaults(dict(tm.config["eval"])), tm.config["data"]
@@ -167,7 +167,7 @@ def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
                 num_classes=int(d["num_classes"]), n_levels=int(d["n_levels"]),
                 time_sampling=e["elbo_time_sampling"], eps=float(e["eps"]),
                 chunk_size=e["elbo_chunk_size"] or None,
-                label_cutoff=label_cutoff(tm.config))  # fmt: skip
+                label_cutoff=tm.label_cutoff)  # fmt: skip
     judge = ELBOScorer(key=key, n_times=int(e["elbo_n_times"]), **base)
     cheap = ELBOScorer(key=key, n_times=min(view.n_times, int(e["elbo_n_times"])), **base)
 

@@ -76,11 +76,15 @@ def importance_density(sde, t: jax.Array, *, eps: float = 1e-5) -> jax.Array:
     return importance_weight(sde, t) / z
 
 
-def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5) -> jax.Array:
-    """t = W^-1(W(eps) + u (W(T) - W(eps))) for u in [0, 1): U(0, 1) draws become t ~ p(t)."""
+def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5,
+                                t_max: float | None = None) -> jax.Array:  # fmt: skip
+    """t = W^-1(W(eps) + u (W(t_max) - W(eps))) for u in [0, 1) (any shape), t_max = T by
+    default: U(0, 1) draws become t ~ p(t) on [eps, t_max], in closed form per SDE."""
     _check_sde(sde)
-    w0 = importance_cum_weight(sde, jnp.asarray(eps, jnp.float32))
-    w1 = importance_cum_weight(sde, jnp.asarray(sde.T, jnp.float32))
+    t_max = sde.T if t_max is None else t_max
+    dtype = jnp.result_type(u, jnp.float32)
+    w0 = importance_cum_weight(sde, jnp.asarray(eps, dtype))
+    w1 = importance_cum_weight(sde, jnp.asarray(t_max, dtype))
     target = w0 + u * (w1 - w0)
     if isinstance(sde, VESDE):
         t = target / (2.0 * math.log(sde.sigma_max / sde.sigma_min))
@@ -93,7 +97,7 @@ def importance_time_from_uniform(sde, u: jax.Array, *, eps: float = 1e-5) -> jax
         c = jnp.exp(target)
         s = jnp.sqrt(c * (c + 4.0))  # sqrt((2 + c)^2 - 4)
         t = _t_from_int_beta(sde, jnp.log1p(0.5 * (c + s)))
-    return jnp.clip(t, eps, sde.T)
+    return jnp.clip(t, eps, t_max)
 
 
 def sample_importance_time(sde, shape, *, key: jax.Array, eps: float = 1e-5) -> jax.Array:

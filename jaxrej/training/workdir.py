@@ -90,13 +90,6 @@ def _tuples(v):
     return tuple(_tuples(u) for u in v) if isinstance(v, (list, tuple)) else v
 
 
-def label_cutoff(config: dict) -> float:
-    """The time below which a run's score model ignores the label (its net's `label_cutoff`;
-    0.0 when it has none)."""
-    net, *_ = model_from_config(config)
-    return float(getattr(net, "label_cutoff", 0.0))
-
-
 def read_config(workdir: str) -> dict:
     """The run's config.json; ValueError if the workdir or the file is missing or unreadable."""
     if not os.path.isdir(workdir):
@@ -122,13 +115,15 @@ def model_from_config(config: dict):
 
 
 class TrainedModel(NamedTuple):
-    """A trained run: score_fn (ONE example), params, sde, config (dict) and the checkpoint step."""
+    """A trained run: score_fn (ONE example), params, sde, config (dict), the checkpoint step and
+    label_cutoff, the time below which its net ignores the label (0.0: it never does)."""
 
     score_fn: Callable
     params: object
     sde: object
     config: dict
     step: int
+    label_cutoff: float
 
 
 def load_trained(workdir: str, *, ema: bool = True, step: int | None = None) -> TrainedModel:
@@ -147,7 +142,8 @@ def load_trained(workdir: str, *, ema: bool = True, step: int | None = None) -> 
     target = init_train_state(params, opt)
     state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
     params = state.ema_params if ema else state.params
-    return TrainedModel(make_score_fn(net, sde), params, sde, config, int(step))
+    cutoff = float(getattr(net, "label_cutoff", 0.0))
+    return TrainedModel(make_score_fn(net, sde), params, sde, config, int(step), cutoff)
 
 
 def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None):
