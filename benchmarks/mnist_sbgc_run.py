@@ -130,7 +130,7 @@ def plot(res: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxrej.training.checkpoint import atomic_write
+    from jaxrej.io import atomic_write
 
     c = res["train"]["curve"]
     mins = [r["time_s"] / 60 for r in c]

@@ -79,7 +79,7 @@ def write_report(stem: str, out: dict, results: str, render: Callable[[dict], st
     mid-write leaves the previous files whole. When `results` is this package's results/, then
     regenerate every document's tables from results/ (a document problem is printed, not raised:
     the results are written by then)."""
-    from jaxrej.training.checkpoint import atomic_write_json, atomic_write_text
+    from jaxrej.io import atomic_write_json, atomic_write_text
 
     os.makedirs(results, exist_ok=True)
     command = invocation()
@@ -284,7 +284,7 @@ def update_readme(readme: str = README, results: str = RESULTS, check: bool = Fa
     doc_dir = os.path.dirname(os.path.abspath(readme))
     new, changed = regenerate(text, results, doc_dir, root)
     if changed and not check:
-        from jaxrej.training.checkpoint import atomic_write_text
+        from jaxrej.io import atomic_write_text
 
         atomic_write_text(readme, new)  # keeps the document's mode
     return changed

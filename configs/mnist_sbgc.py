@@ -77,6 +77,7 @@ def get_config():
             (k / 256, (k + 1) / 256, w) for k, w in zip(range(251, 256), TOP_WEIGHTS, strict=True)
         ),
     )
+    config.model.mlp.local = 0  # channels of a 3x3 refinement of the output (models/local.py)
     config.model.unet = ml_collections.ConfigDict()
     config.model.unet.nf = 16
     config.model.unet.ch_mult = (1, 2)

@@ -32,7 +32,7 @@ def _randomize(params, key, scale=0.2):
 
 
 NETS = [
-    (ConditionalMLP(num_classes=3, hidden=32, n_blocks=2, emb_dim=16), (8, 8, 1)),
+    (ConditionalMLP(num_classes=3, hidden=32, n_blocks=2, emb_dim=16, local=4), (8, 8, 1)),
     (
         ConditionalMLP(
             num_classes=3, hidden=32, n_blocks=1, emb_dim=16, time_embedding="sinusoidal"
@@ -61,7 +61,7 @@ NETS = [
 
 
 @pytest.mark.parametrize(
-    "net,event", NETS, ids=["mlp-image", "mlp-vector", "unet-toy", "mlp-film", "unet-film"]
+    "net,event", NETS, ids=["mlp-image-local", "mlp-vector", "unet-toy", "mlp-film", "unet-film"]
 )
 def test_score_fn_contract(net, event):
     sde = VPSDE()
@@ -371,3 +371,31 @@ def test_atom_gate_open_gives_the_groups_diffused_score(open_group, x64):
     with pytest.raises(ValueError, match="atoms"):
         init_params(ConditionalMLP(num_classes=3, hidden=8, precondition=True,
                                    atoms=(((0.5, 0.1, 1.0),),)), (4,), key=jax.random.key(0))  # fmt: skip
+
+
+def test_local_refinement_is_a_3x3_convolution_with_a_5x5_reach():
+    """conv3x3 equals im2col (the 9 zero-padded shifted views) times its (9 C_in, C_out) kernel
+    and lax's 'SAME' convolution; LocalRefine's
+    output at a pixel moves only with the inputs within 2 pixels (two 3x3 layers), and the MLP
+    refuses `local` for a vector event."""
+    from jaxrej.models.local import LocalRefine, conv3x3
+
+    x = jax.random.normal(jax.random.key(0), (2, 7, 6, 3))
+    xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = np.concatenate([xp[:, i : i + 7, j : j + 6] for i in range(3) for j in range(3)], -1)
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))  # (dy, dx, C_in, C_out)
+    ref = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    np.testing.assert_allclose(patches @ np.asarray(w).reshape(27, 5), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(conv3x3(x, w.reshape(27, 5)), ref, rtol=1e-5, atol=1e-5)
+
+    net = LocalRefine(channels=4)
+    pred, emb = x[..., :2], jnp.ones((2, 8))
+    params = net.init(jax.random.key(2), x, pred, emb)
+    params = jax.tree_util.tree_map(lambda a: a + 0.3, params)  # the out layer is zero at init
+    jac = jax.jacobian(lambda z: net.apply(params, z, pred, emb)[0, 3, 3, 0])(x)[0, ..., 0]
+    reach = np.zeros((7, 6), bool)
+    reach[1:6, 1:6] = True
+    assert np.all(np.asarray(jac)[~reach] == 0) and np.all(np.abs(np.asarray(jac))[reach] > 0)
+    with pytest.raises(ValueError, match="local"):
+        init_params(ConditionalMLP(num_classes=3, hidden=8, local=4), (5,), key=jax.random.key(0))

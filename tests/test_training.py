@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrej import io
 from jaxrej.models.mlp import ConditionalMLP
 from jaxrej.models.score import init_params, make_score_fn
 from jaxrej.sde import VPSDE
@@ -302,10 +303,10 @@ def test_failed_restore_leftovers_are_dropped_and_nothing_else(monkeypatch, capl
 def test_atomic_writes_get_the_mode_open_gives(tmp_path, umask):
     old = os.umask(umask)
     try:
-        checkpoint.atomic_write_text(str(tmp_path / "a.txt"), "text")
-        checkpoint.atomic_write_json(str(tmp_path / "a.json"), {"x": np.float32(1.5), "n": np.int64(2),
+        io.atomic_write_text(str(tmp_path / "a.txt"), "text")
+        io.atomic_write_json(str(tmp_path / "a.json"), {"x": np.float32(1.5), "n": np.int64(2),
                                                                "v": jnp.arange(2), "b": np.bool_(True)})  # fmt: skip
-        checkpoint.atomic_save_npz(str(tmp_path / "a.npz"), x=np.arange(3))
+        io.atomic_save_npz(str(tmp_path / "a.npz"), x=np.arange(3))
         with open(tmp_path / "plain.txt", "w") as f:  # what a plain open() gives
             f.write("x")
     finally:
@@ -324,7 +325,7 @@ def test_atomic_writes_get_the_mode_open_gives(tmp_path, umask):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["x"], np.arange(3))
     # an existing file keeps its mode (as open(path, "w") would); a failed write keeps its text
     os.chmod(tmp_path / "a.txt", 0o640)
-    checkpoint.atomic_write_text(str(tmp_path / "a.txt"), "new")
+    io.atomic_write_text(str(tmp_path / "a.txt"), "new")
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
 
     def fail(f):
@@ -332,7 +333,7 @@ def test_atomic_writes_get_the_mode_open_gives(tmp_path, umask):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write(str(tmp_path / "a.txt"), fail)
+        io.atomic_write(str(tmp_path / "a.txt"), fail)
     assert (tmp_path / "a.txt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npz", "a.txt", "plain.txt"]
 

@@ -57,7 +57,8 @@ def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
     from jaxrej.abs.model import init_params
     from jaxrej.abs.training import options_from_config, train
     from jaxrej.commands.train import TRAIN_FILE, _comparable, _flatten, _normalise, _stored_summary
-    from jaxrej.training.checkpoint import CHECKPOINT_DIR, atomic_write_json
+    from jaxrej.io import atomic_write_json
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR
     from jaxrej.training.workdir import CONFIG_FILE, read_config
 
     for section in ("data", "model", "training", "eval"):
@@ -154,9 +155,9 @@ def score_run(args, cfg: dict) -> dict:
     from jaxrej.cli import apply_overrides
     from jaxrej.commands.score import _load, label_dependence, result_stem
     from jaxrej.data.registry import is_local, parse_named
+    from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.likelihood import marginal_log_likelihood
     from jaxrej.metrics import ood_detection
-    from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
 
     e = apply_overrides({"eval": dict(cfg["eval"])}, args.overrides, sections=("eval",))["eval"]
     check_eval(e)

@@ -14,7 +14,8 @@ import numpy as np
 
 from jaxrej.abs.latent import reconstructions
 from jaxrej.abs.model import ABSModel
-from jaxrej.eval.plots import _pyplot, save
+from jaxrej.eval.plots import _pyplot
+from jaxrej.io import save_png
 
 
 def reconstruction_grid(
@@ -52,4 +53,4 @@ def reconstruction_grid(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title + " (title: class, bound - best bound, nats)", fontsize=8)
-    return save(fig, path)
+    return save_png(fig, path)

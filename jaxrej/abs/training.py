@@ -34,9 +34,9 @@ from flax import struct
 
 from jaxrej.abs import bound
 from jaxrej.abs.model import ABSModel, decode, encode
+from jaxrej.io import atomic_write_text
 from jaxrej.training.checkpoint import (
     CHECKPOINT_DIR,
-    atomic_write_text,
     checkpoint_manager,
     latest_step,
     restore_checkpoint,

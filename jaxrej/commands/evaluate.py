@@ -130,7 +130,7 @@ def load_scorers(found: dict[str, str], *, sbgc_batch: int) -> dict:
 def run(args) -> dict:
     from jaxrej import corruptions, scorers
     from jaxrej.eval import protocol, runs, tables
-    from jaxrej.training.checkpoint import atomic_write_json, atomic_write_text
+    from jaxrej.io import atomic_write_json, atomic_write_text
 
     if args.limit < 0 or args.n_corrupt < 1:
         raise ValueError("--limit: expected >= 0; --n-corrupt: expected >= 1")

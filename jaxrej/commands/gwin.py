@@ -183,8 +183,8 @@ def run(args) -> dict:
     from jaxrej.data.preprocessing import to_unit_interval
     from jaxrej.data.registry import load_dataset
     from jaxrej.gwin import figures, mc_dropout, protocol, transform, wgan
+    from jaxrej.io import atomic_write_json
     from jaxrej.reject import decide
-    from jaxrej.training.checkpoint import atomic_write_json
 
     config = load_config(args.config, args.overrides)
     s = settings(config)

@@ -88,8 +88,8 @@ def run(args) -> dict:
 
     from jaxrej.cli import load_config
     from jaxrej.eval.heads import SCORERS, evaluate_heads, load_heads_data, markdown
+    from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.scorers.heads import save_heads
-    from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
 
     config = load_config(args.config, args.overrides)
     data_kw, options, seed = settings(config)

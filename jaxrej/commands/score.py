@@ -210,9 +210,9 @@ def run(args) -> dict:
     from jaxrej.data.registry import check_data_fields, is_local, parse_named
     from jaxrej.elbo import class_elbos
     from jaxrej.flow import FlowSolve
+    from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.metrics import ood_detection
     from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
-    from jaxrej.training.checkpoint import atomic_save_npz, atomic_write_json
     from jaxrej.training.workdir import load_trained, read_config
 
     cfg = read_config(args.workdir)  # ValueError for a missing workdir / config

@@ -174,8 +174,9 @@ def run(args) -> dict:
     import jax
     import numpy as np
 
+    from jaxrej.io import atomic_write_json
     from jaxrej.models.score import init_params, make_score_fn
-    from jaxrej.training.checkpoint import CHECKPOINT_DIR, atomic_write_json
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR
     from jaxrej.training.loop import train
     from jaxrej.training.workdir import CONFIG_FILE, read_config
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxrej.data.batching import padded_batches
-from jaxrej.training.checkpoint import atomic_save_npz
+from jaxrej.io import atomic_save_npz
 
 
 def fingerprint(images: np.ndarray, settings: str) -> str:

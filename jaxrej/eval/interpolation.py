@@ -156,14 +156,12 @@ def plot(curves: InterpolationCurves, path: str, *, title: str | None = None,
          ylabel: str = "log p(x)") -> str:  # fmt: skip
     """PNG at `path` (written atomically): the mean curve against a, a +-1 std band, the outer
     quantile band, a few individual pairs, and the convexity verdict. Returns `path`."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxrej.training.checkpoint import atomic_write
+    from jaxrej.io import save_png
 
     a, m, s = curves.alphas, curves.mean, curves.std
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -180,8 +178,4 @@ def plot(curves: InterpolationCurves, path: str, *, title: str | None = None,
            title=title or f"log-density along interpolations ({verdict}, tol {curves.tol:.3g})")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return path
+    return save_png(fig, path)

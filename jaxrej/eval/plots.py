@@ -8,13 +8,12 @@ decision_grid(images (N, H, W, C), rows {scorer: (pred (N,), rejected (N,))}, pa
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from jaxrej import metrics
-from jaxrej.training.checkpoint import atomic_write
+from jaxrej.io import save_png
 
 
 def _pyplot():
@@ -24,16 +23,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def save(fig, path: str) -> str:
-    """Render `fig` as PNG to `path` (atomically) and close it; returns `path`."""
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return path
 
 
 def risk_coverage(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str) -> str:
@@ -49,7 +38,7 @@ def risk_coverage(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return save(fig, path)
+    return save_png(fig, path)
 
 
 def score_histograms(
@@ -77,7 +66,7 @@ def score_histograms(
         ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label="threshold")
     ax.set(xlabel=xlabel, ylabel="density", title=title)
     ax.legend(fontsize=7)
-    return save(fig, path)
+    return save_png(fig, path)
 
 
 def severity_curves(corruptions: Mapping[str, Mapping], path: str, *, threshold: str) -> str:
@@ -97,7 +86,7 @@ def severity_curves(corruptions: Mapping[str, Mapping], path: str, *, threshold:
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
-    return save(fig, path)
+    return save_png(fig, path)
 
 
 def decision_grid(
@@ -129,4 +118,4 @@ def decision_grid(
                 text, colour = f"{name}: {int(pred[j])}", "green" if good else "darkorange"
             ax.text(0.5, -0.08 - 0.16 * i, text, transform=ax.transAxes, ha="center", va="top",
                     fontsize=5.5, color=colour)  # fmt: skip
-    return save(fig, path)
+    return save_png(fig, path)

@@ -147,7 +147,7 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
     out_dir/adversarial/<norm>_<name>.json (reused when its settings match) and its rows are
     printed (`log`) as it finishes. Returns {'report': {norm: {name: result}}, 'markdown'}."""
     from jaxrej.eval import adversarial as adv
-    from jaxrej.training.checkpoint import atomic_write_json
+    from jaxrej.io import atomic_write_json
 
     o = options
     folder = os.path.join(out_dir, "adversarial")

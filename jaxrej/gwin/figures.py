@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxrej.gwin.protocol import COLUMNS
+from jaxrej.io import save_png
 
 __all__ = ["curves_png", "grid_png"]
 
@@ -15,15 +16,6 @@ _LABELS = {
     "acc_with_reject": "acc. with reject option (accepted)",
     "acc_with_transform": "acc. with transform (all)",
 }
-
-
-def _save(fig, path):
-    import matplotlib.pyplot as plt
-
-    from jaxrej.training.checkpoint import atomic_write
-
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def curves_png(path: str, rows: list[dict], *, title: str = "GWIN") -> None:
@@ -45,7 +37,7 @@ def curves_png(path: str, rows: list[dict], *, title: str = "GWIN") -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(title)
-    _save(fig, path)
+    save_png(fig, path, dpi=120)
 
 
 def grid_png(
@@ -78,4 +70,4 @@ def grid_png(
                 a.set_title(f"-> {pred_after[i]} ({ok})", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)
-    _save(fig, path)
+    save_png(fig, path, dpi=120)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrej.models.embeddings import TimeLabelEmbedding
+from jaxrej.models.local import LocalRefine
 from jaxrej.models.score import check_atoms
 
 CONDITIONINGS = ("add", "film")
@@ -48,6 +49,8 @@ class ConditionalMLP(nn.Module):
     # groups of (lo, hi, weight) bins: one more output channel per group, the group's gate
     # (models/score.py: make_score_fn); () off
     atoms: tuple = ()
+    # channels of a local 3x3 refinement of the output (models/local.py; images only); 0 off
+    local: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array, train: bool = False) -> jax.Array:
@@ -78,11 +81,14 @@ class ConditionalMLP(nn.Module):
             z = nn.Dense(self.hidden, name=f"block{i}_dense1")(nn.silu(z))
             h = h + z
         h = nn.silu(nn.LayerNorm(name="out_norm")(h))
-        if not self.atoms:
-            out = nn.Dense(d, kernel_init=nn.initializers.zeros, name="out")(h)
-            return out.reshape(x.shape).astype(jnp.result_type(x))
-        if not self.precondition:
+        if self.atoms and not self.precondition:
             raise ValueError("atoms: needs precondition=True (models/score.py)")
         k = 1 + len(check_atoms(self.atoms))
         out = nn.Dense(k * d, kernel_init=nn.initializers.zeros, name="out")(h)
-        return out.reshape(*x.shape, k).astype(jnp.result_type(x))
+        out = out.reshape(x.shape[0], *event[:2], -1)  # channels: (C, k), k fastest
+        if self.local:
+            if len(event) != 3:
+                raise ValueError(f"local: needs images (H, W, C), got event shape {event}")
+            out = out + LocalRefine(self.local, name="local")(x, out, emb)
+        shape = x.shape if not self.atoms else (*x.shape, k)
+        return out.reshape(shape).astype(jnp.result_type(x))

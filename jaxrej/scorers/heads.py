@@ -186,7 +186,7 @@ def head_scorers(heads: FittedHeads) -> dict[str, HeadScorer]:
 
 def save_heads(workdir: str, heads: FittedHeads) -> str:
     """Write workdir/adversarial_heads.msgpack (arrays) and .json (static settings) atomically."""
-    from jaxrej.training.checkpoint import atomic_write, atomic_write_json
+    from jaxrej.io import atomic_write, atomic_write_json
 
     os.makedirs(workdir, exist_ok=True)
     state = serialization.to_state_dict(heads)

@@ -48,9 +48,9 @@ from jax.sharding import PartitionSpec as P
 
 from jaxrej.data.batching import padded_batches
 from jaxrej.data.preprocessing import check_images, dequantize
+from jaxrej.io import atomic_write_text
 from jaxrej.training.checkpoint import (
     CHECKPOINT_DIR,
-    atomic_write_text,
     checkpoint_manager,
     latest_step,
     restore_checkpoint,
