@@ -110,6 +110,13 @@ VARIANTS = {
                                                           "training.class_ce_rows": 32,
                                                           "training.eps": 1e-7,
                                                           "eval.eps": 1e-7})),
+    "atoms2_ce10_e7": ("as atoms2_ce3_e7, class cross-entropy of weight 10",
+                       _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
+                                                           "model.mlp.atoms": LEVEL0 + TOP,
+                                                           "training.class_ce_weight": 10.0,
+                                                           "training.class_ce_rows": 32,
+                                                           "training.eps": 1e-7,
+                                                           "eval.eps": 1e-7})),
     "atoms2_ce3_local8": ("as atoms2_ce3_e7, plus a local refinement of the output: two 3x3 "
                            "layers of 8 channels (models/local.py)",
                            _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
@@ -146,7 +153,7 @@ def mnist(split: str):
 
 
 def build(variant: str, quick: bool):
-    from jaxrej.cli import load_config
+    from jaxrej.config import load_config
     from jaxrej.training.workdir import build_net, build_sde
 
     overrides = [f"--config.{k}={v!r}" for k, v in VARIANTS[variant][1].items()]

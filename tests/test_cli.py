@@ -1,9 +1,9 @@
-"""The one override parser (`jaxrej.cli.apply_overrides`), used by train, heads and score."""
+"""The one override parser (`jaxrej.config.apply_overrides`), used by train, heads and score."""
 
 import ml_collections
 import pytest
 
-from jaxrej.cli import apply_overrides, load_config
+from jaxrej.config import apply_overrides, load_config
 from tests.conftest import CONFIGS
 
 

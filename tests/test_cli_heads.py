@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from jaxrej import cli
+from jaxrej.config import load_config
 from tests.conftest import CONFIGS
 
 pytestmark = pytest.mark.slow
@@ -143,7 +144,7 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
 def test_every_heads_config_validates(name):
     from jaxrej.commands import heads
 
-    data, options, seed = heads.settings(cli.load_config(str(CONFIGS / f"{name}_heads.py")))
+    data, options, seed = heads.settings(load_config(str(CONFIGS / f"{name}_heads.py")))
     assert options.percentiles == (1.0, 2.0) and options.tpr == 0.95 and seed == 0
     assert options.model in ("mlp", "cnn", "resnet")
     assert (data["dataset"] == "digits") == (not data["ood"])  # tfds datasets name an OOD set

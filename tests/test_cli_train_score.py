@@ -354,7 +354,7 @@ def test_large_config_takes_a_step_and_scores_at_its_real_size(tmp_path):
 
 def configs_model(path):
     """The model section of a config file's get_config(), as plain values."""
-    from jaxrej.cli import load_config
+    from jaxrej.config import load_config
 
     return {k: v for k, v in load_config(path, []).to_dict()["model"].items() if k != "name"}
 

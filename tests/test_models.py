@@ -204,7 +204,7 @@ def test_add_conditioning_keeps_the_checkpoint_layout_and_film_is_identity_at_in
 
 
 def _load(name, overrides=()):
-    from jaxrej.cli import load_config
+    from jaxrej.config import load_config
 
     return load_config(str(CONFIGS / name), list(overrides)).to_dict()
 

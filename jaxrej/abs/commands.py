@@ -152,8 +152,8 @@ def score_run(args, cfg: dict) -> dict:
     import jax.numpy as jnp
 
     from jaxrej.abs.scorer import load_scorer
-    from jaxrej.cli import apply_overrides
     from jaxrej.commands.score import _load, label_dependence, result_stem
+    from jaxrej.config import apply_overrides
     from jaxrej.data.registry import is_local, parse_named
     from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.likelihood import marginal_log_likelihood

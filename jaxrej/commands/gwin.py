@@ -179,7 +179,7 @@ def run(args) -> dict:
     import jax
     import numpy as np
 
-    from jaxrej.cli import load_config
+    from jaxrej.config import load_config
     from jaxrej.data.preprocessing import to_unit_interval
     from jaxrej.data.registry import load_dataset
     from jaxrej.gwin import figures, mc_dropout, protocol, transform, wgan

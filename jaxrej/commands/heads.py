@@ -86,7 +86,7 @@ def result_stem(test: str | None, ood: list[str] | None) -> str:
 def run(args) -> dict:
     import jax
 
-    from jaxrej.cli import load_config
+    from jaxrej.config import load_config
     from jaxrej.eval.heads import SCORERS, evaluate_heads, load_heads_data, markdown
     from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.scorers.heads import save_heads

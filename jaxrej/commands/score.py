@@ -203,8 +203,8 @@ def run(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxrej.cli import apply_overrides
     from jaxrej.commands.train import check_eval
+    from jaxrej.config import apply_overrides
     from jaxrej.data.batching import num_batches, padded_batches
     from jaxrej.data.preprocessing import to_model_input
     from jaxrej.data.registry import check_data_fields, is_local, parse_named

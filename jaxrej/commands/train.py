@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from jaxrej.cli import load_config
+from jaxrej.config import load_config
 
 TRAIN_FILE = "train.json"
 
