@@ -155,6 +155,7 @@ def main(argv=None) -> dict:
         default="CPU, 2 cores",
         help="how the run's training and scoring ran (cores, pinning, other load)",
     )
+    p.add_argument("--out", default="mnist_sbgc_run", help="results stem (one per recipe kept)")
     p.add_argument("--quick", action="store_true",
                    help="train and score a toy-width run of the config (4 steps, 8 rows) in a "
                    "temp folder and collect that, into a temp results folder")  # fmt: skip
@@ -164,7 +165,7 @@ def main(argv=None) -> dict:
         if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
             args.results_dir = tempfile.mkdtemp(prefix="mnist_sbgc_run_quick_results_")
     res = collect(args.workdir, args.device)
-    write_report("mnist_sbgc_run", res, args.results_dir, to_markdown, plot)
+    write_report(args.out, res, args.results_dir, to_markdown, plot)
     return res
 
 

@@ -30,7 +30,7 @@ DEMO_SBGC_SUITE = "apgd-ce,apgd-t,apgd-reject,square"
 def add_arguments(parser) -> None:
     parser.add_argument("--workdir", default="./jaxrej-demo", help="output folder (reused)")
     parser.add_argument("--configs", default=None,
-                        help="folder of the digits configs (default: the repository's configs/)")  # fmt: skip
+                        help="folder of the digits configs (default: the installed jaxrej.configs)")  # fmt: skip
     parser.add_argument("--n-ood", type=int, default=60, help="images per OOD set")
     parser.add_argument("--n-corrupt", type=int, default=12,
                         help="test digits per corruption and severity")  # fmt: skip
@@ -44,13 +44,17 @@ def add_arguments(parser) -> None:
 
 
 def configs_dir(given: str | None) -> str:
-    """`given`, else the configs/ folder beside the jaxrej package (an editable install)."""
-    import jaxrej
+    """`given`, else the folder of the installed package jaxrej.configs (the repository's
+    configs/, shipped in the wheel)."""
+    if given is None:
+        import jaxrej.configs
 
-    d = given or os.path.join(os.path.dirname(os.path.dirname(jaxrej.__file__)), "configs")
-    if not os.path.isfile(os.path.join(d, "digits_sbgc.py")):
-        raise ValueError(f"--configs: no digits_sbgc.py in {d!r}; pass the repository's configs/")
-    return d
+        given = os.path.dirname(jaxrej.configs.__file__)
+    if not os.path.isfile(os.path.join(given, "digits_sbgc.py")):
+        raise ValueError(
+            f"--configs: no digits_sbgc.py in {given!r}; pass the repository's configs/"
+        )
+    return given
 
 
 def run(args) -> dict:
