@@ -64,6 +64,10 @@ TOP_WEIGHTS = (0.27, 1.40, 3.27, 1.72, 0.67)
 TOP = (
     tuple((k / 256, (k + 1) / 256, w) for k, w in zip(range(251, 256), TOP_WEIGHTS, strict=True)),
 )
+# both gates from t = 1e-7 with the class cross-entropy of weight 3 on 32 rows (atoms2_ce3_e7)
+ATOMS2_CE3 = {"model.mlp.label_cutoff": 0.03, "model.mlp.atoms": LEVEL0 + TOP,
+              "training.class_ce_weight": 3.0, "training.class_ce_rows": 32,
+              "training.eps": 1e-7, "eval.eps": 1e-7}  # fmt: skip
 # name -> (what it tests, overrides of configs/mnist_sbgc.py)
 VARIANTS = {
     "mlp512": ("MLP width 512 predicts the noise itself (plain weighting)",
@@ -104,28 +108,14 @@ VARIANTS = {
                                                           "training.eps": 1e-7,
                                                           "eval.eps": 1e-7})),
     "atoms2_ce3_e7": ("as atoms2_ce1_e7, class cross-entropy of weight 3 on 32 rows",
-                      _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
-                                                          "model.mlp.atoms": LEVEL0 + TOP,
-                                                          "training.class_ce_weight": 3.0,
-                                                          "training.class_ce_rows": 32,
-                                                          "training.eps": 1e-7,
-                                                          "eval.eps": 1e-7})),
+                      _recipe(512, True, "likelihood", **ATOMS2_CE3)),
     "atoms2_ce10_e7": ("as atoms2_ce3_e7, class cross-entropy of weight 10",
-                       _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
-                                                           "model.mlp.atoms": LEVEL0 + TOP,
-                                                           "training.class_ce_weight": 10.0,
-                                                           "training.class_ce_rows": 32,
-                                                           "training.eps": 1e-7,
-                                                           "eval.eps": 1e-7})),
+                       _recipe(512, True, "likelihood",
+                               **{**ATOMS2_CE3, "training.class_ce_weight": 10.0})),
     "atoms2_ce3_local8": ("as atoms2_ce3_e7, plus a local refinement of the output: two 3x3 "
-                           "layers of 8 channels (models/local.py)",
-                           _recipe(512, True, "likelihood", **{"model.mlp.label_cutoff": 0.03,
-                                                               "model.mlp.atoms": LEVEL0 + TOP,
-                                                               "model.mlp.local": 8,
-                                                               "training.class_ce_weight": 3.0,
-                                                               "training.class_ce_rows": 32,
-                                                               "training.eps": 1e-7,
-                                                               "eval.eps": 1e-7})),
+                          "layers of 8 channels (models/local.py)",
+                          _recipe(512, True, "likelihood",
+                                  **{**ATOMS2_CE3, "model.mlp.local": 8})),
     "cut_w1024": ("as pre512_lik_cut, width 1024",
                   _recipe(1024, True, "likelihood", **{"model.mlp.label_cutoff": 0.03})),
     "config": ("configs/mnist_sbgc.py as it stands (EMA 0.999)", {}),
