@@ -110,3 +110,17 @@ def test_heldout_rows_train_the_generator_and_never_the_classifier(tmp_path, mon
     assert counts.tolist() == [round(0.25 * n) for n in np.bincount(y, minlength=10)]
     n = json.loads((tmp_path / "gwin_run.json").read_text())["n"]
     assert (n["classifier_train"], n["generator_inputs"]) == (len(seen["clf"][1]), counts.sum())
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [("--config.gan.gen_inputs=bogus", "gan.gen_inputs"),
+     ("--config.classifier.name=vgg", "classifier.name"),
+     ("--config.classifier.mc_samples=0", "classifier.mc_samples"),
+     ("--config.gan.b1=1.0", "gan.b1"),
+     ("--config.eval.taus=()", "eval.taus")],
+)  # fmt: skip
+def test_a_bad_field_is_named_before_anything_is_written(tmp_path, capsys, override, named):
+    rc = cli.main(["gwin", "--config", CONFIG, "--workdir", str(tmp_path / "w"), "--no-progress", override])  # fmt: skip
+    assert rc == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

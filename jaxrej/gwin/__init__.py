@@ -7,6 +7,7 @@ inputs on top of any scorer.
     transform    transform_and_reclassify: one function for every scorer
     protocol     the tau table (GWIN Table 1) and its markdown
     figures      PNG curves and the rejected-vs-transformed grid
+    pipeline     the whole run on a dataset from one GwinOptions (`jaxrej gwin` calls it)
 """
 
 from jaxrej.gwin.mc_dropout import MCDropoutCNN, MCPrediction, make_classifier, mc_predict
