@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -124,6 +125,22 @@ def test_train_then_score_digits(tmp_path, capsys):
     assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
     assert "using step" not in capsys.readouterr().err  # no checkpoint was skipped
     assert json.load(open(os.path.join(wd, "score_test_limit2.json")))["checkpoint_step"] == 9
+
+    # --step 3 scores that checkpoint into its own files: the numbers of a copy of the run whose
+    # newest checkpoint is 3; an absent step is named, nothing written
+    assert main(["score", "--workdir", wd, "--limit", "2", "--step", "3", "--no-progress", *FAST_SCORE]) == 0  # fmt: skip
+    assert json.load(open(os.path.join(wd, "score_test_limit2_step3.json")))["checkpoint_step"] == 3
+    cut = str(tmp_path / "cut")
+    shutil.copytree(wd, cut)
+    for step in ("6", "9"):
+        shutil.rmtree(os.path.join(cut, "checkpoints", step))
+    assert main(["score", "--workdir", cut, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
+    np.testing.assert_array_equal(np.load(os.path.join(wd, "score_test_limit2_step3.npz"))["class_logp"],
+                                  np.load(os.path.join(cut, "score_test_limit2.npz"))["class_logp"])  # fmt: skip
+    capsys.readouterr()
+    assert main(["score", "--workdir", wd, "--limit", "2", "--step", "4", "--no-progress"]) == 2
+    assert "4" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(wd, "score_test_limit2_step4.json"))
 
     # every checkpoint corrupt: score fails with one clear line (no orbax tracebacks after it)
     # and leaves its results as they were

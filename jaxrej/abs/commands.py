@@ -181,7 +181,8 @@ def score_run(args, cfg: dict) -> dict:
         split = "all" if is_local(spec) else "test"
         oods[name] = (spec, split, _load(f"--ood {name}", spec, split, d, args.limit)[0])
     latent = {k: v for k, v in e.items() if k not in ("bank_size", "batch_size")}
-    scorer, step = load_scorer(args.workdir, **latent)
+    want_step = getattr(args, "step", None)
+    scorer, step = load_scorer(args.workdir, step=want_step, **latent)
     bs, unit = int(e.get("batch_size", 100)), float(d["n_levels"] - 1)
     progress = not args.no_progress
 
@@ -195,7 +196,7 @@ def score_run(args, cfg: dict) -> dict:
     pred = np.argmax(s, axis=1)
     n = len(pred)
     log_px = marginal(s)
-    stem = result_stem(set_name, args.limit)
+    stem = result_stem(set_name, args.limit, step=want_step)
     summary = {"set": set_name, "dataset": test_spec, "split": args.split, "n": n,
                "limit": args.limit or None, "model": "abs",
                "accuracy": None if labels is None else float(np.mean(pred == labels)),
@@ -211,7 +212,9 @@ def score_run(args, cfg: dict) -> dict:
         so = class_scores(scorer, x_ood.astype(np.float32) / unit, batch_size=bs,
                           progress=progress, desc=f"score ood {name}")  # fmt: skip
         lo = marginal(so)
-        path = os.path.join(args.workdir, f"{result_stem('ood_' + name, args.limit)}.npz")
+        path = os.path.join(
+            args.workdir, f"{result_stem('ood_' + name, args.limit, step=want_step)}.npz"
+        )
         atomic_save_npz(path, class_logp=so, log_px=lo)
         files.append(path)
         det = ood_detection(log_px, lo)

@@ -70,10 +70,10 @@ def build_scorer(model: ABSModel, params, *, bank_size: int, seed: int,
     return ABSScorer(params=params, bank=bank, model=model, options=options)
 
 
-def load_scorer(workdir: str, **overrides) -> tuple[ABSScorer, int]:
+def load_scorer(workdir: str, *, step: int | None = None, **overrides) -> tuple[ABSScorer, int]:
     """(ABSScorer, checkpoint step) of a trained run (`jaxrej train` with model.name = 'abs'):
     its config's model and eval settings (LatentOptions fields overridable by keyword), params
-    of the newest intact checkpoint."""
+    of checkpoint `step` (None: the newest intact one)."""
     from jaxrej.abs.model import init_params
     from jaxrej.abs.training import ABSTrainState, optimizer, options_from_config
     from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
@@ -85,7 +85,7 @@ def load_scorer(workdir: str, **overrides) -> tuple[ABSScorer, int]:
     params = init_params(model, key=jax.random.key(0))
     tx = optimizer(options_from_config(cfg))
     target = ABSTrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params))
-    state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target)
+    state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
     opts = latent_options(cfg, **overrides)
     sc = build_scorer(model, state.params, bank_size=int(cfg["eval"].get("bank_size", 1000)),
                       seed=int(cfg.get("seed", 0)), options=opts)  # fmt: skip

@@ -16,7 +16,8 @@ registry name's test split): their class log-likelihoods too, and per set the AU
 log p(x) (positive = the scored, in-distribution set) and bits/dim.
 
 Files, one set each, so no run overwrites another set's results, and a `--limit N` run never
-overwrites a full run's: DIR/score_<set>[_limit<N>].json (summary) and .npz (class_logp (N, C),
+overwrites a full run's (nor a `--step S` run the newest checkpoint's):
+DIR/score_<set>[_elbo][_limit<N>][_step<S>].json (summary) and .npz (class_logp (N, C),
 labels, pred, ok, nfe, refined, covered, consistent), and DIR/score_ood_<name>[_limit<N>].npz per
 OOD set.
 <set> is the split ("test"), or with --test its name (plus "_<split>" unless the split is test).
@@ -74,6 +75,8 @@ def add_arguments(parser) -> None:
                         "lower bound (jaxrej.class_elbos, eval.elbo_n_times draws); default: the "
                         "run's eval.scorer (ode where a config has none)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=0, help="score only the first N examples")
+    parser.add_argument("--step", type=int, default=None,
+                        help="score checkpoint STEP (default: the newest intact one)")  # fmt: skip
     parser.add_argument("--raw-params", action="store_true", help="use raw params, not the EMA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -168,10 +171,11 @@ def with_scorer_defaults(e: dict) -> dict:
     return {**SCORER_DEFAULTS, **e}
 
 
-def result_stem(set_name: str, limit: int, scorer: str = "ode") -> str:
-    """'score_<set>[_elbo][_limit<N>]' (module doc)."""
+def result_stem(set_name: str, limit: int, scorer: str = "ode", step: int | None = None) -> str:
+    """'score_<set>[_elbo][_limit<N>][_step<S>]' (module doc)."""
     elbo = "_elbo" if scorer == "elbo" else ""
-    return f"score_{set_name}{elbo}" + (f"_limit{limit}" if limit else "")
+    return (f"score_{set_name}{elbo}" + (f"_limit{limit}" if limit else "")
+            + ("" if step is None else f"_step{step}"))  # fmt: skip
 
 
 def _load(field: str, spec: str, split: str, d: dict, limit: int):
@@ -216,6 +220,9 @@ def run(args) -> dict:
     from jaxrej.training.workdir import load_trained, read_config
 
     cfg = read_config(args.workdir)  # ValueError for a missing workdir / config
+    want_step = getattr(args, "step", None)
+    if want_step is not None and want_step < 0:
+        raise ValueError(f"--step: expected a checkpoint step >= 0, got {want_step}")
     if cfg.get("model", {}).get("name") == "abs":  # analysis by synthesis (jaxrej.abs)
         from jaxrej.abs.commands import score_run
 
@@ -231,7 +238,9 @@ def run(args) -> dict:
     names = [n for n, _ in ood_named]
     if len(set(names)) != len(names):
         raise ValueError(f"--ood: two sets share a name in {names}; name them with name=SPEC")
-    score_fn, params, sde, cfg, step, cutoff = load_trained(args.workdir, ema=not args.raw_params)
+    score_fn, params, sde, cfg, step, cutoff = load_trained(
+        args.workdir, ema=not args.raw_params, step=want_step
+    )
     cutoff = cutoff if scorer == "elbo" else 0.0
     d = cfg["data"]
     check_data_fields(d)
@@ -301,7 +310,7 @@ def run(args) -> dict:
     s = summarize(r["logp"], labels, event_shape=d["event_shape"], n_levels=d["n_levels"])
     s["baseline_bits_per_dim"] = baseline_bits_per_dim(d, images)
     pred, ok, log_px = s.pop("pred"), s.pop("ok"), s.pop("log_px")
-    stem = result_stem(set_name, args.limit, scorer)
+    stem = result_stem(set_name, args.limit, scorer, want_step)
     arrays = {"class_logp": r["logp"], "pred": pred, "ok": ok, "nfe": r["nfe"],
               "refined": r["refined"], "covered": r["covered"], "consistent": r["consistent"]}  # fmt: skip
     if labels is not None:
@@ -313,7 +322,9 @@ def run(args) -> dict:
         so = summarize(ro["logp"], None, event_shape=d["event_shape"], n_levels=d["n_levels"])
         so_ok, so_lp = so.pop("ok"), so.pop("log_px")
         so.pop("pred")
-        path = os.path.join(args.workdir, f"{result_stem('ood_' + name, args.limit, scorer)}.npz")
+        path = os.path.join(
+            args.workdir, f"{result_stem('ood_' + name, args.limit, scorer, want_step)}.npz"
+        )
         atomic_save_npz(path, class_logp=ro["logp"], log_px=so_lp, ok=so_ok, nfe=ro["nfe"],
                         refined=ro["refined"], covered=ro["covered"],
                         consistent=ro["consistent"])  # fmt: skip
