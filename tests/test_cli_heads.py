@@ -119,7 +119,7 @@ def test_reported_metrics_match_sklearn_on_the_saved_scores(run_dir):
         (["--config.reject.percentiles=(0.0, 2.0)"], "reject.percentiles"),
         (["--config.data.val_fraction=1.5"], "val_fraction"),
         (["--config.nope=1"], "nope"),
-        (["--config.data.dataset=idx"], "data.path and its"),
+        (["--config.data.dataset=idx"], "IMAGES"),
         (["--config.data.dataset='idx:absent.gz'"], "no such file"),
         (["--ood", "npz:absent.npz"], "ood 'absent'"),
         (["--test", "bad name=digits"], "set name"),

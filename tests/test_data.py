@@ -197,8 +197,8 @@ def test_local_errors_name_the_string(tmp_path):
         (f"npz:{tmp_path / 'bad.npz'}", "train", "needs an array 'images'"),
         (f"npz:{tmp_path / 'float.npz'}", "train", "integer pixel levels"),
         (f"npz:{tmp_path / 'big.npz'}", "all", r"levels in \[0, 255\]"),
-        ("idx", "train", "data.path and its"),
-        (str(tmp_path / "{split}-{kind}.idx"), "train", "data.path and its"),
+        ("idx", "train", "IMAGES"),
+        ("npz", "train", "npz:PATH"),
         ("digits", "validation", "split expected one of"),
     ]
     for spec, split, message in cases:

@@ -24,10 +24,9 @@ EVAL_FIELDS = ("steps", "lr", "n_starts", "encoder_start", "correction", "bank_s
 
 def _data(cfg: dict):
     """(train Dataset, eval Dataset or None) of a config's data section."""
-    from jaxrej.data.registry import check_data_fields, load_train_and_eval
+    from jaxrej.data.registry import load_train_and_eval
 
     d = cfg["data"]
-    check_data_fields(d)
     return load_train_and_eval(d["dataset"], d.get("train_split", "train"), d.get("eval_dataset"),
                                d.get("eval_split"), data_dir=d.get("data_dir") or None)  # fmt: skip
 

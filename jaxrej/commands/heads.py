@@ -41,12 +41,10 @@ def add_arguments(parser) -> None:
 
 def settings(config):
     """The config as plain values: (load_heads_data keywords, HeadsOptions, seed)."""
-    from jaxrej.data.registry import check_data_fields
     from jaxrej.eval.heads import HeadsOptions
 
     c = config
     try:
-        check_data_fields(dict(c.data))
         data = {
             "dataset": str(c.data.dataset),
             "ood": tuple(str(n) for n in c.ood.datasets),

@@ -211,7 +211,7 @@ def run(args) -> dict:
     from jaxrej.config import apply_overrides
     from jaxrej.data.batching import num_batches, padded_batches
     from jaxrej.data.preprocessing import to_model_input
-    from jaxrej.data.registry import check_data_fields, is_local, parse_named
+    from jaxrej.data.registry import is_local, parse_named
     from jaxrej.elbo import class_elbos
     from jaxrej.flow import FlowSolve
     from jaxrej.io import atomic_save_npz, atomic_write_json
@@ -243,7 +243,6 @@ def run(args) -> dict:
     )
     cutoff = cutoff if scorer == "elbo" else 0.0
     d = cfg["data"]
-    check_data_fields(d)
     if test_arg:
         test_name, test_spec = parse_named(test_arg)
         set_name = test_name if args.split == "test" else f"{test_name}_{args.split}"

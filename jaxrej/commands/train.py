@@ -78,7 +78,7 @@ def _stored_summary(path: str) -> dict | None:
 
 def prepare(config) -> dict:
     """Validate a ConfigDict into plain values: (cfg dict, TrainOptions, data, eval settings)."""
-    from jaxrej.data.registry import check_data_fields, is_local, load_train_and_eval
+    from jaxrej.data.registry import is_local, load_train_and_eval
     from jaxrej.training.loop import TrainOptions
     from jaxrej.training.workdir import build_net, build_sde
 
@@ -97,7 +97,6 @@ def prepare(config) -> dict:
     sde_cfg = dict(cfg["sde"])
     sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
     d = cfg["data"]
-    check_data_fields(d)
     train, evals = load_train_and_eval(d["dataset"], d.get("train_split", "train"),
                                        d.get("eval_dataset"), d.get("eval_split"),
                                        data_dir=d.get("data_dir") or None)  # fmt: skip

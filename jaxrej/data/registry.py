@@ -65,16 +65,13 @@ def local_split_indices(n: int) -> dict[str, np.ndarray]:
 
 def parse_spec(spec: str) -> tuple[str, tuple[str, ...]]:
     """spec -> (kind, arguments): ("digits", ()), ("tfds", (name,)), ("idx", (images, labels?)),
-    ("npz", (path,)). ValueError naming the string for a malformed or outdated one."""
+    ("npz", (path,)). ValueError naming the string for a malformed one."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"dataset {spec!r}: expected a non-empty string: {FORMS}")
     spec = spec.strip()
-    if spec in ("idx", "npz") or "{split}" in spec or "{kind}" in spec:
-        raise ValueError(
-            f"dataset {spec!r}: data.path and its '{{kind}}'/'{{split}}' pattern are gone; name "
-            "the files in the dataset string: 'idx:IMAGES[,LABELS]' or 'npz:PATH' (a local set is "
-            "split into train/validation/test by a fixed rule, see jaxrej.data.registry)"
-        )
+    if spec in ("idx", "npz"):
+        form = "idx:IMAGES[,LABELS]" if spec == "idx" else "npz:PATH"
+        raise ValueError(f"dataset {spec!r}: expected {form!r}, the files named after the colon")
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("idx", "npz"):
         parts = tuple(p.strip() for p in rest.split(","))
@@ -167,15 +164,6 @@ def load_dataset(
     idx = local_split_indices(x.shape[0])[split]
     classes = int(y.max()) + 1 if y is not None and y.size else 0
     return Dataset(x[idx].astype(np.uint8), None if y is None else y[idx], 256, classes, spec)
-
-
-def check_data_fields(data: dict, *, where: str = "data") -> None:
-    """ValueError for a config that still uses the removed `data.path` field."""
-    if data.get("path"):
-        raise ValueError(
-            f"{where}.path: removed; name the files in {where}.dataset as "
-            f"'idx:IMAGES[,LABELS]' or 'npz:PATH' (got path {data['path']!r})"
-        )
 
 
 def load_train_and_eval(dataset: str, train_split: str, eval_dataset: str | None, eval_split: str | None,
