@@ -8,7 +8,9 @@ by the commands below, collected from the run folder into results/mnist_sbgc_run
 
 FASHION = idx:../shared/data/fashion-2k-images-idx3-ubyte.gz,../shared/data/fashion-2k-labels-idx1-ubyte.gz.
 Reads the run's config.json, metrics.jsonl (training time and the label-gap diagnostic at each
-evaluation) and every score_test*.json (one row per scorer and limit); nothing is recomputed.
+evaluation) and every score_validation*.json and score_test*.json (one row per set, scorer, limit
+and checkpoint step: `jaxrej score --split validation --step S` scores the validation rows that
+settings are chosen on); nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -54,12 +56,17 @@ def collect(workdir: str, device: str) -> dict:
         metrics = [json.loads(line) for line in f if line.strip()]
     evals = [m for m in metrics if "label_acc" in m]
     scores = []
-    for path in sorted(glob.glob(os.path.join(workdir, "score_test*.json"))):
+    paths = [p for p in glob.glob(os.path.join(workdir, "score_*.json"))
+             if os.path.basename(p).startswith(("score_test", "score_validation"))]  # fmt: skip
+    for path in sorted(
+        paths, key=lambda p: (not os.path.basename(p).startswith("score_validation"), p)
+    ):
         with open(path) as f:
             s = json.load(f)
         fashion = s["ood"].get("fashion", {})
         scores.append({
-            "file": os.path.basename(path), "scorer": s.get("scorer", "ode"), "n": s["n"],
+            "file": os.path.basename(path), "set": s.get("set", "test"),
+            "scorer": s.get("scorer", "ode"), "n": s["n"],
             "accuracy": s["accuracy"], "n_failed": s["n_failed"],
             "bits_per_dim": s["bits_per_dim"], "baseline_bits_per_dim": s.get("baseline_bits_per_dim"),
             "fashion_auroc": fashion.get("auroc"), "fashion_n": fashion.get("n"),
@@ -94,13 +101,14 @@ def to_markdown(res: dict) -> str:
         "# configs/mnist_sbgc.py trained and scored",
         "",
         f"Device: {res['device']}. Training: {t['steps']} steps in {t['time_s'] / 60:.1f} min "
-        "(metrics.jsonl). Test rows: the 2,000 `test` rows of the 8,000-row MNIST test-set file; "
+        "(metrics.jsonl). Rows: the 1,000 `validation` rows (settings are chosen on them) and the "
+        "2,000 `test` rows of the 8,000-row MNIST test-set file; "
         "Fashion-MNIST as OOD (AUROC of log p(x), positive = MNIST). Pixels of the training "
         f"rows that are exactly 0: {100 * res['zero_pixel_fraction']:.1f}%.",
         "",
-        "| scorer | screen | rows | accuracy | bits/dim | per-pixel baseline bits/dim | "
+        "| rows of | step | scorer | screen | rows | accuracy | bits/dim | per-pixel baseline bits/dim | "
         "Fashion AUROC | s / row | NFE / row | label dependence | screens consistent |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in res["scores"]:
         cf = s.get("consistent_fraction")
@@ -108,7 +116,8 @@ def to_markdown(res: dict) -> str:
         auroc = ("not scored" if s["fashion_auroc"] is None
                  else f"{s['fashion_auroc']:.4f} ({s['fashion_n']})")  # fmt: skip
         lines.append(
-            f"| {s['scorer']} | {s['screen']} | {s['n']} | {100 * s['accuracy']:.1f}% | "
+            f"| {s.get('set', 'test')} | {s['checkpoint_step']} | {s['scorer']} | {s['screen']} | "
+            f"{s['n']} | {100 * s['accuracy']:.1f}% | "
             f"{s['bits_per_dim']:.2f} | "
             f"{s['baseline_bits_per_dim']:.2f} | {auroc} | "
             f"{s['s_per_row']:.3f} | {s['nfe_mean_per_example']:.0f} | {s['label_dependence']:.3f} | "

@@ -49,6 +49,7 @@ def test_train_then_score_digits(tmp_path, capsys):
     assert [r["step"] for r in rows] == [2, 3, 4, 6] and all(
         math.isfinite(r.get("loss", 0)) for r in rows
     )
+    assert all("time_s" in r for r in rows)  # the evaluation-only row at step 3 too
 
     assert (
         main(

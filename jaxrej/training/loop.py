@@ -551,7 +551,7 @@ def train(
                     }
                     acc_loss, acc_n = 0.0, 0
                 if eval_fn is not None and (s % opts.eval_every == 0 or s == opts.n_iters):
-                    row = row or {"step": s}
+                    row = row or {"step": s, "time_s": round(time.perf_counter() - t0, 3)}
                     row["eval_loss_ema"] = evaluate_loss(
                         eval_fn,
                         state.ema_params,
