@@ -31,22 +31,22 @@ def measure(workdir: str, rows: int, reps: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxrej.commands.score import with_scorer_defaults
+    from jaxrej.config import RunEval
     from jaxrej.data.registry import load_dataset
     from jaxrej.elbo import class_elbos
     from jaxrej.training.workdir import load_trained
 
     tm = load_trained(workdir)
-    d, e = tm.config["data"], with_scorer_defaults(dict(tm.config["eval"]))
-    levels, n_classes, n = int(d["n_levels"]), int(d["num_classes"]), int(e["elbo_n_times"])
+    d, e = tm.config["data"], RunEval.from_dict(tm.config["eval"])
+    levels, n_classes, n = int(d["n_levels"]), int(d["num_classes"]), e.elbo_n_times
     val = load_dataset(d["eval_dataset"] or d["dataset"], "validation")
     img, y = val.images[:rows], np.asarray(val.labels[:rows])
     x = jnp.asarray((img + np.random.default_rng(0).uniform(size=img.shape)) / levels, jnp.float32)
     bound = jax.jit(lambda xb, k: class_elbos(
         tm.score_fn, tm.params, tm.sde, xb, num_classes=n_classes, key=k, n_times=n,
-        time_sampling=e["elbo_time_sampling"], eps=float(e["eps"]),
-        chunk_size=e["elbo_chunk_size"] or None, label_cutoff=tm.label_cutoff))  # fmt: skip
-    batch = int(e["batch_size"])
+        time_sampling=e.elbo_time_sampling, eps=float(e.eps),
+        chunk_size=e.elbo_chunk_size or None, label_cutoff=tm.label_cutoff))  # fmt: skip
+    batch = int(e.batch_size)
     out = np.zeros((reps, len(x), n_classes))
     t0 = time.perf_counter()
     for r in range(reps):
@@ -71,7 +71,7 @@ def measure(workdir: str, rows: int, reps: int) -> dict:
     sd = gap.std(0, ddof=1) if reps > 1 else np.full(len(x), np.nan)
     return {
         "workdir": workdir, "checkpoint_step": tm.step, "rows": int(len(x)), "reps": reps,
-        "draws_per_call": n, "time_sampling": e["elbo_time_sampling"],
+        "draws_per_call": n, "time_sampling": e.elbo_time_sampling,
         "label_cutoff": tm.label_cutoff, "seconds": round(time.perf_counter() - t0, 1),
         "table": table,
         "wrong_at_all_draws": int(np.sum(out.mean(0).argmax(1) != y)),

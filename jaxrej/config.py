@@ -6,6 +6,7 @@ library code below them receives plain values.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -72,3 +73,70 @@ def apply_overrides(config, overrides: Sequence[str], *, sections: Sequence[str]
             )
         node[leaf] = value
     return config
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunEval:
+    """A score-model run's `eval` section as options (configs/digits_sbgc.py documents each
+    field): the ODE scorer's solve (divergence, n_probes, rtol, atol, eps; `solve`), its pairs per
+    vmapped solve (chunk_size, 0: all) and screens ("default" | "none"), the scored batch size and
+    dequantization, the default scorer ("ode" | "elbo") and the ELBO scorer's draws per example,
+    their time sampling and its evaluations per vmapped call (0: all). The defaults fill in fields
+    that older configs lack. `from_dict` names an unknown or bad field."""
+
+    batch_size: int
+    divergence: str
+    n_probes: int
+    rtol: float
+    atol: float
+    eps: float
+    dequantize: str = "uniform"
+    chunk_size: int = 0
+    screen: str = "default"
+    scorer: str = "ode"
+    elbo_n_times: int = 64
+    elbo_time_sampling: str = "stratified"
+    elbo_chunk_size: int = 4096
+
+    def __post_init__(self):
+        from jaxrej.elbo import TIME_SAMPLINGS
+
+        choices = {"divergence": ("exact", "rademacher", "gaussian"),
+                   "dequantize": ("uniform", "center"), "screen": ("default", "none"),
+                   "scorer": ("ode", "elbo"), "elbo_time_sampling": TIME_SAMPLINGS}  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"eval.{name}: expected one of {'|'.join(allowed)}, got {getattr(self, name)!r}")  # fmt: skip
+        for name, low in (("batch_size", 1), ("n_probes", 1), ("elbo_n_times", 1),
+                          ("chunk_size", 0), ("elbo_chunk_size", 0)):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                zero = " (0: all at once)" if low == 0 else ""
+                raise ValueError(f"eval.{name}: expected an int >= {low}{zero}, got {v!r}")
+        for name in ("rtol", "atol", "eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 < v < 1):
+                raise ValueError(f"eval.{name}: expected a number in (0, 1), got {v!r}")
+
+    @classmethod
+    def from_dict(cls, e: dict) -> RunEval:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(e) - known)
+        if unknown:
+            raise ValueError(f"eval: unknown field(s) {unknown}; known: {sorted(known)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.default is dataclasses.MISSING and f.name not in e)  # fmt: skip
+        if missing:
+            raise ValueError(f"eval: missing field(s) {missing}")
+        return cls(**e)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def solve(self):
+        """The accurate solve of the ODE scorer (`jaxrej.flow.FlowSolve`)."""
+        from jaxrej.flow import FlowSolve
+
+        return FlowSolve(divergence=self.divergence, n_probes=self.n_probes, rtol=self.rtol,
+                         atol=self.atol, eps=self.eps)  # fmt: skip

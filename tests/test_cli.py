@@ -136,3 +136,29 @@ def test_evaluate_folder_names_every_option_off_its_default():
     assert stem("--no-attack", "--attack-n", "5") == "evaluate_noattack"
     assert stem("--attack-n", "5", "--limit", "24") == "evaluate_limit24_atk5"
     assert len({stem(), stem(*demo), stem("--no-attack"), stem("--n-ood", "60")}) == 4
+
+
+def test_run_eval_reads_every_shipped_score_model_config_and_names_bad_fields():
+    """`RunEval`: the eval section of each score-model config becomes options (its solve is the
+    FlowSolve of those fields); an unknown, missing or bad field is named."""
+    from jaxrej.config import RunEval
+    from jaxrej.flow import FlowSolve
+
+    for name in ("digits_sbgc.py", "mnist_sbgc.py"):
+        e = load_config(str(CONFIGS / name)).to_dict()["eval"]
+        ev = RunEval.from_dict(e)
+        assert {k: getattr(ev, k) for k in e} == e  # every field kept, none invented
+        assert ev.solve == FlowSolve(divergence=e["divergence"], n_probes=e["n_probes"],
+                                     rtol=e["rtol"], atol=e["atol"], eps=e["eps"])  # fmt: skip
+    e = load_config(str(CONFIGS / "digits_sbgc.py")).to_dict()["eval"]
+    old = {k: v for k, v in e.items() if not k.startswith("elbo_") and k != "scorer"}
+    assert RunEval.from_dict(old).scorer == "ode"  # a config from before the ELBO scorer
+    for bad, named in [({**e, "screen_margin": 1.0}, "screen_margin"),
+                       ({k: v for k, v in e.items() if k != "rtol"}, "rtol"),
+                       ({**e, "divergence": "trace"}, "eval.divergence"),
+                       ({**e, "elbo_n_times": 0}, "eval.elbo_n_times"),
+                       ({**e, "chunk_size": -1}, "eval.chunk_size"),
+                       ({**e, "eps": 1.5}, "eval.eps"),
+                       ({**e, "batch_size": True}, "eval.batch_size")]:  # fmt: skip
+        with pytest.raises(ValueError, match=named):
+            RunEval.from_dict(bad)

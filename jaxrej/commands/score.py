@@ -52,15 +52,6 @@ import numpy as np
 
 LABEL_DEPENDENCE_MIN = 0.05
 SCORERS = ("ode", "elbo")
-# eval.scorer where a run's config has none, and the ELBO scorer's settings (eval.elbo_*;
-# jaxrej.class_elbos): (t, z) draws per example shared by its classes, their time sampling, and
-# score evaluations per vmapped call (0: all at once)
-SCORER_DEFAULTS = {
-    "scorer": "ode",
-    "elbo_n_times": 64,
-    "elbo_time_sampling": "stratified",
-    "elbo_chunk_size": 4096,
-}
 
 
 def add_arguments(parser) -> None:
@@ -166,11 +157,6 @@ def baseline_bits_per_dim(d: dict, images) -> float:
     return float(np.mean(bpd))
 
 
-def with_scorer_defaults(e: dict) -> dict:
-    """eval settings with the scorer fields filled in where a run's config has none."""
-    return {**SCORER_DEFAULTS, **e}
-
-
 def result_stem(set_name: str, limit: int, scorer: str = "ode", step: int | None = None) -> str:
     """'score_<set>[_elbo][_limit<N>][_step<S>]' (module doc)."""
     elbo = "_elbo" if scorer == "elbo" else ""
@@ -207,13 +193,11 @@ def run(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxrej.commands.train import check_eval
-    from jaxrej.config import apply_overrides
+    from jaxrej.config import RunEval, apply_overrides
     from jaxrej.data.batching import num_batches, padded_batches
     from jaxrej.data.preprocessing import to_model_input
     from jaxrej.data.registry import is_local, parse_named
     from jaxrej.elbo import class_elbos
-    from jaxrej.flow import FlowSolve
     from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.metrics import ood_detection
     from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
@@ -227,10 +211,10 @@ def run(args) -> dict:
         from jaxrej.abs.commands import score_run
 
         return score_run(args, cfg)
-    e = with_scorer_defaults(dict(cfg["eval"]))
-    e = apply_overrides({"eval": e}, args.overrides, sections=("eval",))["eval"]
-    check_eval(e)
-    scorer = getattr(args, "scorer", None) or e["scorer"]
+    e = RunEval.from_dict(cfg["eval"]).to_dict()  # with the defaults older configs lack
+    ev = RunEval.from_dict(apply_overrides({"eval": e}, args.overrides, sections=("eval",))["eval"])
+    e = ev.to_dict()
+    scorer = getattr(args, "scorer", None) or ev.scorer
     if args.limit < 0:
         raise ValueError(f"--limit: expected >= 0, got {args.limit}")
     test_arg, ood_args = getattr(args, "test", None), getattr(args, "ood", None) or []
@@ -257,30 +241,29 @@ def run(args) -> dict:
 
     key = jax.random.key(cfg.get("seed", 0) + 1)
     dq_key, probe_key = jax.random.split(key)
-    solve = FlowSolve(divergence=e["divergence"], n_probes=e["n_probes"], rtol=e["rtol"],
-                      atol=e["atol"], eps=e["eps"])  # fmt: skip
-    screen = DEFAULT_SCREEN if e.get("screen", "default") == "default" else None
+    solve = ev.solve
+    screen = DEFAULT_SCREEN if ev.screen == "default" else None
 
     def score(x_all, desc):
-        nb = num_batches(len(x_all), e["batch_size"])
+        nb = num_batches(len(x_all), ev.batch_size)
         bar = None
         if not args.no_progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=nb, desc=f"score {desc}", dynamic_ncols=True)
         parts, masks = {"logp": [], "nfe": [], "refined": [], "covered": [], "consistent": []}, []
-        for i, ((xb,), mask) in enumerate(padded_batches(x_all, batch_size=e["batch_size"])):
-            x = to_model_input(jnp.asarray(xb), d["n_levels"], mode=e["dequantize"],
+        for i, ((xb,), mask) in enumerate(padded_batches(x_all, batch_size=ev.batch_size)):
+            x = to_model_input(jnp.asarray(xb), d["n_levels"], mode=ev.dequantize,
                                key=jax.random.fold_in(dq_key, i))  # fmt: skip
             if scorer == "elbo":
                 lp = class_elbos(score_fn, params, sde, x, num_classes=d["num_classes"],
-                                 key=jax.random.fold_in(probe_key, i), n_times=e["elbo_n_times"],
-                                 time_sampling=e["elbo_time_sampling"], eps=e["eps"],
-                                 chunk_size=e["elbo_chunk_size"] or None,
+                                 key=jax.random.fold_in(probe_key, i), n_times=ev.elbo_n_times,
+                                 time_sampling=ev.elbo_time_sampling, eps=ev.eps,
+                                 chunk_size=ev.elbo_chunk_size or None,
                                  label_cutoff=cutoff)  # fmt: skip
-                nfe = jnp.full(lp.shape, e["elbo_n_times"], jnp.int32)
+                nfe = jnp.full(lp.shape, ev.elbo_n_times, jnp.int32)
                 if cutoff > 0:  # the draws below the cutoff are shared, evaluated at class 0
-                    nfe = nfe.at[:, 0].add(e["elbo_n_times"])
+                    nfe = nfe.at[:, 0].add(ev.elbo_n_times)
                 res = {"logp": lp, "nfe": nfe,
                        "refined": jnp.ones(lp.shape, bool), "covered": jnp.ones(lp.shape[:1], bool),
                        "consistent": jnp.ones(lp.shape[:1], bool)}  # fmt: skip
@@ -288,7 +271,7 @@ def run(args) -> dict:
                 res = class_log_likelihood_result(
                     score_fn, params, sde, x, num_classes=d["num_classes"],
                     key=jax.random.fold_in(probe_key, i), solve=solve, screen=screen,
-                    chunk_size=e.get("chunk_size") or None,
+                    chunk_size=ev.chunk_size or None,
                 )  # fmt: skip
                 res = {name: getattr(res, name) for name in parts}
             for name, acc in parts.items():

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from jaxrej.config import load_config
+from jaxrej.config import RunEval, load_config
 
 TRAIN_FILE = "train.json"
 
@@ -93,7 +93,7 @@ def prepare(config) -> dict:
     if "num_classes" in cfg["training"]:
         raise ValueError("training.num_classes: set from the data, not the config")
     TrainOptions(**{**cfg["training"], "class_ce_weight": 0.0})  # names a bad value early
-    check_eval(cfg["eval"])
+    RunEval.from_dict(cfg["eval"])  # names a bad eval.* value before training
     sde_cfg = dict(cfg["sde"])
     sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
     d = cfg["data"]
@@ -126,47 +126,6 @@ def prepare(config) -> dict:
         "net": net,
         "sde": sde,
     }
-
-
-def check_eval(e: dict) -> None:
-    """ValueError naming a bad eval.* value."""
-    if e.get("divergence") not in ("exact", "rademacher", "gaussian"):
-        raise ValueError(
-            f"eval.divergence: expected exact|rademacher|gaussian, got {e.get('divergence')!r}"
-        )
-    if e.get("dequantize") not in ("uniform", "center"):
-        raise ValueError(f"eval.dequantize: expected uniform|center, got {e.get('dequantize')!r}")
-    for k in ("batch_size", "n_probes"):
-        v = e.get(k)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"eval.{k}: expected an int >= 1, got {v!r}")
-    if (
-        e.get("chunk_size", 0) is None
-        or not isinstance(e.get("chunk_size", 0), int)
-        or e.get("chunk_size", 0) < 0
-    ):
-        raise ValueError(
-            f"eval.chunk_size: expected an int >= 0 (0: one chunk), got {e.get('chunk_size')!r}"
-        )
-    if e.get("screen", "default") not in ("default", "none"):
-        raise ValueError(f"eval.screen: expected default|none, got {e.get('screen')!r}")
-    for k in ("rtol", "atol", "eps"):
-        v = e.get(k)
-        if not (isinstance(v, (int, float)) and 0 < v < 1):
-            raise ValueError(f"eval.{k}: expected a number in (0, 1), got {v!r}")
-    from jaxrej.elbo import TIME_SAMPLINGS
-
-    if e.get("scorer", "ode") not in ("ode", "elbo"):
-        raise ValueError(f"eval.scorer: expected ode|elbo, got {e.get('scorer')!r}")
-    n = e.get("elbo_n_times", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"eval.elbo_n_times: expected an int >= 1, got {n!r}")
-    if e.get("elbo_time_sampling", "stratified") not in TIME_SAMPLINGS:
-        raise ValueError(f"eval.elbo_time_sampling: expected one of {TIME_SAMPLINGS}, "
-                         f"got {e.get('elbo_time_sampling')!r}")  # fmt: skip
-    c = e.get("elbo_chunk_size", 0)
-    if isinstance(c, bool) or not isinstance(c, int) or c < 0:
-        raise ValueError(f"eval.elbo_chunk_size: expected an int >= 0 (0: one chunk), got {c!r}")
 
 
 def run(args) -> dict:

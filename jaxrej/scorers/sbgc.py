@@ -120,22 +120,22 @@ def sbgc_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
     """The ODE classifier of a trained run (`jaxrej train`) as a Scorer: the judge with the run's
     eval settings (or `solve`, a FlowSolve), the attack view of `view` (module doc). trained: the
     run's `load_trained` result, if already loaded."""
+    from jaxrej.config import RunEval
     from jaxrej.flow import FlowSolve
     from jaxrej.scoring import TopK
     from jaxrej.training.workdir import load_trained
 
     tm = trained or load_trained(run_dir)
-    e, d = tm.config["eval"], tm.config["data"]
-    if solve is None:
-        solve = FlowSolve(divergence=e["divergence"], n_probes=e["n_probes"], rtol=e["rtol"],
-                          atol=e["atol"], eps=e["eps"])  # fmt: skip
-    options = (("solve", solve),) + ((("screen", None),) if e.get("screen") == "none" else ())
+    e, d = RunEval.from_dict(tm.config["eval"]), tm.config["data"]
+    options = (("solve", e.solve if solve is None else solve),
+               ("chunk_size", e.chunk_size or None))  # fmt: skip
+    options += (("screen", None),) if e.screen == "none" else ()
     key = jax.random.key(tm.config.get("seed", 0) + 1)
     base = dict(params=tm.params, score_fn=tm.score_fn, sde=tm.sde,
                 num_classes=int(d["num_classes"]), n_levels=int(d["n_levels"]))  # fmt: skip
     judge = SBGCScorer(key=key, options=options, **base)
     cheap = FlowSolve(divergence="rademacher", n_probes=view.n_probes, rtol=view.rtol,
-                      atol=view.atol, eps=e["eps"], max_steps=view.max_steps, solver=view.solver,
+                      atol=view.atol, eps=e.eps, max_steps=view.max_steps, solver=view.solver,
                       n_steps=view.n_steps)  # fmt: skip
     fixed = {} if view.n_steps is None else {"solver": view.solver,
                                              "n_steps": max(view.n_steps // 2, 1)}  # fmt: skip
@@ -154,22 +154,22 @@ def sbgc_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
 def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOptions(),
                 name: str = "elbo", trained=None) -> Scorer:  # fmt: skip
     """The ELBO classifier of a trained run as a Scorer: the judge with the run's eval.elbo_*
-    settings (`jaxrej.commands.score.SCORER_DEFAULTS` where absent), split at the net's
+    settings (`jaxrej.config.RunEval`'s defaults where absent), split at the net's
     label_cutoff (as `jaxrej score`), and key(seed + 1); the attack
     view with view.n_times draws (label-blind: every class is scored at once)."""
-    from jaxrej.commands.score import with_scorer_defaults
+    from jaxrej.config import RunEval
     from jaxrej.training.workdir import load_trained
 
     tm = trained or load_trained(run_dir)
-    e, d = with_scorer_defaults(dict(tm.config["eval"])), tm.config["data"]
+    e, d = RunEval.from_dict(tm.config["eval"]), tm.config["data"]
     key = jax.random.key(tm.config.get("seed", 0) + 1)
     base = dict(params=tm.params, score_fn=tm.score_fn, sde=tm.sde,
                 num_classes=int(d["num_classes"]), n_levels=int(d["n_levels"]),
-                time_sampling=e["elbo_time_sampling"], eps=float(e["eps"]),
-                chunk_size=e["elbo_chunk_size"] or None,
+                time_sampling=e.elbo_time_sampling, eps=float(e.eps),
+                chunk_size=e.elbo_chunk_size or None,
                 label_cutoff=tm.label_cutoff)  # fmt: skip
-    judge = ELBOScorer(key=key, n_times=int(e["elbo_n_times"]), **base)
-    cheap = ELBOScorer(key=key, n_times=min(view.n_times, int(e["elbo_n_times"])), **base)
+    judge = ELBOScorer(key=key, n_times=e.elbo_n_times, **base)
+    cheap = ELBOScorer(key=key, n_times=min(view.n_times, e.elbo_n_times), **base)
 
     def for_attack(labels):
         return AttackView(cheap, stochastic=view.fresh)
