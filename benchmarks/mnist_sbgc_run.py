@@ -78,6 +78,7 @@ def collect(workdir: str, device: str) -> dict:
             "consistent_fraction": s.get("consistent_fraction"),
             "eval": {k: s["eval"][k] for k in sorted(s["eval"])},
         })  # fmt: skip
+    scores.sort(key=lambda r: (r["set"] != "validation", r["checkpoint_step"], r["file"]))
     last = metrics[-1]
     from jaxrej.data.registry import load_dataset
 
