@@ -18,8 +18,8 @@ log p(x) (positive = the scored, in-distribution set) and bits/dim.
 Files, one set each, so no run overwrites another set's results, and a `--limit N` run never
 overwrites a full run's (nor a `--step S` run the newest checkpoint's):
 DIR/score_<set>[_elbo][_limit<N>][_step<S>].json (summary) and .npz (class_logp (N, C),
-labels, pred, ok, nfe, refined, covered, consistent), and DIR/score_ood_<name>[_limit<N>].npz per
-OOD set.
+labels, pred, ok, nfe, refined, covered, consistent), and DIR/score_ood_<name>[_elbo][_limit<N>]
+[_step<S>].npz per OOD set.
 <set> is the split ("test"), or with --test its name (plus "_<split>" unless the split is test).
 
 Scoring is `jaxrej.class_log_likelihood_result` on padded batches of one shape (so it compiles
