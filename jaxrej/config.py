@@ -99,6 +99,7 @@ class RunEval:
     elbo_chunk_size: int = 4096
 
     def __post_init__(self):
+        from jaxrej.checks import check_int
         from jaxrej.elbo import TIME_SAMPLINGS
 
         choices = {"divergence": ("exact", "rademacher", "gaussian"),
@@ -109,10 +110,9 @@ class RunEval:
                 raise ValueError(f"eval.{name}: expected one of {'|'.join(allowed)}, got {getattr(self, name)!r}")  # fmt: skip
         for name, low in (("batch_size", 1), ("n_probes", 1), ("elbo_n_times", 1),
                           ("chunk_size", 0), ("elbo_chunk_size", 0)):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                zero = " (0: all at once)" if low == 0 else ""
-                raise ValueError(f"eval.{name}: expected an int >= {low}{zero}, got {v!r}")
+            check_int(
+                f"eval.{name}", getattr(self, name), low, " (0: all at once)" if low == 0 else ""
+            )
         for name in ("rtol", "atol", "eps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 < v < 1):

@@ -8,11 +8,7 @@ import jax.numpy as jnp
 
 from jaxrej.attacks.geometry import check_norm
 from jaxrej.attacks.losses import check_loss
-
-
-def _pos_int(name, v, minimum=1):
-    if not (isinstance(v, int) and not isinstance(v, bool) and v >= minimum):
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {v!r}")
+from jaxrej.checks import check_int
 
 
 def _nonneg(name, v):
@@ -33,9 +29,9 @@ def check_common(x, y, *, eps, norm, steps, restarts, loss, clip, targeted, thre
         raise ValueError(f"y: expected an int array of shape ({b},), got {jnp.shape(y)}")
     _nonneg("eps", eps)
     check_norm(norm)
-    _pos_int("steps", steps)
-    _pos_int("restarts", restarts)
-    _pos_int("n_eot", n_eot)
+    check_int("steps", steps)
+    check_int("restarts", restarts)
+    check_int("n_eot", n_eot)
     check_loss(loss, num_classes, targeted=targeted, thresholds=thresholds)
     if clip is not None:
         if not (isinstance(clip, (tuple, list)) and len(clip) == 2 and clip[0] < clip[1]):

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from jaxrej.checks import check_int
 from jaxrej.gwin.wgan import GEN_INPUTS, GanOptions
 
 __all__ = ["ClassifierOptions", "GwinOptions", "GwinResult", "CLASSIFIER_DIR", "CHECKPOINT_DIR", "run"]  # fmt: skip
@@ -53,9 +54,7 @@ class ClassifierOptions:
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"classifier.dropout: expected a number in [0, 1), got {self.dropout!r}")  # fmt: skip
         for name in ("epochs", "batch_size", "mc_samples"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"classifier.{name}: expected an int >= 1, got {v!r}")
+            check_int(f"classifier.{name}", getattr(self, name))
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise ValueError(f"classifier.learning_rate: expected a positive number, got {self.learning_rate!r}")  # fmt: skip
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
@@ -94,9 +93,7 @@ class GwinOptions:
         if not (0.0 < self.heldout_fraction < 1.0):
             raise ValueError(f"gan.heldout_fraction: expected a number in (0, 1), got {self.heldout_fraction!r}")  # fmt: skip
         for name in ("grid_size", "batch_size", "critic_dense"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+            check_int(name, getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)
