@@ -96,6 +96,15 @@ def collect(workdir: str, device: str) -> dict:
     }  # fmt: skip
 
 
+def settings(row: dict) -> str:
+    """A score row's scorer settings in words: the ODE's screen; the ELBO's draws and label window."""
+    e = row["eval"]
+    if row["scorer"] != "elbo":
+        return f"screen {row['screen']}"
+    h = e.get("elbo_label_max", 0.0)
+    return f"{e['elbo_n_times']} draws" + (f", label up to t = {h:g}" if h else "")
+
+
 def to_markdown(res: dict) -> str:
     t = res["train"]
     lines = [
@@ -107,7 +116,7 @@ def to_markdown(res: dict) -> str:
         "Fashion-MNIST as OOD (AUROC of log p(x), positive = MNIST). Pixels of the training "
         f"rows that are exactly 0: {100 * res['zero_pixel_fraction']:.1f}%.",
         "",
-        "| rows of | step | scorer | screen | rows | accuracy | bits/dim | per-pixel baseline bits/dim | "
+        "| rows of | step | scorer | settings | rows | accuracy | bits/dim | per-pixel baseline bits/dim | "
         "Fashion AUROC | s / row | NFE / row | label dependence | screens consistent |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -117,7 +126,7 @@ def to_markdown(res: dict) -> str:
         auroc = ("not scored" if s["fashion_auroc"] is None
                  else f"{s['fashion_auroc']:.4f} ({s['fashion_n']})")  # fmt: skip
         lines.append(
-            f"| {s.get('set', 'test')} | {s['checkpoint_step']} | {s['scorer']} | {s['screen']} | "
+            f"| {s.get('set', 'test')} | {s['checkpoint_step']} | {s['scorer']} | {settings(s)} | "
             f"{s['n']} | {100 * s['accuracy']:.1f}% | "
             f"{s['bits_per_dim']:.2f} | "
             f"{s['baseline_bits_per_dim']:.2f} | {auroc} | "

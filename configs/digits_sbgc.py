@@ -81,8 +81,11 @@ def get_config():
     # probability-flow ODE) or "elbo" (the denoising lower bound, jaxrej.class_elbos)
     config.eval.scorer = "ode"
     # `jaxrej score --scorer elbo`: the denoising bound (jaxrej.class_elbos) with this many (t, z)
-    # draws per example shared by its classes, their time sampling, evaluations per vmapped call
+    # draws per example shared by its classes, their time sampling, evaluations per vmapped call,
+    # and the top of the label's window: above it the bound is that of the class-average score
+    # (jaxrej.elbo's label_max; 0: none)
     config.eval.elbo_n_times = 64
     config.eval.elbo_time_sampling = "stratified"
     config.eval.elbo_chunk_size = 4096
+    config.eval.elbo_label_max = 0.0
     return config

@@ -81,7 +81,8 @@ class RunEval:
     field): the ODE scorer's solve (divergence, n_probes, rtol, atol, eps; `solve`), its pairs per
     vmapped solve (chunk_size, 0: all) and screens ("default" | "none"), the scored batch size and
     dequantization, the default scorer ("ode" | "elbo") and the ELBO scorer's draws per example,
-    their time sampling and its evaluations per vmapped call (0: all). The defaults fill in fields
+    their time sampling, its evaluations per vmapped call (0: all) and the top of the label's
+    window (elbo_label_max, 0: none; jaxrej.elbo's label_max). The defaults fill in fields
     that older configs lack. `from_dict` names an unknown or bad field."""
 
     batch_size: int
@@ -97,6 +98,7 @@ class RunEval:
     elbo_n_times: int = 64
     elbo_time_sampling: str = "stratified"
     elbo_chunk_size: int = 4096
+    elbo_label_max: float = 0.0
 
     def __post_init__(self):
         from jaxrej.checks import check_int
@@ -117,6 +119,11 @@ class RunEval:
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 < v < 1):
                 raise ValueError(f"eval.{name}: expected a number in (0, 1), got {v!r}")
+        v = self.elbo_label_max
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 <= v < 1):
+            raise ValueError(
+                f"eval.elbo_label_max: expected 0 (off) or a time in (0, 1), got {v!r}"
+            )
 
     @classmethod
     def from_dict(cls, e: dict) -> RunEval:

@@ -35,6 +35,13 @@ With `label_cutoff` c (a score that ignores the label below c: models' `label_cu
 integral splits at c: n_times draws on [c, T] scored for every class, n_times on [eps, c] scored
 once (class 0) and shared. The classes' differences, which come from [c, T] alone, then get all
 n_times draws instead of the share of [eps, T]'s that lands above c, for (C + 1) / C the cost.
+With `label_max` h the bound is that of the model whose score above h is the class average
+s_bar(x, t) = 1/C sum_c s(x, t, c), one label-free score shared by the classes (`class_mean_score`):
+the label acts in the window [c, h] alone, where every class gets n_times draws, and n_times
+shared draws on [h, T] score s_bar (C evaluations each). A classifier choice, not a training one:
+on MNIST the class differences of the coarse scales are the noisy, less accurate ones
+(benchmarks/results/label_window.md), and any vector field is the score of a model, so the result
+is still a lower bound on a model's log p(x | y). Cost: (2C + 1) n_times evaluations per example.
 Pure JAX: jit, grad and vmap compose; shapes are static.
 """
 
@@ -58,7 +65,8 @@ from jaxrej.training.losses import (
 TIME_SAMPLINGS = ("importance", "stratified", "uniform")
 
 
-def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff=0.0):
+def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff=0.0,
+                   label_max=0.0):  # fmt: skip
     if not isinstance(sde, (VPSDE, SubVPSDE, VESDE)):
         raise ValueError(f"sde: expected a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}")
     if num_classes is not None and not (
@@ -80,6 +88,12 @@ def _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, la
         raise ValueError(
             f"label_cutoff: expected 0 (off) or a time in (eps={eps}, T={sde.T}), got "
             f"{label_cutoff!r}"
+        )
+    if not (isinstance(label_max, (int, float)) and (label_max == 0.0
+                                                      or max(eps, label_cutoff) < label_max < sde.T)):  # fmt: skip
+        raise ValueError(
+            f"label_max: expected 0 (off) or a time in (max(eps, label_cutoff)="
+            f"{max(eps, label_cutoff)}, T={sde.T}), got {label_max!r}"
         )
 
 
@@ -154,26 +168,42 @@ def _residuals(one, x, t, z, cls, chunk_size):
     return jax.lax.map(flat, jnp.arange(b * m * k), batch_size=chunk_size).reshape(b, m, k)
 
 
+def class_mean_score(score_fn: Callable, num_classes: int) -> Callable:
+    """s_bar(params, x, t, y) = 1/C sum_c score_fn(params, x, t, c) for ONE example: a score that
+    ignores y (the model of `label_max` above its window; module doc)."""
+
+    def s_bar(params, x, t, y):
+        del y
+        s = jax.vmap(lambda c: score_fn(params, x, t, c))(jnp.arange(num_classes, dtype=jnp.int32))
+        return jnp.mean(s, axis=0)
+
+    return s_bar
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("score_fn", "sde", "n_times", "time_sampling", "eps", "chunk_size",
-                     "label_cutoff"),
+    static_argnames=("score_fn", "sde", "num_classes", "n_times", "time_sampling", "eps",
+                     "chunk_size", "label_cutoff", "label_max"),
 )  # fmt: skip
-def _elbos(score_fn, params, sde, x, cls, key, *, n_times, time_sampling, eps, chunk_size,
-           label_cutoff):  # fmt: skip
+def _elbos(score_fn, params, sde, x, cls, key, *, num_classes, n_times, time_sampling, eps,
+           chunk_size, label_cutoff, label_max):  # fmt: skip
     """ELBO of the pairs (x[b], cls[b, m]): x (B, *event), cls (B, M) -> (B, M)."""
     one = functools.partial(residual, score_fn, params, sde)
     sampling = dict(n_times=n_times, time_sampling=time_sampling)
-    if not label_cutoff:
-        t, c, z = draws(sde, x, key=key, eps=eps, **sampling)
-        dsm = jnp.mean(c[:, None, :] * _residuals(one, x, t, z, cls, chunk_size), axis=-1)
-    else:  # every class above the cutoff; below it, one class's draws shared by all (module doc)
-        hi_key, lo_key = jax.random.split(key)
-        t, c, z = draws(sde, x, key=hi_key, eps=label_cutoff, **sampling)
-        dsm = jnp.mean(c[:, None, :] * _residuals(one, x, t, z, cls, chunk_size), axis=-1)
-        t, c, z = draws(sde, x, key=lo_key, eps=eps, t_max=label_cutoff, **sampling)
-        dsm = dsm + jnp.mean(c[:, None, :] * _residuals(one, x, t, z, cls[:, :1], chunk_size),
-                             axis=-1)  # fmt: skip
+
+    def part(one, cls, key, lo, hi):  # (B, M): -2 x the integral over [lo, hi]
+        t, c, z = draws(sde, x, key=key, eps=lo, t_max=hi, **sampling)
+        return jnp.mean(c[:, None, :] * _residuals(one, x, t, z, cls, chunk_size), axis=-1)
+
+    # per class on the label's window [label_cutoff, label_max]; shared below and above it (the
+    # keys of the window and of the part below are those of the estimator before label_max)
+    mid_key, lo_key = jax.random.split(key) if label_cutoff else (key, None)
+    dsm = part(one, cls, mid_key, label_cutoff or eps, label_max or None)
+    if label_cutoff:  # the net ignores the label below its cutoff: class 0 stands for all
+        dsm = dsm + part(one, cls[:, :1], lo_key, eps, label_cutoff)
+    if label_max:  # the class-average score, one for all classes
+        mean_one = functools.partial(residual, class_mean_score(score_fn, num_classes), params, sde)
+        dsm = dsm + part(mean_one, cls[:, :1], jax.random.fold_in(key, 2), label_max, None)
     return jax.vmap(functools.partial(prior_terms, sde))(x)[:, None] - 0.5 * dsm
 
 
@@ -190,6 +220,7 @@ def class_elbos(
     eps: float = 1e-5,
     chunk_size: int | None = None,
     label_cutoff: float = 0.0,
+    label_max: float = 0.0,
 ) -> jax.Array:
     """Lower bounds on log p(x | y) for every class y: x (B, *event) -> (B, C) nats.
 
@@ -199,18 +230,22 @@ def class_elbos(
     evaluations per vmapped call (default: all B * C * n_times at once); the result does not
     depend on it. label_cutoff: a time below which score_fn ignores y (the net's label gate):
     the integral splits there (module doc); 0 (default) off. Wrong (biased) for a score that
-    depends on y below it. An unbiased estimate of the bound: its mean over keys is the bound; its
-    class differences have the variance of the model's class differences only. Cost:
-    B * C * n_times score evaluations (B * (C + 1) * n_times with label_cutoff), one backward
+    depends on y below it. label_max: the top of the label's window, above which the bound is
+    that of the class-average score (module doc); 0 (default) off. An unbiased estimate of the
+    bound: its mean over keys is the bound; its class differences have the variance of the
+    model's class differences only. Cost:
+    B * C * n_times score evaluations (B * (C + 1) * n_times with label_cutoff, C more with
+    label_max), one backward
     pass of as many under grad. Pure: jit, grad and vmap compose.
     `jaxrej.marginal_log_likelihood` of the result bounds log p(x) from below.
     """
-    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff)
+    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff,
+                   label_max)  # fmt: skip
     check_batch(x, None, sde)
     cls = jnp.broadcast_to(jnp.arange(num_classes, dtype=jnp.int32), (x.shape[0], num_classes))
-    return _elbos(score_fn, params, sde, x, cls, key, n_times=n_times, time_sampling=time_sampling,
-                  eps=float(eps), chunk_size=chunk_size,
-                  label_cutoff=float(label_cutoff))  # fmt: skip
+    return _elbos(score_fn, params, sde, x, cls, key, num_classes=num_classes, n_times=n_times,
+                  time_sampling=time_sampling, eps=float(eps), chunk_size=chunk_size,
+                  label_cutoff=float(label_cutoff), label_max=float(label_max))  # fmt: skip
 
 
 def elbo(
@@ -227,20 +262,25 @@ def elbo(
     eps: float = 1e-5,
     chunk_size: int | None = None,
     label_cutoff: float = 0.0,
+    label_max: float = 0.0,
 ) -> jax.Array:
     """The bound of `class_elbos` for one class per example: x (B, *event), y (B,) int -> (B,).
 
     With the same key, elbo(...)[i] equals class_elbos(...)[i, y[i]] (the same draws; with
     label_cutoff, below it y's draws where class_elbos scores class 0: equal for a label-gated
-    score).
-    num_classes: when given, a label outside [0, num_classes) gives NaN.
+    score; above label_max, the class-average score's draws, the same as class_elbos's).
+    num_classes: when given, a label outside [0, num_classes) gives NaN; label_max needs it.
     """
-    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff)
+    _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff,
+                   label_max)  # fmt: skip
+    if label_max and num_classes is None:
+        raise ValueError("num_classes: label_max averages the score over the classes; give it")
     check_batch(x, y, sde)
     y = jnp.asarray(y)
-    out = _elbos(score_fn, params, sde, x, y[:, None].astype(jnp.int32), key, n_times=n_times,
-                 time_sampling=time_sampling, eps=float(eps), chunk_size=chunk_size,
-                 label_cutoff=float(label_cutoff))[:, 0]  # fmt: skip
+    out = _elbos(score_fn, params, sde, x, y[:, None].astype(jnp.int32), key,
+                 num_classes=num_classes, n_times=n_times, time_sampling=time_sampling,
+                 eps=float(eps), chunk_size=chunk_size, label_cutoff=float(label_cutoff),
+                 label_max=float(label_max))[:, 0]  # fmt: skip
     if num_classes is not None:
         out = jnp.where((y >= 0) & (y < num_classes), out, jnp.nan)
     return out

@@ -27,8 +27,10 @@ TINY = [
     "--config.model.hidden=16", "--config.model.n_blocks=1", "--config.model.emb_dim=8",
     "--config.training.n_iters=6", "--config.training.batch_size=32", "--config.training.log_every=2",
     "--config.training.eval_every=3", "--config.training.checkpoint_every=3",
+    # a loose, small-batch scorer, stored in the run's config (a score-time override would tag
+    # the files' names)
+    "--config.eval.rtol=0.001", "--config.eval.atol=0.001", "--config.eval.batch_size=4",
 ]  # fmt: skip
-FAST_SCORE = ["--config.eval.rtol=0.001", "--config.eval.atol=0.001", "--config.eval.batch_size=4"]
 
 
 def _hashes(folder):
@@ -62,7 +64,6 @@ def test_train_then_score_digits(tmp_path, capsys):
                 "--limit",
                 "6",
                 "--no-progress",
-                *FAST_SCORE,
             ]
         )
         == 0
@@ -111,7 +112,7 @@ def test_train_then_score_digits(tmp_path, capsys):
 
     # a corrupt newest checkpoint: score falls back to step 6, says so, and records the step
     _corrupt(os.path.join(wd, "checkpoints", "9"))
-    assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
+    assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "step 9" in err and "using step 6" in err
     assert json.load(open(os.path.join(wd, "score_test_limit2.json")))["checkpoint_step"] == 6
@@ -123,19 +124,19 @@ def test_train_then_score_digits(tmp_path, capsys):
     train = json.load(open(os.path.join(wd, "train.json")))
     assert train["start_step"] == 6 and train["final_step"] == 9
     assert os.listdir(os.path.join(wd, "corrupt_checkpoints")) == ["9"]
-    assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
+    assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress"]) == 0
     assert "using step" not in capsys.readouterr().err  # no checkpoint was skipped
     assert json.load(open(os.path.join(wd, "score_test_limit2.json")))["checkpoint_step"] == 9
 
     # --step 3 scores that checkpoint into its own files: the numbers of a copy of the run whose
     # newest checkpoint is 3; an absent step is named, nothing written
-    assert main(["score", "--workdir", wd, "--limit", "2", "--step", "3", "--no-progress", *FAST_SCORE]) == 0  # fmt: skip
+    assert main(["score", "--workdir", wd, "--limit", "2", "--step", "3", "--no-progress"]) == 0  # fmt: skip
     assert json.load(open(os.path.join(wd, "score_test_limit2_step3.json")))["checkpoint_step"] == 3
     cut = str(tmp_path / "cut")
     shutil.copytree(wd, cut)
     for step in ("6", "9"):
         shutil.rmtree(os.path.join(cut, "checkpoints", step))
-    assert main(["score", "--workdir", cut, "--limit", "2", "--no-progress", *FAST_SCORE]) == 0
+    assert main(["score", "--workdir", cut, "--limit", "2", "--no-progress"]) == 0
     np.testing.assert_array_equal(np.load(os.path.join(wd, "score_test_limit2_step3.npz"))["class_logp"],
                                   np.load(os.path.join(cut, "score_test_limit2.npz"))["class_logp"])  # fmt: skip
     capsys.readouterr()
@@ -150,7 +151,7 @@ def test_train_then_score_digits(tmp_path, capsys):
         _corrupt(os.path.join(wd, "checkpoints", step))
     proc = subprocess.run(
         [sys.executable, "-m", "jaxrej.cli", "score", "--workdir", wd, "--limit", "2",
-         "--no-progress", *FAST_SCORE],
+         "--no-progress"],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2
@@ -176,7 +177,7 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     local.write_idx(str(tmp_path / "lab.gz"), y[:8].astype(np.uint8))
     np.savez(tmp_path / "noise.npz", images=np.random.default_rng(0).integers(0, 17, (3, 8, 8, 1)))
     small = f"small=idx:{tmp_path / 'im.gz'},{tmp_path / 'lab.gz'}"
-    score = ["score", "--workdir", wd, "--no-progress", *FAST_SCORE]
+    score = ["score", "--workdir", wd, "--no-progress"]
     assert (
         main([*score, "--test", small, "--split", "all", "--ood", f"npz:{tmp_path / 'noise.npz'}"])
         == 0
@@ -205,11 +206,14 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     # the ELBO scorer: its own files (the ODE run's unchanged), the library's bound split at the
     # net's cutoff on the same dequantized inputs, 4 draws per class above the cutoff and 4
     # shared below it; the trivial baseline is the digits train split's pixel histogram
+    # (an eval override tags the files' names: no run with other settings overwrites them)
     assert main([*score, "--test", small, "--split", "all", "--scorer", "elbo",
                  "--config.eval.elbo_n_times=4"]) == 0  # fmt: skip
     assert {k: v for k, v in _hashes(wd).items() if k in after} == after
-    e = json.load(open(os.path.join(wd, "score_small_all_elbo.json")))
-    ze = np.load(os.path.join(wd, "score_small_all_elbo.npz"))
+    assert sorted(set(_hashes(wd)) - set(after)) == [
+        "score_small_all_elbo_elbo_n_times4.json", "score_small_all_elbo_elbo_n_times4.npz"]  # fmt: skip
+    e = json.load(open(os.path.join(wd, "score_small_all_elbo_elbo_n_times4.json")))
+    ze = np.load(os.path.join(wd, "score_small_all_elbo_elbo_n_times4.npz"))
     assert e["scorer"] == "elbo" and ze["class_logp"].shape == (8, 10)
     assert e["eval"]["elbo_label_cutoff"] == 0.1
     np.testing.assert_array_equal(ze["nfe"].sum(1), np.full(8, 11 * 4))
@@ -366,7 +370,8 @@ def test_large_config_takes_a_step_and_scores_at_its_real_size(tmp_path):
     loose = ["--config.eval.rtol=0.1", "--config.eval.atol=0.1", "--config.eval.batch_size=1",
              "--config.eval.screen=none"]  # fmt: skip
     assert main(["score", "--workdir", wd, "--no-progress", "--limit", "1", *loose]) == 0
-    z = np.load(os.path.join(wd, "score_test_limit1.npz"))
+    (path,) = glob.glob(os.path.join(wd, "score_test_limit1*.npz"))  # tagged by the overrides
+    z = np.load(path)
     assert z["class_logp"].shape == (1, 2) and np.all(np.isfinite(z["class_logp"]))
 
 

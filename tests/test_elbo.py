@@ -149,21 +149,24 @@ def _scaled_vp(p, x, t, y):
 
 
 @functools.partial(jax.jit, static_argnames=("score_fn", "kind", "n_keys", "n_times",
-                                             "time_sampling", "label_cutoff"))  # fmt: skip
-def _mc_jit(score_fn, params, x, key, *, kind, n_keys, n_times, time_sampling, label_cutoff):
+                                             "time_sampling", "label_cutoff", "label_max"))  # fmt: skip
+def _mc_jit(score_fn, params, x, key, *, kind, n_keys, n_times, time_sampling, label_cutoff,
+            label_max):  # fmt: skip
     f = lambda k: E.class_elbos(score_fn, params, SDES[kind], x, num_classes=C, key=k,  # noqa: E731
                                 n_times=n_times, time_sampling=time_sampling,
-                                label_cutoff=label_cutoff)  # fmt: skip
+                                label_cutoff=label_cutoff, label_max=label_max)  # fmt: skip
+    if label_max:  # vmapped over 32+ keys this call stalls XLA:CPU (0% CPU; see the cutoff test)
+        return jax.lax.map(f, jax.random.split(key, n_keys), batch_size=8)
     return jax.vmap(f)(jax.random.split(key, n_keys))
 
 
 def _mc(kind, score_fn, params, x, *, n_keys=64, key=None, n_times=32, time_sampling="stratified",
-        label_cutoff=0.0):  # fmt: skip
+        label_cutoff=0.0, label_max=0.0):  # fmt: skip
     """class_elbos over n_keys keys (vmapped): (n_keys, B, C) numpy."""
     key = jax.random.key(11) if key is None else key
     return np.asarray(_mc_jit(score_fn, params, x, key, kind=kind, n_keys=n_keys,
                               n_times=n_times, time_sampling=time_sampling,
-                              label_cutoff=label_cutoff))  # fmt: skip
+                              label_cutoff=label_cutoff, label_max=label_max))  # fmt: skip
 
 
 # ------------------------------------------------------------------ tests
@@ -260,6 +263,77 @@ def test_label_cutoff_split_is_unbiased_and_sharpens_class_differences(time_samp
     with pytest.raises(ValueError, match="label_cutoff"):
         E.class_elbos(_gated_vp, params, SDES["vp"], jnp.asarray(x), num_classes=C,
                       key=jax.random.key(0), label_cutoff=1e-6)  # fmt: skip
+
+
+def window_bound(mus, covs, x, y, c, cut, top):
+    """The VP bound (quadrature, as quadrature_bound) of the model whose score is c s*_0 below
+    `cut`, c s*_y on [cut, top] and the class average c/C sum_j s*_j above `top`. Each is affine,
+    s(x_t) = -A x_t + b, so E||k s + z||^2 = k^2 ||b - a A x||^2 + ||I - k^2 A||_F^2."""
+    d = x.size
+    a_T, k_T = alpha_var("vp", 1.0)[0], kernel_std("vp", 1.0)
+    head = (
+        -0.5 * (a_T**2 * x @ x + d * k_T**2) - d * 0.5 * math.log(2 * math.pi) + d * math.log(a_T)
+    )
+
+    def affine(t, classes):
+        ab = [marginal("vp", mus[j], covs[j], t) for j in classes]
+        inv = [np.linalg.inv(cov_t) for _, cov_t in ab]
+        a_mat = c * np.mean(inv, axis=0)
+        b = c * np.mean([i @ m for i, (m, _) in zip(inv, ab, strict=True)], axis=0)
+        return a_mat, b
+
+    def integrand(logt, classes):
+        t = math.exp(logt)
+        a, k = alpha_var("vp", t)[0], kernel_std("vp", t)
+        a_mat, b = affine(t, classes)
+        m = np.eye(d) - k**2 * a_mat
+        e = k**2 * np.sum(np.square(b - a * a_mat @ x)) + np.sum(m * m)
+        return t * g2("vp", t) / k**2 * (e - d)
+
+    opts = dict(limit=400, epsabs=1e-11, epsrel=1e-11)
+    parts = ((EPS, cut, (0,)), (cut, top, (y,)), (top, 1.0, tuple(range(C))))
+    return head - 0.5 * sum(quad(integrand, math.log(lo), math.log(hi), args=(cl,), **opts)[0]
+                            for lo, hi, cl in parts)  # fmt: skip
+
+
+TOP = 0.3
+
+
+def test_label_max_is_the_bound_of_the_class_average_model(x64):
+    """With label_cutoff and label_max, the estimator's mean over keys equals the quadrature of
+    the model "class 0 below the cutoff, the class on the window, the class average above it"
+    (window_bound) within 4 standard errors; a score whose classes differ only above label_max
+    gives equal columns; label_max needs num_classes in `elbo` and a time above the cutoff."""
+    mus, covs, x = _problem()
+    q = np.array([[window_bound(mus, covs, xi, c, SCALE, CUT, TOP) for c in range(C)] for xi in x])
+    params = (jnp.asarray(mus), jnp.asarray(covs))
+    est = _mc("vp", _gated_vp, params, jnp.asarray(x), n_keys=128, label_cutoff=CUT,
+              label_max=TOP)  # fmt: skip
+    mean, se = est.mean(0), est.std(0, ddof=1) / math.sqrt(est.shape[0])
+    assert np.all(np.abs(mean - q) <= 4 * se + 1e-6), (mean - q, se)
+    assert np.all(se < 0.45 + 0.045 * np.abs(q)), se
+    # the window model differs from the plain one: its class differences are not the gated ones
+    plain = np.array([[quadrature_bound("vp", mus[c], covs[c], xi, SCALE,
+                                        below=(mus[0], covs[0], CUT)) for c in range(C)]
+                      for xi in x])  # fmt: skip
+    assert np.max(np.abs((q - q[:, :1]) - (plain - plain[:, :1]))) > 10 * se.max()
+
+    def above_only(p, z, t, y):  # the classes differ above TOP alone
+        return SCORES["vp"](p, z, t, jnp.where(t > TOP, y, 0))
+
+    sde, xj = SDES["vp"], jnp.asarray(x)
+    same = E.class_elbos(above_only, params, sde, xj, num_classes=C, key=jax.random.key(2),
+                         n_times=8, label_max=TOP)  # fmt: skip
+    np.testing.assert_allclose(same, jnp.repeat(same[:, :1], C, axis=1), rtol=1e-12)
+    y = jnp.asarray([2, 0, 1, 1])
+    one = E.elbo(above_only, params, sde, xj, y, key=jax.random.key(2), n_times=8, num_classes=C,
+                 label_max=TOP)  # fmt: skip
+    np.testing.assert_allclose(one, same[:, 0], rtol=1e-12)
+    with pytest.raises(ValueError, match="num_classes"):
+        E.elbo(above_only, params, sde, xj, y, key=jax.random.key(2), label_max=TOP)
+    with pytest.raises(ValueError, match="label_max"):
+        E.class_elbos(_gated_vp, params, sde, xj, num_classes=C, key=jax.random.key(0),
+                      label_cutoff=CUT, label_max=0.01)  # fmt: skip
 
 
 def test_shared_draws_lower_the_variance_of_class_differences(x64):

@@ -7,7 +7,8 @@ JSON records `checkpoint_step`).
 Scorers (`--scorer`, default the run's eval.scorer): "ode", log p(x | y) by the probability-flow
 ODE (below); "elbo", the denoising lower bound of `jaxrej.class_elbos` with eval.elbo_n_times
 (t, z) draws per example shared by its classes (eval.elbo_time_sampling; eval.elbo_chunk_size
-evaluations per vmapped call; split at the net's label_cutoff when it has one), whose files carry
+evaluations per vmapped call; split at the net's label_cutoff when it has one; the label acts
+only up to eval.elbo_label_max when set, the class-average score above it), whose files carry
 "_elbo" after the set's name.
 
 The scored set: split `--split` of the run's `data.eval_dataset` (else `data.dataset`), or of
@@ -16,10 +17,11 @@ registry name's test split): their class log-likelihoods too, and per set the AU
 log p(x) (positive = the scored, in-distribution set) and bits/dim.
 
 Files, one set each, so no run overwrites another set's results, and a `--limit N` run never
-overwrites a full run's (nor a `--step S` run the newest checkpoint's):
-DIR/score_<set>[_elbo][_limit<N>][_step<S>].json (summary) and .npz (class_logp (N, C),
-labels, pred, ok, nfe, refined, covered, consistent), and DIR/score_ood_<name>[_elbo][_limit<N>]
-[_step<S>].npz per OOD set.
+overwrites a full run's (nor a `--step S` run the newest checkpoint's, nor a run with
+--config.eval overrides the run's own settings'; each changed field tags the name, e.g.
+"_elbo_n_times16"): DIR/score_<set>[_elbo][_limit<N>][_step<S>][_<field><value>...].json
+(summary) and .npz (class_logp (N, C), labels, pred, ok, nfe, refined, covered, consistent), and
+DIR/score_ood_<name>[...].npz per OOD set with the same tags.
 <set> is the split ("test"), or with --test its name (plus "_<split>" unless the split is test).
 
 Scoring is `jaxrej.class_log_likelihood_result` on padded batches of one shape (so it compiles
@@ -157,11 +159,15 @@ def baseline_bits_per_dim(d: dict, images) -> float:
     return float(np.mean(bpd))
 
 
-def result_stem(set_name: str, limit: int, scorer: str = "ode", step: int | None = None) -> str:
-    """'score_<set>[_elbo][_limit<N>][_step<S>]' (module doc)."""
+def result_stem(set_name: str, limit: int, scorer: str = "ode", step: int | None = None,
+                changed: dict | None = None) -> str:  # fmt: skip
+    """'score_<set>[_elbo][_limit<N>][_step<S>][_<field><value>...]' (module doc); changed: the
+    eval fields a --config.eval override set off the run's own."""
     elbo = "_elbo" if scorer == "elbo" else ""
+    tags = "".join(f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
+                   for k, v in sorted((changed or {}).items()))  # fmt: skip
     return (f"score_{set_name}{elbo}" + (f"_limit{limit}" if limit else "")
-            + ("" if step is None else f"_step{step}"))  # fmt: skip
+            + ("" if step is None else f"_step{step}") + tags)  # fmt: skip
 
 
 def _load(field: str, spec: str, split: str, d: dict, limit: int):
@@ -211,9 +217,13 @@ def run(args) -> dict:
         from jaxrej.abs.commands import score_run
 
         return score_run(args, cfg)
-    e = RunEval.from_dict(cfg["eval"]).to_dict()  # with the defaults older configs lack
-    ev = RunEval.from_dict(apply_overrides({"eval": e}, args.overrides, sections=("eval",))["eval"])
+    own = RunEval.from_dict(cfg["eval"]).to_dict()  # with the defaults older configs lack
+    ev = RunEval.from_dict(
+        apply_overrides({"eval": dict(own)}, args.overrides, sections=("eval",))["eval"]
+    )
     e = ev.to_dict()
+    # the fields an override changed tag the files' names: no run overwrites another's results
+    changed = {k: v for k, v in e.items() if v != own[k]}
     scorer = getattr(args, "scorer", None) or ev.scorer
     if args.limit < 0:
         raise ValueError(f"--limit: expected >= 0, got {args.limit}")
@@ -260,10 +270,12 @@ def run(args) -> dict:
                                  key=jax.random.fold_in(probe_key, i), n_times=ev.elbo_n_times,
                                  time_sampling=ev.elbo_time_sampling, eps=ev.eps,
                                  chunk_size=ev.elbo_chunk_size or None,
-                                 label_cutoff=cutoff)  # fmt: skip
+                                 label_cutoff=cutoff, label_max=ev.elbo_label_max)  # fmt: skip
                 nfe = jnp.full(lp.shape, ev.elbo_n_times, jnp.int32)
                 if cutoff > 0:  # the draws below the cutoff are shared, evaluated at class 0
                     nfe = nfe.at[:, 0].add(ev.elbo_n_times)
+                if ev.elbo_label_max:  # the shared draws above the window: the class average
+                    nfe = nfe.at[:, 0].add(ev.elbo_n_times * d["num_classes"])
                 res = {"logp": lp, "nfe": nfe,
                        "refined": jnp.ones(lp.shape, bool), "covered": jnp.ones(lp.shape[:1], bool),
                        "consistent": jnp.ones(lp.shape[:1], bool)}  # fmt: skip
@@ -292,7 +304,7 @@ def run(args) -> dict:
     s = summarize(r["logp"], labels, event_shape=d["event_shape"], n_levels=d["n_levels"])
     s["baseline_bits_per_dim"] = baseline_bits_per_dim(d, images)
     pred, ok, log_px = s.pop("pred"), s.pop("ok"), s.pop("log_px")
-    stem = result_stem(set_name, args.limit, scorer, want_step)
+    stem = result_stem(set_name, args.limit, scorer, want_step, changed)
     arrays = {"class_logp": r["logp"], "pred": pred, "ok": ok, "nfe": r["nfe"],
               "refined": r["refined"], "covered": r["covered"], "consistent": r["consistent"]}  # fmt: skip
     if labels is not None:
@@ -305,7 +317,8 @@ def run(args) -> dict:
         so_ok, so_lp = so.pop("ok"), so.pop("log_px")
         so.pop("pred")
         path = os.path.join(
-            args.workdir, f"{result_stem('ood_' + name, args.limit, scorer, want_step)}.npz"
+            args.workdir,
+            f"{result_stem('ood_' + name, args.limit, scorer, want_step, changed)}.npz",
         )
         atomic_save_npz(path, class_logp=ro["logp"], log_px=so_lp, ok=so_ok, nfe=ro["nfe"],
                         refined=ro["refined"], covered=ro["covered"],

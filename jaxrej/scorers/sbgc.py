@@ -74,6 +74,7 @@ class ELBOScorer(struct.PyTreeNode):
     eps: float = struct.field(pytree_node=False, default=1e-5)
     chunk_size: int | None = struct.field(pytree_node=False, default=None)
     label_cutoff: float = struct.field(pytree_node=False, default=0.0)
+    label_max: float = struct.field(pytree_node=False, default=0.0)
 
     def __call__(self, x, key=None):
         from jaxrej.elbo import class_elbos
@@ -82,7 +83,8 @@ class ELBOScorer(struct.PyTreeNode):
         return class_elbos(self.score_fn, self.params, self.sde, xm, num_classes=self.num_classes,
                            key=self.key if key is None else key, n_times=self.n_times,
                            time_sampling=self.time_sampling, eps=self.eps,
-                           chunk_size=self.chunk_size, label_cutoff=self.label_cutoff)  # fmt: skip
+                           chunk_size=self.chunk_size, label_cutoff=self.label_cutoff,
+                           label_max=self.label_max)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -154,8 +156,9 @@ def sbgc_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
 def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOptions(),
                 name: str = "elbo", trained=None) -> Scorer:  # fmt: skip
     """The ELBO classifier of a trained run as a Scorer: the judge with the run's eval.elbo_*
-    settings (`jaxrej.config.RunEval`'s defaults where absent), split at the net's
-    label_cutoff (as `jaxrej score`), and key(seed + 1); the attack
+    settings (`jaxrej.config.RunEval`'s defaults where absent; eval.elbo_label_max the top of
+    the label's window), split at the net's label_cutoff (as `jaxrej score`), and key(seed + 1);
+    the attack
     view with view.n_times draws (label-blind: every class is scored at once)."""
     from jaxrej.config import RunEval
     from jaxrej.training.workdir import load_trained
@@ -167,7 +170,7 @@ def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
                 num_classes=int(d["num_classes"]), n_levels=int(d["n_levels"]),
                 time_sampling=e.elbo_time_sampling, eps=float(e.eps),
                 chunk_size=e.elbo_chunk_size or None,
-                label_cutoff=tm.label_cutoff)  # fmt: skip
+                label_cutoff=tm.label_cutoff, label_max=e.elbo_label_max)  # fmt: skip
     judge = ELBOScorer(key=key, n_times=e.elbo_n_times, **base)
     cheap = ELBOScorer(key=key, n_times=min(view.n_times, e.elbo_n_times), **base)
 
@@ -176,5 +179,6 @@ def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
 
     return Scorer(name=name, fn=judge, num_classes=base["num_classes"], batch_size=batch_size,
                   settings=_settings(run_dir, tm, scorer="elbo", n_times=judge.n_times,
-                                     time_sampling=judge.time_sampling, batch_size=batch_size),
+                                     time_sampling=judge.time_sampling,
+                                     label_max=judge.label_max, batch_size=batch_size),
                   view=for_attack)  # fmt: skip
