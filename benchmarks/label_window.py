@@ -141,6 +141,8 @@ def plot(res: dict, path: str) -> None:
     ax[0].plot([x["h"] for x in w], [100 * x["acc"][0] for x in w], "o-", label="window [t0, h]")
     ax[0].axhline(100 * res["windows"][-1]["acc"][0], color="gray", ls="--", label="all times")
     ax[0].set(xlabel="h (top of the label's window)", ylabel="accuracy (%)", xscale="log")
+    ax[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax[0].set_xticks([x["h"] for x in w], [f"{x['h']:g}" for x in w], fontsize=7)
     ax[0].legend()
     mid = [math.sqrt(s["t_from"] * s["t_to"]) for s in res["strata"]]
     ax[1].plot(mid, [100 * s["acc"][0] for s in res["strata"]], "o-")
