@@ -1,10 +1,15 @@
 """jaxrej: generative classifiers with a reject option, in JAX.
 
 The public names below are re-exported lazily (PEP 562), so that `import jaxrej.cli` -- and
-`jaxrej --help` -- does not import JAX.
+`jaxrej --help` -- does not import JAX. Importing jaxrej sets one XLA flag on the jaxlib versions
+that crash without it (jaxrej/xla_flags.py).
 """
 
 import importlib
+
+from jaxrej import xla_flags
+
+xla_flags.apply()  # before JAX's CPU backend starts: jaxlib 0.10.2 / 0.11.0 crash otherwise
 
 _ATTRS = {
     "jaxrej.sde": ("SDE", "VPSDE", "SubVPSDE", "VESDE"),

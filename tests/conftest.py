@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import jaxrej  # noqa: F401  (first: its XLA flag must precede any computation; jaxrej/xla_flags.py)
+
 ROOT = Path(__file__).resolve().parents[1]  # the repository: jaxrej/, configs/, benchmarks/
 CONFIGS = ROOT / "configs"
 
