@@ -18,7 +18,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 
 from benchmarks.report import write_report
@@ -28,20 +27,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def measure(workdir: str, rows: int, reps: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
+    from benchmarks.mnist_sbgc_run import validation_rows
     from jaxrej.config import RunEval
-    from jaxrej.data.registry import load_dataset
     from jaxrej.elbo import class_elbos
     from jaxrej.training.workdir import load_trained
 
     tm = load_trained(workdir)
     d, e = tm.config["data"], RunEval.from_dict(tm.config["eval"])
     levels, n_classes, n = int(d["n_levels"]), int(d["num_classes"]), e.elbo_n_times
-    val = load_dataset(d["eval_dataset"] or d["dataset"], "validation")
-    img, y = val.images[:rows], np.asarray(val.labels[:rows])
-    x = jnp.asarray((img + np.random.default_rng(0).uniform(size=img.shape)) / levels, jnp.float32)
+    x, y, _ = validation_rows(tm.config, rows)
     bound = jax.jit(lambda xb, k: class_elbos(
         tm.score_fn, tm.params, tm.sde, xb, num_classes=n_classes, key=k, n_times=n,
         time_sampling=e.elbo_time_sampling, eps=float(e.eps),
@@ -54,7 +50,7 @@ def measure(workdir: str, rows: int, reps: int) -> dict:
             key = jax.random.fold_in(jax.random.key(7), r * 100_000 + i)
             out[r, i : i + batch] = np.asarray(bound(x[i : i + batch], key))
         print(f"call {r + 1}/{reps}: {time.perf_counter() - t0:.0f} s", flush=True)
-    dims = math.prod(img.shape[1:])
+    dims = math.prod(x.shape[1:])
     table = []
     k = 1
     while k <= reps:
@@ -117,12 +113,10 @@ def main(argv=None) -> dict:
     if args.reps < 1:
         raise SystemExit(f"--reps: expected >= 1, got {args.reps}")
     if args.quick:
-        from benchmarks.mnist_sbgc_run import _toy_run
+        from benchmarks.mnist_sbgc_run import quick_dirs
 
-        args.workdir = _toy_run(tempfile.mkdtemp(prefix="elbo_draws_quick_"))
+        args.workdir, args.results_dir = quick_dirs("elbo_draws", args.results_dir)
         args.rows, args.reps = 8, 2
-        if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
-            args.results_dir = tempfile.mkdtemp(prefix="elbo_draws_quick_results_")
     res = measure(args.workdir, args.rows, args.reps)
     write_report("elbo_draws", res, args.results_dir, to_markdown)
     return res

@@ -23,7 +23,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 
 from benchmarks.report import write_report
@@ -39,18 +38,15 @@ def residuals(workdir: str, rows: int, draws: int, step: int | None):
     import jax.numpy as jnp
     import numpy as np
 
+    from benchmarks.mnist_sbgc_run import validation_rows
     from jaxrej.config import RunEval
-    from jaxrej.data.registry import load_dataset
     from jaxrej.elbo import draws as elbo_draws
     from jaxrej.elbo import residual
     from jaxrej.training.workdir import load_trained
 
     tm = load_trained(workdir, step=step)
-    d, e = tm.config["data"], RunEval.from_dict(tm.config["eval"])
-    levels, n_classes = int(d["n_levels"]), int(d["num_classes"])
-    val = load_dataset(d["eval_dataset"] or d["dataset"], "validation")
-    img, y = val.images[:rows], np.asarray(val.labels[:rows])
-    x = jnp.asarray((img + np.random.default_rng(0).uniform(size=img.shape)) / levels, jnp.float32)
+    e, n_classes = RunEval.from_dict(tm.config["eval"]), int(tm.config["data"]["num_classes"])
+    x, y, _ = validation_rows(tm.config, rows)
     t0 = tm.label_cutoff or float(e.eps)
 
     @jax.jit
@@ -165,12 +161,10 @@ def main(argv=None) -> dict:
     if args.rows < 2 or args.draws < 1:
         raise SystemExit(f"--rows >= 2 and --draws >= 1 expected, got {args.rows}, {args.draws}")
     if args.quick:
-        from benchmarks.mnist_sbgc_run import _toy_run
+        from benchmarks.mnist_sbgc_run import quick_dirs
 
-        args.workdir = _toy_run(tempfile.mkdtemp(prefix="label_window_quick_"))
+        args.workdir, args.results_dir = quick_dirs("label_window", args.results_dir)
         args.rows, args.draws = 8, 8
-        if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
-            args.results_dir = tempfile.mkdtemp(prefix="label_window_quick_results_")
     res = measure(args.workdir, args.rows, args.draws, args.step)
     write_report("label_window", res, args.results_dir, to_markdown, plot)
     return res

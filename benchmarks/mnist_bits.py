@@ -23,7 +23,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 
 from benchmarks.report import write_report
 
@@ -58,6 +57,7 @@ def measure(workdir: str, rows: int, draws: int, per_interval: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    from benchmarks.mnist_sbgc_run import validation_rows
     from jaxrej.data.registry import load_dataset
     from jaxrej.elbo import class_elbos
     from jaxrej.training.losses import importance_weight
@@ -66,16 +66,14 @@ def measure(workdir: str, rows: int, draws: int, per_interval: int) -> dict:
     tm = load_trained(workdir)
     sde, d = tm.sde, tm.config["data"]
     train = load_dataset(d["dataset"], d.get("train_split", "train"))
-    val = load_dataset(d["eval_dataset"] or d["dataset"], "validation")
     levels = int(d["n_levels"])
     flat = train.images.reshape(len(train.images), -1)
     counts = np.stack([(flat == k).sum(0) for k in range(levels)], -1) + 0.5
     pi = counts / counts.sum(-1, keepdims=True)
     eps_hist = histogram_eps_fn(jnp.asarray(np.log(pi), jnp.float32))
-    img = val.images[:rows]
+    x, y_val, img = validation_rows(tm.config, rows)
     event = img.shape[1:]
     lv = img.reshape(len(img), -1)
-    x = jnp.asarray((img + np.random.default_rng(0).uniform(size=img.shape)) / levels, jnp.float32)
     exact = float(-np.mean(np.log(levels * pi[np.arange(lv.shape[1]), lv]).sum(1)))
     dims = lv.shape[1]
     to_bpd = lambda nats: nats / dims / math.log(2)  # noqa: E731
@@ -98,7 +96,7 @@ def measure(workdir: str, rows: int, draws: int, per_interval: int) -> dict:
     eps0 = float(tm.config["eval"]["eps"])
     edges = np.geomspace(eps0, sde.T, 17)
     masks = [lv == 0, lv >= 250, (lv > 0) & (lv < 250)]
-    y = jnp.asarray(val.labels[:rows])
+    y = jnp.asarray(y_val)
 
     def one(xi, yi, t, z):
         m, std = sde.mean_coeff(t), sde.std(t)
@@ -170,12 +168,10 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="a toy run of the config, 8 rows, 4 draws")
     args = p.parse_args(argv)
     if args.quick:
-        from benchmarks.mnist_sbgc_run import _toy_run
+        from benchmarks.mnist_sbgc_run import quick_dirs
 
-        args.workdir = _toy_run(tempfile.mkdtemp(prefix="mnist_bits_quick_"))
+        args.workdir, args.results_dir = quick_dirs("mnist_bits", args.results_dir)
         args.rows, args.draws, args.per_interval = 8, 4, 2
-        if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
-            args.results_dir = tempfile.mkdtemp(prefix="mnist_bits_quick_results_")
     res = measure(args.workdir, args.rows, args.draws, args.per_interval)
     write_report("mnist_bits", res, args.results_dir, to_markdown)
     return res

@@ -49,6 +49,31 @@ def _toy_run(folder: str) -> str:
     return wd
 
 
+def quick_dirs(name: str, results_dir: str) -> tuple[str, str]:
+    """(workdir, results_dir) of a benchmark's --quick: a toy run of the MNIST config in a temp
+    folder, and a temp results folder in place of the default one (toy numbers never go there)."""
+    workdir = _toy_run(tempfile.mkdtemp(prefix=f"{name}_quick_"))
+    if results_dir == os.path.join(HERE, "results"):
+        results_dir = tempfile.mkdtemp(prefix=f"{name}_quick_results_")
+    return workdir, results_dir
+
+
+def validation_rows(config: dict, rows: int):
+    """(x (N, *event) float32 in [0, 1), y (N,), images (N, *event) int) of the first `rows`
+    validation rows of a run's eval set (`config`: the run's stored config), dequantized once
+    with uniform noise of seed 0 (x = (image + u) / n_levels), as the MNIST benchmarks read them."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxrej.data.registry import load_dataset
+
+    d = config["data"]
+    val = load_dataset(d["eval_dataset"] or d["dataset"], "validation")
+    img, y = val.images[:rows], np.asarray(val.labels[:rows])
+    u = np.random.default_rng(0).uniform(size=img.shape)
+    return jnp.asarray((img + u) / int(d["n_levels"]), jnp.float32), y, img
+
+
 def collect(workdir: str, device: str) -> dict:
     with open(os.path.join(workdir, "config.json")) as f:
         cfg = json.load(f)
@@ -180,9 +205,7 @@ def main(argv=None) -> dict:
                    "temp folder and collect that, into a temp results folder")  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:
-        args.workdir = _toy_run(tempfile.mkdtemp(prefix="mnist_sbgc_run_quick_"))
-        if args.results_dir == os.path.join(HERE, "results"):  # toy numbers never go there
-            args.results_dir = tempfile.mkdtemp(prefix="mnist_sbgc_run_quick_results_")
+        args.workdir, args.results_dir = quick_dirs("mnist_sbgc_run", args.results_dir)
     res = collect(args.workdir, args.device)
     write_report(args.out, res, args.results_dir, to_markdown, plot)
     return res

@@ -56,6 +56,7 @@ def get_config():
     config.training.class_ce_weight = 0.0
     config.training.class_ce_rows = 16
     config.training.class_ce_t_min = 0.01
+    config.training.class_ce_t_max = 1.0  # < 1: the draws in the scorer's label window only
     config.training.weighting = "plain"
     config.training.importance_sampling = False
     config.training.reduce = "mean"

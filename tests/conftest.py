@@ -23,6 +23,18 @@ if str(ROOT) not in sys.path:  # `benchmarks` and `tests` import from any workin
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """jax.clear_caches() after each test module: a test worker lives through ~500 tests and
+    thousands of compilations, and two CI runs died in XLA:CPU's compiler (a segmentation fault
+    on the main thread, in the Square attack's first compilation, ~85% through the run) that the
+    same module alone never shows. Compiled programs no later module needs are released."""
+    yield
+    import jax
+
+    jax.clear_caches()
+
+
 @pytest.fixture
 def x64():
     """jax float64 inside the test; the previous setting is restored afterwards."""

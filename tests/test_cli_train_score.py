@@ -110,6 +110,31 @@ def test_train_then_score_digits(tmp_path, capsys):
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6", "9"]
     capsys.readouterr()
 
+    # --init-from: a new run starts from wd's checkpoint 6 under other training settings (a
+    # fine-tune): that checkpoint and the metrics up to it are copied, wd is left as it was; a
+    # different model is refused before anything is written
+    ft, before = str(tmp_path / "ft"), _hashes(wd)
+    assert main(["train", "--config", DIGITS, "--workdir", ft, "--no-progress", *TINY,
+                 "--config.training.n_iters=8", "--config.training.lr=0.0005",
+                 "--init-from", f"{wd}@6"]) == 0  # fmt: skip
+    train = json.load(open(os.path.join(ft, "train.json")))
+    assert train["start_step"] == 6 and train["final_step"] == 8
+    assert train["init_from"] == {"run": os.path.abspath(wd), "step": 6}
+    assert _hashes(os.path.join(ft, "checkpoints", "6")) == _hashes(os.path.join(wd, "checkpoints", "6"))  # fmt: skip
+    assert [json.loads(r)["step"] for r in open(os.path.join(ft, "metrics.jsonl"))][:4] == [
+        2,
+        3,
+        4,
+        6,
+    ]
+    assert json.load(open(os.path.join(ft, "config.json")))["training"]["lr"] == 0.0005
+    assert _hashes(wd) == before
+    capsys.readouterr()
+    rc = main(["train", "--config", DIGITS, "--workdir", str(tmp_path / "ft2"), "--no-progress",
+               *TINY, "--config.model.hidden=32", "--init-from", wd])  # fmt: skip
+    assert rc == 2 and "model.hidden" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "ft2")
+
     # a corrupt newest checkpoint: score falls back to step 6, says so, and records the step
     _corrupt(os.path.join(wd, "checkpoints", "9"))
     assert main(["score", "--workdir", wd, "--limit", "2", "--no-progress"]) == 0

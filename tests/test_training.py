@@ -151,7 +151,8 @@ def test_ema_and_warmup():
     [("lr", -1.0), ("lr", float("nan")), ("n_iters", 0), ("batch_size", 2.5), ("ema_decay", 1.0),
      ("weighting", "l2"), ("reduce", "max"), ("warmup", -1), ("eps", 0.0), ("grad_clip", 0.0),
      ("data_parallel", 1), ("label_gap_rows", -1), ("augment_shift", -1),
-     ("class_ce_weight", -0.5), ("class_ce_rows", 0), ("class_ce_t_min", 1.5)],
+     ("class_ce_weight", -0.5), ("class_ce_rows", 0), ("class_ce_t_min", 1.5),
+     ("class_ce_t_max", 0.005), ("class_ce_t_max", 1.5)],
 )  # fmt: skip
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"training.{field}"):
@@ -413,10 +414,10 @@ def _diag_gauss_score(sde):
     return score_fn
 
 
-def _quadrature_losses(sde, mu, s2, x, eps, weighting):
+def _quadrature_losses(sde, mu, s2, x, eps, weighting, t_max=1.0):
     """E over z of ||eps_theta - z||^2 in closed form for the exact Gaussian score, integrated over
-    t by the trapezoid rule on a geometric grid: the bound's class terms, (B, C)."""
-    t = np.geomspace(eps, 1.0, 40001)
+    t in [eps, t_max] by the trapezoid rule on a geometric grid: the bound's class terms, (B, C)."""
+    t = np.geomspace(eps, t_max, 40001)
     b = sde.beta_min * t + 0.5 * (sde.beta_max - sde.beta_min) * t**2
     m, var0 = np.exp(-0.5 * b), 1.0 - np.exp(-b)
     std = np.sqrt(var0)
@@ -431,7 +432,7 @@ def _quadrature_losses(sde, mu, s2, x, eps, weighting):
                 w = (sde.beta_min + (sde.beta_max - sde.beta_min) * t) / var0
                 out[i, c] = 0.5 * np.trapezoid(w * e, t)
             else:
-                out[i, c] = np.trapezoid(e / x.shape[1], t) / (1.0 - eps)
+                out[i, c] = np.trapezoid(e / x.shape[1], t) / (t_max - eps)
     return out
 
 
@@ -480,6 +481,22 @@ def test_class_bound_logits_are_unbiased_and_rank_by_the_integral():
     got = np.asarray(logits).reshape(2, reps, 2).mean(1)
     want = -_quadrature_losses(sde, mu, s2, x, t_min, "likelihood")
     np.testing.assert_allclose(got, want, rtol=0.03)
+    # the window [t_min, t_max] (the cross-entropy of a scorer's label window): its own integral,
+    # which is far from the whole one's
+    t_max = 0.1
+    window = jax.jit(
+        lambda p, xx: class_bound_logits(_diag_gauss_score(sde), p, sde, xx, key=jax.random.key(3),
+                                         num_classes=2, t_min=t_min, t_max=t_max)
+    )(params, xs)  # fmt: skip
+    got_w = np.asarray(window).reshape(2, reps, 2).mean(1)
+    want_w = -_quadrature_losses(sde, mu, s2, x, t_min, "likelihood", t_max=t_max)
+    np.testing.assert_allclose(got_w, want_w, rtol=0.03)
+    diff = got_w[:, 1] - got_w[:, 0]  # the class differences: 11-18% below the whole integral's
+    np.testing.assert_allclose(diff, want_w[:, 1] - want_w[:, 0], rtol=0.03)
+    assert np.all(np.abs(diff - (want[:, 1] - want[:, 0])) > 0.05 * np.abs(want[:, 1] - want[:, 0]))
+    with pytest.raises(ValueError, match="t_max"):
+        class_bound_logits(_diag_gauss_score(sde), params, sde, xs[:2], key=jax.random.key(3),
+                           num_classes=2, t_min=t_min, t_max=t_min)  # fmt: skip
     blind = lambda p, x, t, y: _diag_gauss_score(sde)(p, x, t, 0)  # noqa: E731
     ce = class_ce_loss(blind, params, sde, xs[:8], jnp.zeros(8, jnp.int32),
                        key=jax.random.key(2), num_classes=3, t_min=t_min)  # fmt: skip

@@ -6,6 +6,9 @@ run (an unreadable newer one is named and moved to DIR/corrupt_checkpoints/).
 
 Writes DIR/config.json (once), DIR/checkpoints/, DIR/metrics.jsonl and DIR/train.json. A run
 already trained to training.n_iters keeps its train.json, which is printed again.
+`--init-from RUN[@STEP]` starts a new run from another run's checkpoint (a fine-tune: the data,
+sde and model sections must match; the training section may differ) and records it in
+DIR/init_from.json.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="ml_collections config file (get_config())")
     parser.add_argument("--workdir", required=True, help="run folder (created if missing)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--init-from", default=None, metavar="RUN[@STEP]",
+                        help="start from another run's checkpoint (default its newest): a "
+                             "fine-tune under this config's training settings; the data, sde and "
+                             "model sections must match")  # fmt: skip
 
 
 def _comparable(cfg: dict) -> dict:
@@ -136,7 +143,13 @@ def run(args) -> dict:
     from jaxrej.models.score import init_params, make_score_fn
     from jaxrej.training.checkpoint import CHECKPOINT_DIR
     from jaxrej.training.loop import train
-    from jaxrej.training.workdir import CONFIG_FILE, read_config
+    from jaxrej.training.workdir import (
+        CONFIG_FILE,
+        check_init_from,
+        parse_init_from,
+        read_config,
+        seed_from_run,
+    )
 
     config = load_config(args.config, args.overrides)
     if "model" in config and config.model.get("name") == "abs":  # analysis by synthesis
@@ -162,9 +175,16 @@ def run(args) -> dict:
         raise ValueError(
             f"workdir: {workdir!r} has checkpoints but no {CONFIG_FILE}; refusing to touch it"
         )
+    init = None
+    if getattr(args, "init_from", None):  # validated before anything is written
+        init = check_init_from(cfg, *parse_init_from(args.init_from))
+        if not os.path.isfile(cfg_path) and os.path.isdir(workdir) and os.listdir(workdir):
+            raise ValueError(f"workdir: {workdir!r} is not empty; --init-from starts a new run")
     os.makedirs(workdir, exist_ok=True)
     if not os.path.isfile(cfg_path):
         atomic_write_json(cfg_path, cfg)
+    if init is not None:
+        seed_from_run(workdir, *init)
 
     key = jax.random.key(cfg.get("seed", 0))
     init_key, train_key = jax.random.split(key)
@@ -194,5 +214,7 @@ def run(args) -> dict:
             return stored
     summary.update({"workdir": workdir, "n_params": n_params, "n_train": int(data.images.shape[0]),
                     "devices": str(jax.devices())})  # fmt: skip
+    if init is not None:
+        summary["init_from"] = {"run": os.path.abspath(init[0]), "step": init[1]}
     atomic_write_json(path, summary)
     return summary

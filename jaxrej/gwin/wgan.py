@@ -38,6 +38,8 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxrej.checks import check_int
+
 __all__ = [
     "Generator",
     "Critic",
@@ -135,13 +137,9 @@ class GanOptions:
     def __post_init__(self):
         for name in ("n_steps", "batch_size", "n_critic", "noise_dim", "log_every",
                      "checkpoint_every", "max_to_keep"):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"gan.{name}: expected an int >= 1, got {v!r}")
+            check_int(f"gan.{name}", getattr(self, name))
         for name in ("clf_samples", "input_shift"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"gan.{name}: expected an int >= 0, got {v!r}")
+            check_int(f"gan.{name}", getattr(self, name), minimum=0)
         for name in ("lambda_gp", "lambda_loss", "lr", "input_noise"):
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)):

@@ -46,6 +46,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxrej.checks import check_int
 from jaxrej.data.batching import padded_batches
 from jaxrej.data.preprocessing import check_images, dequantize
 from jaxrej.io import atomic_write_text
@@ -100,6 +101,7 @@ class TrainOptions:
     class_ce_weight: float = 0.0
     class_ce_rows: int = 16
     class_ce_t_min: float = 0.01
+    class_ce_t_max: float = 1.0  # its draws on [t_min, t_max] (< 1: the scorer's label window)
     num_classes: int = 0
     log_every: int = 100
     eval_every: int = 1000
@@ -109,26 +111,11 @@ class TrainOptions:
     label_gap_rows: int = 256
 
     def __post_init__(self):
-        def pos_int(name, allow_zero=False):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
-                raise ValueError(
-                    f"training.{name}: expected an int >= {0 if allow_zero else 1}, got {v!r}"
-                )
-
-        for n in (
-            "n_iters",
-            "batch_size",
-            "log_every",
-            "eval_every",
-            "checkpoint_every",
-            "max_to_keep",
-        ):
-            pos_int(n)
-        pos_int("warmup", allow_zero=True)
-        pos_int("augment_shift", allow_zero=True)
-        pos_int("class_ce_rows")
-        pos_int("num_classes", allow_zero=True)
+        for n in ("n_iters", "batch_size", "log_every", "eval_every", "checkpoint_every",
+                  "max_to_keep", "class_ce_rows"):  # fmt: skip
+            check_int(f"training.{n}", getattr(self, n))
+        for n in ("warmup", "augment_shift", "num_classes", "label_gap_rows"):
+            check_int(f"training.{n}", getattr(self, n), minimum=0)
         w = self.class_ce_weight
         if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
             raise ValueError(f"training.class_ce_weight: expected a number >= 0, got {w!r}")
@@ -146,7 +133,12 @@ class TrainOptions:
             raise ValueError(
                 f"training.class_ce_t_min: expected a float in (0, 1), got {self.class_ce_t_min!r}"
             )
-        pos_int("label_gap_rows", allow_zero=True)
+        t_max = self.class_ce_t_max
+        if not (isinstance(t_max, float) and self.class_ce_t_min < t_max <= 1.0):
+            raise ValueError(
+                f"training.class_ce_t_max: expected a float in (class_ce_t_min="
+                f"{self.class_ce_t_min}, 1], got {t_max!r}"
+            )
         if not isinstance(self.data_parallel, bool):
             raise ValueError(
                 f"training.data_parallel: expected True or False, got {self.data_parallel!r}"
@@ -285,7 +277,7 @@ def _batch_update(state: TrainState, levels, labels, key, *, score_fn, sde, opts
         r = opts.class_ce_rows
         ce = class_ce_loss(score_fn, params, sde, x[:r], labels[:r],
                            key=jax.random.fold_in(loss_key, 1), num_classes=opts.num_classes,
-                           t_min=opts.class_ce_t_min)  # fmt: skip
+                           t_min=opts.class_ce_t_min, t_max=opts.class_ce_t_max)  # fmt: skip
         return dsm + opts.class_ce_weight * ce, {"dsm": dsm, "class_ce": ce}
 
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -187,13 +187,16 @@ def dsm_loss(
 
 
 def class_bound_logits(
-    score_fn, params, sde, x: jax.Array, *, key: jax.Array, num_classes: int, t_min: float
-) -> jax.Array:
-    """One-draw estimates of every class's likelihood-weighted bound on [t_min, T] (less its
-    class-free terms): x (B, *event) -> (B, C), -L of `class_denoising_losses` with one draw
-    (t ~ w(t) / Z on [t_min, T], z) per example shared by its classes: unbiased for -L[c]."""
+    score_fn, params, sde, x: jax.Array, *, key: jax.Array, num_classes: int, t_min: float,
+    t_max: float | None = None,
+) -> jax.Array:  # fmt: skip
+    """One-draw estimates of every class's likelihood-weighted bound on [t_min, t_max] (T by
+    default; less its class-free terms): x (B, *event) -> (B, C), -L of `class_denoising_losses`
+    with one draw (t ~ w(t) / Z on [t_min, t_max], z) per example shared by its classes:
+    unbiased for -L[c]."""
     return -class_denoising_losses(score_fn, params, sde, x, num_classes=num_classes, key=key,
-                                   n_samples=1, weighting="likelihood", eps=t_min)  # fmt: skip
+                                   n_samples=1, weighting="likelihood", eps=t_min,
+                                   t_max=t_max)  # fmt: skip
 
 
 def class_ce_loss(
@@ -206,13 +209,15 @@ def class_ce_loss(
     key: jax.Array,
     num_classes: int,
     t_min: float,
+    t_max: float | None = None,
 ) -> jax.Array:
     """Cross-entropy of p(y | x) = softmax_c of `class_bound_logits` (the model's own class
-    bounds, one shared draw per example): x (B, *event), y (B,) -> scalar. Added to the DSM
-    objective it trains the bound to rank the classes (a hybrid generative-discriminative
-    objective, as Fetaya et al. 2020 and Izmailov et al. 2020 for conditional flows)."""
+    bounds on [t_min, t_max], one shared draw per example): x (B, *event), y (B,) -> scalar.
+    Added to the DSM objective it trains the bound to rank the classes (a hybrid
+    generative-discriminative objective, as Fetaya et al. 2020 and Izmailov et al. 2020 for
+    conditional flows); t_max < T trains the window a scorer with `label_max` reads."""
     logits = class_bound_logits(
-        score_fn, params, sde, x, key=key, num_classes=num_classes, t_min=t_min
+        score_fn, params, sde, x, key=key, num_classes=num_classes, t_min=t_min, t_max=t_max
     )
     logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
@@ -240,8 +245,10 @@ def class_denoising_losses(
     n_samples: int = 8,
     weighting: str = "likelihood",
     eps: float = 1e-5,
+    t_max: float | None = None,
 ) -> jax.Array:
-    """The denoising loss of every example under every class label: x (B, *event) -> (B, C).
+    """The denoising loss of every example under every class label: x (B, *event) -> (B, C),
+    over t in [eps, t_max] (t_max = T by default).
 
     Each example draws `n_samples` pairs (t_k, z_k), SHARED by its C classes, so differences
     between classes carry no Monte-Carlo noise from the draws themselves.
@@ -249,7 +256,7 @@ def class_denoising_losses(
         L[c] = Z / 2 * mean_k || eps_theta(x_k, t_k, c) - z_k ||^2  (summed over dimensions),
         the class-dependent part of the bound  -log p(x | c) <= const + L[c]  (Song et al. 2021,
         "Maximum likelihood training of score-based diffusion models", thm. 1), in nats;
-      weighting="plain": t_k stratified on [eps, T] and L[c] = mean_k mean_d (std s + z)^2,
+      weighting="plain": t_k stratified on [eps, t_max] and L[c] = mean_k mean_d (std s + z)^2,
         the per-dimension plain DSM loss that training with weighting="plain" minimises.
     x_k = m(t_k) x + std(t_k) z_k and eps_theta = -std * score.
     """
@@ -260,16 +267,19 @@ def class_denoising_losses(
         raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
     if not (isinstance(n_samples, int) and n_samples >= 1):
         raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
+    t_max = sde.T if t_max is None else t_max
+    if not (isinstance(t_max, (int, float)) and 0.0 < eps < t_max <= sde.T):
+        raise ValueError(f"t_max: expected a number in (eps={eps!r}, T={sde.T}], got {t_max!r}")
     b = x.shape[0]
     ukey, zkey = jax.random.split(key)
     u = (jnp.arange(n_samples) + jax.random.uniform(ukey, (b, n_samples))) / n_samples
     if weighting == "likelihood":
-        t = importance_time_from_uniform(sde, u, eps=eps).astype(x.dtype)
-        zc = importance_cum_weight(sde, jnp.asarray(sde.T)) - importance_cum_weight(
+        t = importance_time_from_uniform(sde, u, eps=eps, t_max=t_max).astype(x.dtype)
+        zc = importance_cum_weight(sde, jnp.asarray(t_max)) - importance_cum_weight(
             sde, jnp.asarray(eps)
         )
     else:
-        t = (eps + u * (sde.T - eps)).astype(x.dtype)
+        t = (eps + u * (t_max - eps)).astype(x.dtype)
     z = jax.random.normal(zkey, (b, n_samples, *x.shape[1:]), x.dtype)
     classes = jnp.arange(num_classes, dtype=jnp.int32)
 

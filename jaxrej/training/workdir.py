@@ -4,6 +4,7 @@ workdir/config.json        the run's config (plain JSON, written once, atomicall
 workdir/checkpoints/<s>/   orbax TrainState checkpoints
 workdir/corrupt_checkpoints/<s>/   unreadable checkpoints that a resumed `train` moved aside
 workdir/metrics.jsonl      JSON lines: step, loss, grad_norm, eval_loss_ema, time_s
+workdir/init_from.json     where a run started by `jaxrej train --init-from` took its first checkpoint
 workdir/<command>.json     each command's summary (train.json, score_<set>[_limit<N>].json, heads*.json)
 
 score_fn, params, sde, config = load_score_model("runs/digits")
@@ -149,3 +150,86 @@ def load_trained(workdir: str, *, ema: bool = True, step: int | None = None) -> 
 def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None):
     """(score_fn, params, sde, config) of a trained run: `load_trained` without the step."""
     return load_trained(workdir, ema=ema, step=step)[:4]
+
+
+INIT_FILE = "init_from.json"
+# the config sections a run started from another run's checkpoint must share with it
+SHARED_SECTIONS = ("data", "sde", "model")
+
+
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def parse_init_from(spec: str) -> tuple[str, int | None]:
+    """ "RUN" or "RUN@STEP" -> (RUN, STEP or None); ValueError naming --init-from otherwise."""
+    run, _, step = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    if not run or (step and not step.isdigit()):
+        raise ValueError(f"--init-from: expected RUN or RUN@STEP (STEP an int), got {spec!r}")
+    return run, int(step) if step else None
+
+
+def check_init_from(cfg: dict, source: str, step: int | None = None) -> tuple[str, int]:
+    """(source, step) of a run to start from, validated against the new run's config `cfg` (JSON
+    form): source must be a trained run with checkpoint `step` (default: its newest) and the
+    same data / sde / model sections. ValueError naming --init-from otherwise."""
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR, checkpoint_manager, latest_step
+
+    src_ckpt = os.path.join(source, CHECKPOINT_DIR)
+    if not os.path.isfile(os.path.join(source, CONFIG_FILE)) or latest_step(src_ckpt) is None:
+        raise ValueError(f"--init-from: {source!r} is not a trained run (no config, no checkpoint)")
+    with checkpoint_manager(src_ckpt, create=False) as m:
+        steps = sorted(m.all_steps())
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"--init-from: {source!r} has no checkpoint {step} (it has {steps})")
+    a = _flat({s: read_config(source).get(s, {}) for s in SHARED_SECTIONS})
+    b = _flat({s: json.loads(json.dumps(cfg.get(s, {}))) for s in SHARED_SECTIONS})
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise ValueError(
+            f"--init-from: {source!r} is a different model or data (differs in {diff})"
+        )
+    return source, step
+
+
+def seed_from_run(workdir: str, source: str, step: int) -> None:
+    """Seed the run `workdir` with checkpoint `step` of the run `source` (`check_init_from`): the
+    checkpoint (params, EMA, optimizer state, step) and the metrics rows up to it are copied and
+    workdir/init_from.json records where they came from; training then resumes from it under the
+    new run's training settings (a fine-tune). A workdir already seeded from the same checkpoint
+    is left as it is (its training resumes); one with other checkpoints is a ValueError."""
+    import shutil
+
+    from jaxrej.io import atomic_write_json, atomic_write_text
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR
+
+    record = {"run": os.path.abspath(source), "step": step}
+    ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+    seeded = os.path.join(workdir, INIT_FILE)
+    if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+        old = None
+        if os.path.isfile(seeded):
+            with open(seeded) as f:
+                old = json.load(f)
+        if old != record:
+            raise ValueError(f"--init-from: {workdir!r} already holds checkpoints of another start; "
+                             "use a new --workdir")  # fmt: skip
+        return
+    atomic_write_json(seeded, record)
+    metrics = os.path.join(source, "metrics.jsonl")
+    if os.path.isfile(metrics):
+        with open(metrics) as f:
+            rows = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        atomic_write_text(os.path.join(workdir, "metrics.jsonl"), "".join(rows))
+    tmp = os.path.join(workdir, f".init_from_{step}")  # copied whole, then renamed into place
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(os.path.join(source, CHECKPOINT_DIR, str(step)), tmp)
+    os.makedirs(ckpt_dir, exist_ok=True)
+    os.rename(tmp, os.path.join(ckpt_dir, str(step)))
