@@ -79,6 +79,14 @@ def collect(workdir: str, device: str) -> dict:
         cfg = json.load(f)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         metrics = [json.loads(line) for line in f if line.strip()]
+    init = None
+    if os.path.isfile(os.path.join(workdir, "init_from.json")):  # a fine-tune (train --init-from)
+        with open(os.path.join(workdir, "init_from.json")) as f:
+            init = json.load(f)
+        base = max([m["time_s"] for m in metrics if m["step"] <= init["step"]], default=0.0)
+        init["base_time_s"] = base
+        metrics = [m if m["step"] <= init["step"] else {**m, "time_s": m["time_s"] + base}
+                   for m in metrics]  # fmt: skip
     evals = [m for m in metrics if "label_acc" in m]
     scores = []
     paths = [p for p in glob.glob(os.path.join(workdir, "score_*.json"))
@@ -118,6 +126,7 @@ def collect(workdir: str, device: str) -> dict:
                   "curve": [{k: m[k] for k in ("step", "time_s", "eval_loss_ema", "label_gap_nats",
                                                 "label_acc")} for m in evals]},
         "scores": scores,
+        "init_from": init,
     }  # fmt: skip
 
 
@@ -141,6 +150,19 @@ def to_markdown(res: dict) -> str:
         "Fashion-MNIST as OOD (AUROC of log p(x), positive = MNIST). Pixels of the training "
         f"rows that are exactly 0: {100 * res['zero_pixel_fraction']:.1f}%.",
         "",
+    ]
+    init = res.get("init_from")
+    if init:
+        tr = res["config"]["training"]
+        lines += [
+            f"Fine-tuned (`jaxrej train --init-from`) from `{os.path.basename(init['run'])}` at "
+            f"step {init['step']} ({init['base_time_s'] / 60:.1f} min of its training): steps "
+            f"{init['step']}-{t['steps']} in {(t['time_s'] - init['base_time_s']) / 60:.1f} min, "
+            f"the class cross-entropy drawn on t in [{tr.get('class_ce_t_min')}, "
+            f"{tr.get('class_ce_t_max', 1.0)}] (weight {tr.get('class_ce_weight')}).",
+            "",
+        ]
+    lines += [
         "| rows of | step | scorer | settings | rows | accuracy | bits/dim | per-pixel baseline bits/dim | "
         "Fashion AUROC | s / row | NFE / row | label dependence | screens consistent |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
