@@ -142,7 +142,7 @@ def settings(row: dict) -> str:
 def to_markdown(res: dict) -> str:
     t = res["train"]
     lines = [
-        "# configs/mnist_sbgc.py trained and scored",
+        "# The MNIST score model trained and scored",
         "",
         f"Device: {res['device']}. Training: {t['steps']} steps in {t['time_s'] / 60:.1f} min "
         "(metrics.jsonl). Rows: the 1,000 `validation` rows (settings are chosen on them) and the "
@@ -174,7 +174,7 @@ def to_markdown(res: dict) -> str:
                  else f"{s['fashion_auroc']:.4f} ({s['fashion_n']})")  # fmt: skip
         lines.append(
             f"| {s.get('set', 'test')} | {s['checkpoint_step']} | {s['scorer']} | {settings(s)} | "
-            f"{s['n']} | {100 * s['accuracy']:.1f}% | "
+            f"{s['n']} | {100 * s['accuracy']:.2f}% | "
             f"{s['bits_per_dim']:.2f} | "
             f"{s['baseline_bits_per_dim']:.2f} | {auroc} | "
             f"{s['s_per_row']:.3f} | {s['nfe_mean_per_example']:.0f} | {s['label_dependence']:.3f} | "
