@@ -4,8 +4,9 @@ jaxlib 0.10.2 and 0.11.0 route some f32 multiply-reduce fusions on x86-64 CPUs t
 ("ynn fusion"), which crashes with a segmentation fault on operands of rank >= 7 with a size-1
 dimension (jax-ml/jax#40412, #39257; a 5-line reproduction is in
 tests/test_xla_flags.py). The fault happens on a worker thread, so the Python traceback points at
-whatever the main thread was doing: in this project's test suite it surfaced in the Square
-attack and in the compilation cache, and it hung CI. The fix is in XNNPACK (July 2026) but not in
+whatever the main thread was doing; this project's CI workers died in unrelated places (the
+compilation cache's serialize, the Square attack's compile -- a crash of which remained after
+this flag: tests/conftest.py). The fix is in XNNPACK (July 2026) but not in
 these wheels; the workaround is the flag `--xla_cpu_experimental_ynn_fusion_type=` (empty: no ynn
 fusion), which XLA reads when the backend starts, i.e. at the first computation.
 
