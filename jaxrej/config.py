@@ -24,6 +24,17 @@ def load_config(path: str, overrides: Sequence[str] = ()):
     return apply_overrides(module.get_config(), overrides)
 
 
+def flatten_config(config: dict, prefix: str = "") -> dict:
+    """Nested dicts -> one dict keyed by dotted paths: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def apply_overrides(config, overrides: Sequence[str], *, sections: Sequence[str] | None = None):
     """Apply `--config.a.b=value` overrides to `config` (a ConfigDict or nested dicts) in place
     and return it; with `sections`, only fields under those top-level sections may be set.

@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from jaxrej.config import apply_overrides, load_config
+from jaxrej.config import apply_overrides, flatten_config, load_config
 from tests.conftest import CONFIGS
 
 
@@ -45,6 +45,15 @@ def test_sections_limit_what_may_be_set():
     for item in ("--config.seed=1", "--config.training.lr=1.0"):
         with pytest.raises(ValueError, match=r"only --config\.eval\.<field>=<value>"):
             apply_overrides(_config(), [item], sections=("eval",))
+
+
+def test_flattened_keys_are_the_override_addresses():
+    flat = flatten_config(_config())
+    assert sorted(flat) == ["eval.batch_size", "eval.divergence", "eval.path", "eval.rtol",
+                            "eval.screen", "eval.shape", "seed"]  # fmt: skip
+    # each dotted key is the address an override sets, and the value is the field's
+    c = apply_overrides(_config(), [f"--config.{k}={v!r}" for k, v in flat.items()])
+    assert c == _config() and flatten_config(c) == flat
 
 
 def test_load_config_applies_overrides_to_a_config_dict():

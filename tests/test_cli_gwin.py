@@ -77,12 +77,13 @@ def test_heldout_rows_train_the_generator_and_never_the_classifier(tmp_path, mon
     """gen_inputs="heldout": the arrays the command hands to the classifier's and the generator's
     training are, row for row, a partition of the digits training set (checked against the
     dataset itself), with round(0.25 n_c) generator rows per class."""
+    from jaxrej import classifiers
     from jaxrej.data.preprocessing import to_unit_interval
     from jaxrej.data.registry import load_dataset
-    from jaxrej.gwin import mc_dropout, wgan
+    from jaxrej.gwin import wgan
 
     seen = {}
-    clf_train, gan_train = mc_dropout.train, wgan.train
+    clf_train, gan_train = classifiers.train, wgan.train
 
     def spy_clf(model, state, images, labels, **kw):
         seen["clf"] = (np.asarray(images), np.asarray(labels))
@@ -92,7 +93,7 @@ def test_heldout_rows_train_the_generator_and_never_the_classifier(tmp_path, mon
         seen["gen"] = (np.asarray(kw["gen_images"]), np.asarray(kw["gen_labels"]))
         return gan_train(**kw)
 
-    monkeypatch.setattr(mc_dropout, "train", spy_clf)
+    monkeypatch.setattr(classifiers, "train", spy_clf)
     monkeypatch.setattr(wgan, "train", spy_gan)
     args = ["--config.gan.gen_inputs=heldout", "--config.gan.heldout_fraction=0.25"]
     assert cli.main(["gwin", "--config", CONFIG, "--workdir", str(tmp_path), "--no-progress",

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrej import classifiers
 from jaxrej.gwin import mc_dropout, protocol, transform, wgan
 
 C, SHAPE = 3, (4, 4, 1)
@@ -82,7 +83,7 @@ def test_critic_pool_is_exactly_the_confident_and_correct_subset():
 
 def _train(tmp, name, images, labels, pool, on_step=None, n_steps=4):
     clf = tiny_classifier()
-    clf_params = mc_dropout.init(clf, images[:1], key=jax.random.key(5)).params
+    clf_params = classifiers.init(clf, images[:1], key=jax.random.key(5)).params
     # every random part of a step on: generator-input corruption and the MC-dropout penalty
     opts = wgan.GanOptions(n_steps=n_steps, batch_size=8, n_critic=2, noise_dim=3, log_every=1,
                            checkpoint_every=2, lr=1e-3, clf_samples=2, input_noise=0.1,
@@ -141,11 +142,11 @@ def test_training_resumes_to_the_same_params_and_critic_sees_only_the_pool(tmp_p
 def test_mc_certainty_is_the_mean_probability_of_the_predicted_class():
     x = jax.random.uniform(jax.random.key(0), (6, *SHAPE))
     model = tiny_classifier(dropout=0.5)
-    params = mc_dropout.init(model, x[:1], key=jax.random.key(1)).params
+    params = classifiers.init(model, x[:1], key=jax.random.key(1)).params
     key, t = jax.random.key(2), 7
     res = mc_dropout.mc_predict(model, params, x, key=key, n_samples=t, batch_size=4)
     # independent loop: sample network t applied to one example at a time
-    one = jax.jit(lambda xi, k: model.apply({"params": params}, xi, train=True, rngs={"dropout": k}))  # fmt: skip
+    one = jax.jit(lambda xi, k: model.apply({"params": params}, xi, train=True, rngs={"dropout": k})[0])  # fmt: skip
     probs = np.zeros((6, C))
     for s in range(t):
         for i in range(6):
@@ -219,16 +220,16 @@ def test_transformation_penalty_is_the_nll_of_the_mc_dropout_predictive():
     x = jax.random.uniform(jax.random.key(0), (5, *SHAPE))
     y = jnp.array([0, 1, 2, 1, 0])
     clf = tiny_classifier(dropout=0.5)
-    params = mc_dropout.init(clf, x[:1], key=jax.random.key(1)).params
+    params = classifiers.init(clf, x[:1], key=jax.random.key(1)).params
     key, k = jax.random.key(2), 4
     penalty = jax.jit(wgan.transformation_penalty, static_argnums=(0, 4))
     got = penalty(clf, params, x, y, k, key=key)
-    draw = jax.jit(lambda kt: clf.apply({"params": params}, x, train=True, rngs={"dropout": kt}))
+    draw = jax.jit(lambda kt: clf.apply({"params": params}, x, train=True, rngs={"dropout": kt})[0])
     probs = np.zeros((5, C))  # independent loop over the k dropout draws
     for t in range(k):
         probs += np.asarray(jax.nn.softmax(draw(jax.random.fold_in(key, t)))) / k
     np.testing.assert_allclose(got, -np.mean(np.log(probs[np.arange(5), y])), rtol=1e-5)
-    det = np.asarray(jax.nn.log_softmax(clf.apply({"params": params}, x, train=False)))
+    det = np.asarray(jax.nn.log_softmax(clf.apply({"params": params}, x, train=False)[0]))
     want0 = -np.mean(det[np.arange(5), y])
     np.testing.assert_allclose(penalty(clf, params, x, y, 0, key=key), want0, rtol=1e-5)
     assert abs(float(got) - want0) > 1e-3  # dropout on is a different loss

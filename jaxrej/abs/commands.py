@@ -55,7 +55,8 @@ def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
     from jaxrej.abs import scorer as sc
     from jaxrej.abs.model import init_params
     from jaxrej.abs.training import options_from_config, train
-    from jaxrej.commands.train import TRAIN_FILE, _comparable, _flatten, _normalise, _stored_summary
+    from jaxrej.commands.train import TRAIN_FILE, _comparable, _normalise, _stored_summary
+    from jaxrej.config import flatten_config
     from jaxrej.io import atomic_write_json
     from jaxrej.training.checkpoint import CHECKPOINT_DIR
     from jaxrej.training.workdir import CONFIG_FILE, read_config
@@ -79,7 +80,7 @@ def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
         raise ValueError(f"workdir: {workdir!r} exists and is not a directory")
     cfg_path = os.path.join(workdir, CONFIG_FILE)
     if os.path.isfile(cfg_path):
-        a, b = _flatten(_comparable(read_config(workdir))), _flatten(_comparable(cfg))
+        a, b = flatten_config(_comparable(read_config(workdir))), flatten_config(_comparable(cfg))
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
             raise ValueError(f"workdir: {workdir!r} holds a run with a different config (differs "

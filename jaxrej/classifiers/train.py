@@ -56,14 +56,18 @@ def init(model: nn.Module, example: jax.Array, *, key: jax.Array) -> ClassifierS
     )
 
 
-def _loss(model, params, batch_stats, x, y, train):
-    variables = {"params": params}
+def _loss(model, params, batch_stats, x, y, train, key):
+    """Mean softmax cross-entropy and the updated batch_stats; `key` draws dropout masks (models
+    with nn.Dropout; unused by the others)."""
+    variables, rngs = {"params": params}, {"dropout": key}
     if batch_stats:
         variables["batch_stats"] = batch_stats
-        (logits, _), new = model.apply(variables, x, train=train, mutable=["batch_stats"])
+        (logits, _), new = model.apply(
+            variables, x, train=train, mutable=["batch_stats"], rngs=rngs
+        )
         batch_stats = new["batch_stats"]
     else:
-        logits, _ = model.apply(variables, x, train=train)
+        logits, _ = model.apply(variables, x, train=train, rngs=rngs)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, batch_stats
 
@@ -89,10 +93,12 @@ def _step(model, carry, images, labels, perm, k_epoch, i, *, batch_size, optimiz
     params, batch_stats, opt_state = carry
     idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
     x, y = images[idx], labels[idx]
+    k_step = jax.random.fold_in(k_epoch, i)
     if augment_shift:
-        x = shift_images(x, jax.random.fold_in(k_epoch, i), augment_shift)
+        x = shift_images(x, k_step, augment_shift)
     (loss, batch_stats), grads = jax.value_and_grad(
-        lambda p: _loss(model, p, batch_stats, x, y, True), has_aux=True
+        lambda p: _loss(model, p, batch_stats, x, y, True, jax.random.fold_in(k_step, 1)),
+        has_aux=True,
     )(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
@@ -121,6 +127,8 @@ def train(
     progress: bool = False,
 ) -> ClassifierState:
     """Minimise the mean softmax cross-entropy with AdamW; images (N, *event) float, labels (N,).
+    The model returns (logits, features), as every classifier here and `jaxrej.gwin`'s
+    MC-dropout CNN; dropout (where the model has it) draws fresh masks at every step.
 
     lr_schedule: "constant" or "cosine" (decay from learning_rate to 0 over all steps).
     augment_shift: translate each training image by a random integer offset of at most this

@@ -22,6 +22,8 @@ import json
 import os
 import sys
 
+from jaxrej.config import flatten_config
+
 CONFIG_FILE = "gwin_config.json"
 RESUMABLE = {"gan": {"n_steps", "log_every", "checkpoint_every", "max_to_keep"}, "eval": None}
 
@@ -40,16 +42,6 @@ def _fixed(cfg: dict) -> dict:
         if keep is None:
             continue
         out[section] = {k: v for k, v in value.items() if k not in keep} if keep else value
-    return out
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -75,7 +67,7 @@ def check_workdir(workdir: str, cfg: dict) -> bool:
             stored = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"--workdir: cannot read {path!r}: {e}") from e
-    a, b = _flatten(_fixed(stored)), _flatten(_fixed(cfg))
+    a, b = flatten_config(_fixed(stored)), flatten_config(_fixed(cfg))
     diff = sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
     if diff:
         shown = ", ".join(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}"

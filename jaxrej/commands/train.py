@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from jaxrej.config import RunEval, load_config
+from jaxrej.config import RunEval, flatten_config, load_config
 
 TRAIN_FILE = "train.json"
 
@@ -55,16 +55,6 @@ def _comparable(cfg: dict) -> dict:
         if section in RESUMABLE_FIELDS and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in RESUMABLE_FIELDS[section]}
         out[section] = value
-    return out
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -164,7 +154,7 @@ def run(args) -> dict:
     cfg_path = os.path.join(workdir, CONFIG_FILE)
     if os.path.isfile(cfg_path):
         old = read_config(workdir)
-        a, b = _flatten(_comparable(old)), _flatten(_comparable(cfg))
+        a, b = flatten_config(_comparable(old)), flatten_config(_comparable(cfg))
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:
             raise ValueError(

@@ -2,7 +2,8 @@
 WGAN-GP trained on its confident-and-correct examples, and transform-and-reclassify of rejected
 inputs on top of any scorer.
 
-    mc_dropout   the Bayesian classifier (MC dropout), its training and certainty
+    mc_dropout   the Bayesian classifier (MC dropout) and its certainty; it trains with
+                 jaxrej.classifiers.train
     wgan         generator G(x, z), critic D(x, y), gradient penalty, one jitted step, train/resume
     transform    transform_and_reclassify: one function for every scorer
     protocol     the tau table (GWIN Table 1) and its markdown

@@ -23,18 +23,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
-
-from jaxrej.classifiers import ClassifierState
 
 __all__ = [
     "MCDropoutCNN",
     "MCPrediction",
     "PRESETS",
     "make_classifier",
-    "init",
-    "train",
     "logits",
     "mc_predict",
 ]
@@ -51,8 +46,9 @@ PRESETS = {
 
 
 class MCDropoutCNN(nn.Module):
-    """x (B, H, W, Ch) in [0, 1] -> logits (B, C). [Conv -> ReLU -> 2x2 max-pool -> Dropout] per
-    entry of `channels`, then [Dense -> ReLU -> Dropout] per entry of `dense`, then Dense(C).
+    """x (B, H, W, Ch) in [0, 1] -> (logits (B, C), features (B, F)), as every classifier of
+    `jaxrej.classifiers`. [Conv -> ReLU -> 2x2 max-pool -> Dropout] per entry of `channels`,
+    then [Dense -> ReLU -> Dropout] per entry of `dense` (the features), then Dense(C).
     `train=True` samples dropout masks from the 'dropout' rng (training and MC inference)."""
 
     num_classes: int
@@ -63,7 +59,7 @@ class MCDropoutCNN(nn.Module):
     dropout: float = 0.5
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         h = x
         for ch, pad in zip(self.channels, self.padding, strict=True):
             h = nn.relu(nn.Conv(ch, (self.kernel, self.kernel), padding=pad)(h))
@@ -73,7 +69,7 @@ class MCDropoutCNN(nn.Module):
         for width in self.dense:
             h = nn.relu(nn.Dense(width)(h))
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        return nn.Dense(self.num_classes)(h)
+        return nn.Dense(self.num_classes)(h), h
 
 
 def make_classifier(name: str, num_classes: int, *, dropout: float = 0.5) -> MCDropoutCNN:
@@ -85,87 +81,9 @@ def make_classifier(name: str, num_classes: int, *, dropout: float = 0.5) -> MCD
     return MCDropoutCNN(num_classes=num_classes, dropout=float(dropout), **PRESETS[name])
 
 
-def init(model: nn.Module, example: jax.Array, *, key: jax.Array) -> ClassifierState:
-    """Initial `jaxrej.classifiers.ClassifierState` from one batch-shaped example (B, H, W, Ch)."""
-    params = model.init(key, jnp.asarray(example, jnp.float32), train=False)["params"]
-    return ClassifierState(params=params, batch_stats={}, losses=jnp.zeros((0,)))
-
-
-@partial(jax.jit, static_argnames=("model", "epochs", "batch_size", "optimizer"))
-def _train(model, state, images, labels, key, *, epochs, batch_size, optimizer):
-    n = images.shape[0]
-    steps = n // batch_size
-    perm_key, drop_key = jax.random.split(key)
-
-    def step(carry, inp):
-        params, opt_state = carry
-        idx, s = inp
-
-        def loss_fn(p):
-            out = model.apply(
-                {"params": p},
-                images[idx],
-                train=True,
-                rngs={"dropout": jax.random.fold_in(drop_key, s)},
-            )
-            return optax.softmax_cross_entropy_with_integer_labels(out, labels[idx]).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    def epoch(carry, e):
-        perm = jax.random.permutation(jax.random.fold_in(perm_key, e), n)[: steps * batch_size]
-        ids = e * steps + jnp.arange(steps)
-        carry, losses = jax.lax.scan(step, carry, (perm.reshape(steps, batch_size), ids))
-        return carry, jnp.mean(losses)
-
-    (params, _), losses = jax.lax.scan(
-        epoch, (state.params, optimizer.init(state.params)), jnp.arange(epochs)
-    )
-    return ClassifierState(params=params, batch_stats={}, losses=losses)
-
-
-def train(
-    model: nn.Module,
-    state: ClassifierState,
-    images: jax.Array,
-    labels: jax.Array,
-    *,
-    key: jax.Array,
-    epochs: int,
-    batch_size: int = 128,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 0.0,
-) -> ClassifierState:
-    """Minimise the softmax cross-entropy with dropout on (one jitted scan over all epochs).
-
-    images (N, H, W, Ch) float in [0, 1], labels (N,) int; AdamW; a fresh permutation per epoch
-    (fold_in(key, epoch)) and fresh dropout masks per step. `losses` holds each epoch's mean loss.
-    """
-    n = np.shape(images)[0]
-    if np.shape(labels) != (n,):
-        raise ValueError(f"labels: expected shape ({n},), got {np.shape(labels)}")
-    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and 1 <= batch_size <= n):
-        raise ValueError(f"batch_size: expected an int in [1, {n}], got {batch_size!r}")
-    if isinstance(epochs, bool) or not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
-    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
-    return _train(
-        model,
-        state,
-        jnp.asarray(images, jnp.float32),
-        jnp.asarray(labels, jnp.int32),
-        key,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-    )
-
-
 def logits(model: nn.Module, params, x: jax.Array) -> jax.Array:
     """Deterministic logits (B, C) (dropout off: the weight-scaling approximation)."""
-    return model.apply({"params": params}, x, train=False)
+    return model.apply({"params": params}, x, train=False)[0]
 
 
 @struct.dataclass
@@ -188,7 +106,7 @@ def _mc_probs(model, params, images, key, *, n_samples, batch_size):
             rngs = {"dropout": jax.random.fold_in(key, t)}  # one network per t, for every row
 
             def one(xi):
-                return model.apply({"params": params}, xi[None], train=True, rngs=rngs)[0]
+                return model.apply({"params": params}, xi[None], train=True, rngs=rngs)[0][0]
 
             return acc + jax.nn.softmax(jax.vmap(one)(xb)), None
 

@@ -117,6 +117,7 @@ def _classifier(workdir, c: ClassifierOptions, x_train, y_train, num_classes, ke
     """(model, state, restored): restored from WORKDIR/gwin_classifier, or trained and saved."""
     import jax.numpy as jnp
 
+    from jaxrej import classifiers
     from jaxrej.gwin import mc_dropout
     from jaxrej.training.checkpoint import (
         checkpoint_manager,
@@ -126,7 +127,7 @@ def _classifier(workdir, c: ClassifierOptions, x_train, y_train, num_classes, ke
     )
 
     model = mc_dropout.make_classifier(c.name, num_classes, dropout=c.dropout)
-    state = mc_dropout.init(model, x_train[:1], key=key)
+    state = classifiers.init(model, x_train[:1], key=key)
     state = state.replace(losses=jnp.zeros((c.epochs,)))
     ckpt = os.path.join(workdir, CLASSIFIER_DIR)
     if latest_step(ckpt) is not None:
@@ -134,9 +135,9 @@ def _classifier(workdir, c: ClassifierOptions, x_train, y_train, num_classes, ke
         return model, state, True
     if progress:
         print(f"jaxrej gwin: training the classifier ({c.epochs} epochs)", file=sys.stderr)
-    state = mc_dropout.train(model, state, x_train, y_train, key=key, epochs=c.epochs,
-                             batch_size=c.batch_size, learning_rate=c.learning_rate,
-                             weight_decay=c.weight_decay)  # fmt: skip
+    state = classifiers.train(model, state, x_train, y_train, key=key, epochs=c.epochs,
+                              batch_size=c.batch_size, learning_rate=c.learning_rate,
+                              weight_decay=c.weight_decay, progress=progress)  # fmt: skip
     with checkpoint_manager(ckpt, max_to_keep=1) as mngr:
         save_checkpoint(mngr, c.epochs, state)
     return model, state, False

@@ -290,12 +290,13 @@ def transformation_penalty(classifier, clf_params, x, y, n_samples: int, *, key:
     p = (1/k) sum_t softmax(f(x; W_t)) over k = n_samples dropout draws (masks from `key`) --
     the probabilities the classifier's certainty is computed from."""
     if n_samples == 0:
-        out = classifier.apply({"params": clf_params}, x, train=False)
+        out, _ = classifier.apply({"params": clf_params}, x, train=False)
         return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
     def one(t):
         rngs = {"dropout": jax.random.fold_in(key, t)}
-        return jax.nn.log_softmax(classifier.apply({"params": clf_params}, x, train=True, rngs=rngs))  # fmt: skip
+        logits, _ = classifier.apply({"params": clf_params}, x, train=True, rngs=rngs)
+        return jax.nn.log_softmax(logits)
 
     logp = jax.vmap(one)(jnp.arange(n_samples))  # (k, B, C)
     logp = jax.nn.logsumexp(logp, axis=0) - jnp.log(n_samples)
@@ -397,7 +398,7 @@ def make_train_step(generator: Generator, critic: Critic, classifier: nn.Module,
     n_critic critic updates on L_D, then one generator update on L_G (module doc); state is
     donated. gen_images (N, *event) float in [0, 1] with labels (N,): the generator's inputs;
     `pool`: the critic's real examples (`critic_pool`); `classifier.apply({'params': clf_params},
-    x, train=False)` -> logits (B, C)."""
+    x, train=False)` -> (logits (B, C), features)."""
     return functools.partial(
         _train_step, generator=generator, critic=critic, classifier=classifier, opts=opts
     )

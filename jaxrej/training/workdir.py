@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import jax
 
+from jaxrej.config import flatten_config
 from jaxrej.sde import VESDE, VPSDE, SubVPSDE
 
 CONFIG_FILE = "config.json"
@@ -157,16 +158,6 @@ INIT_FILE = "init_from.json"
 SHARED_SECTIONS = ("data", "sde", "model")
 
 
-def _flat(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def parse_init_from(spec: str) -> tuple[str, int | None]:
     """ "RUN" or "RUN@STEP" -> (RUN, STEP or None); ValueError naming --init-from otherwise."""
     run, _, step = spec.rpartition("@") if "@" in spec else (spec, "", "")
@@ -189,8 +180,8 @@ def check_init_from(cfg: dict, source: str, step: int | None = None) -> tuple[st
     step = steps[-1] if step is None else step
     if step not in steps:
         raise ValueError(f"--init-from: {source!r} has no checkpoint {step} (it has {steps})")
-    a = _flat({s: read_config(source).get(s, {}) for s in SHARED_SECTIONS})
-    b = _flat({s: json.loads(json.dumps(cfg.get(s, {}))) for s in SHARED_SECTIONS})
+    a = flatten_config({s: read_config(source).get(s, {}) for s in SHARED_SECTIONS})
+    b = flatten_config({s: json.loads(json.dumps(cfg.get(s, {}))) for s in SHARED_SECTIONS})
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
         raise ValueError(
