@@ -106,7 +106,8 @@ def _mc_probs(model, params, images, key, *, n_samples, batch_size):
             rngs = {"dropout": jax.random.fold_in(key, t)}  # one network per t, for every row
 
             def one(xi):
-                return model.apply({"params": params}, xi[None], train=True, rngs=rngs)[0][0]
+                logits, _ = model.apply({"params": params}, xi[None], train=True, rngs=rngs)
+                return logits[0]
 
             return acc + jax.nn.softmax(jax.vmap(one)(xb)), None
 
