@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import json
 import os
 from collections.abc import Sequence
 
@@ -33,6 +34,32 @@ def flatten_config(config: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def json_form(obj):
+    """`obj` as its JSON round trip (tuples -> lists, keys -> strings): the form a run's stored
+    config.json has, so that a stored config and a new one compare equal when they agree."""
+    return json.loads(json.dumps(obj))
+
+
+def config_diff(old: dict, new: dict) -> dict[str, tuple]:
+    """Where two configs differ: {dotted key: (old value, new value)}, keys sorted.
+
+    Both are compared in `json_form` (a tuple equals the list config.json stores) after
+    `flatten_config`. A key absent from one config and None in the other is NOT a difference:
+    every reader of a run's config reads a field with `.get`, so an absent field and a None one
+    configure the same run (a field added later with a None default does not refuse the resume
+    of an older run). Absent against any other value is a difference, shown as None.
+    """
+    a, b = flatten_config(json_form(old)), flatten_config(json_form(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def format_diff(diff: dict[str, tuple], limit: int = 8) -> str:
+    """`config_diff`'s result as 'a.b: 1 -> 2, c: None -> 'x'' (at most `limit` keys shown)."""
+    shown = [f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(diff.items())[:limit]]
+    more = len(diff) - limit
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def apply_overrides(config, overrides: Sequence[str], *, sections: Sequence[str] | None = None):
@@ -84,6 +111,37 @@ def apply_overrides(config, overrides: Sequence[str], *, sections: Sequence[str]
             )
         node[leaf] = value
     return config
+
+
+def heads_settings(config):
+    """A heads config (configs/digits_heads.py) as plain values: (`jaxrej.eval.heads.load_heads_data`
+    keywords, `HeadsOptions`, seed); ValueError naming a missing or malformed field."""
+    from jaxrej.eval.heads import HeadsOptions
+
+    c = config
+    try:
+        data = {
+            "dataset": str(c.data.dataset),
+            "ood": tuple(str(n) for n in c.ood.datasets),
+            "val_fraction": float(c.data.val_fraction),
+            "data_dir": str(c.data.get("data_dir", "")) or None,
+        }
+        options = HeadsOptions(
+            model=str(c.model.name),
+            model_kwargs={
+                k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+                for k, v in c.model.kwargs.items()
+            },
+            train=dict(c.train),
+            sdim=dict(c.sdim),
+            gmm=dict(c.gmm),
+            percentiles=tuple(float(p) for p in c.reject.percentiles),
+            tpr=float(c.reject.tpr),
+        )
+        seed = int(c.seed)
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ValueError(f"--config: missing or malformed field ({e})") from e
+    return data, options, seed
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

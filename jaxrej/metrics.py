@@ -38,6 +38,7 @@ __all__ = [
     "ood_detection",
     "mistake_detection",
     "wilson_interval",
+    "label_dependence",
 ]
 
 
@@ -286,3 +287,16 @@ def wilson_interval(successes, n, confidence: float = 0.95):
     if lo.ndim == 0:
         return float(lo), float(hi)
     return lo, hi
+
+
+def label_dependence(class_logp: np.ndarray) -> dict:
+    """How much class scores log p(x | y) (N, C) depend on y: class_spread (median over rows of
+    the std over classes), example_spread (std over rows of the class mean), and their ratio;
+    failed rows are left out; None where fewer than 2 rows are left."""
+    lp = np.asarray(class_logp, np.float64)
+    lp = lp[np.all(np.isfinite(lp), axis=1)]
+    if lp.shape[0] < 2 or lp.shape[1] < 2:
+        return {"class_spread": None, "example_spread": None, "ratio": None}
+    cs = float(np.median(np.std(lp, axis=1)))
+    es = float(np.std(np.mean(lp, axis=1)))
+    return {"class_spread": cs, "example_spread": es, "ratio": cs / es if es > 0 else math.inf}

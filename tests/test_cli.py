@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from jaxrej.config import apply_overrides, flatten_config, load_config
+from jaxrej.config import apply_overrides, config_diff, flatten_config, load_config
 from tests.conftest import CONFIGS
 
 
@@ -56,6 +56,27 @@ def test_flattened_keys_are_the_override_addresses():
     assert c == _config() and flatten_config(c) == flat
 
 
+def test_config_diff_names_each_changed_key_and_reads_absent_as_none():
+    """The one config comparison (train, ABS train, --init-from, gwin resume): dotted keys of the
+    changed settings with (old, new); a tuple equals the list config.json stores; a key absent
+    from one side equals None on the other (every reader uses .get), but no other value."""
+    old = {"seed": 0, "model": {"hidden": 16, "widths": [8, 16], "extra": None},
+           "data": {"dataset": "digits"}}  # fmt: skip
+    assert config_diff(old, {"seed": 0, "model": {"hidden": 16, "widths": (8, 16)},
+                             "data": {"dataset": "digits"}}) == {}  # fmt: skip
+    new = {"seed": 1, "model": {"hidden": 32, "widths": (8, 32), "extra": 0},
+           "data": {"dataset": "digits", "data_dir": "/d"}}  # fmt: skip
+    assert config_diff(old, new) == {
+        "data.data_dir": (None, "/d"),
+        "model.extra": (None, 0),
+        "model.hidden": (16, 32),
+        "model.widths": ([8, 16], [8, 32]),
+        "seed": (0, 1),
+    }
+    assert list(config_diff(old, new)) == sorted(config_diff(old, new))
+    assert config_diff({"a": {"b": 1}}, {"a": 1}) == {"a": (None, 1), "a.b": (1, None)}
+
+
 def test_load_config_applies_overrides_to_a_config_dict():
     c = load_config(str(CONFIGS / "digits_heads.py"), ["--config.reject.percentiles=(5.0,)"])
     assert isinstance(c, ml_collections.ConfigDict) and tuple(c.reject.percentiles) == (5.0,)
@@ -68,12 +89,8 @@ def test_score_summary_warns_on_a_density_worse_than_uniform_and_label_blind_sco
     every row) have class spread std(o) and example spread std(b) exactly."""
     import numpy as np
 
-    from jaxrej.commands.score import (
-        LABEL_DEPENDENCE_MIN,
-        label_dependence,
-        summarize,
-        warnings_for,
-    )
+    from jaxrej.commands.score import LABEL_DEPENDENCE_MIN, summarize, warnings_for
+    from jaxrej.metrics import label_dependence
 
     rng = np.random.default_rng(0)
     d, levels = 64, 17
@@ -107,18 +124,19 @@ def test_score_summary_warns_on_a_density_worse_than_uniform_and_label_blind_sco
 
 
 def test_result_file_names_keep_sets_and_limited_runs_apart():
-    from jaxrej.commands import heads, score
+    from jaxrej.eval.heads import heads_stem
+    from jaxrej.training.workdir import score_stem
 
-    names = {score.result_stem("test", 0), score.result_stem("test", 60),
-             score.result_stem("fashion", 0), score.result_stem("ood_fashion", 60)}  # fmt: skip
+    names = {score_stem("test", 0), score_stem("test", 60),
+             score_stem("fashion", 0), score_stem("ood_fashion", 60)}  # fmt: skip
     assert names == {
         "score_test",
         "score_test_limit60",
         "score_fashion",
         "score_ood_fashion_limit60",
     }
-    assert heads.result_stem(None, None) == "heads"
-    assert heads.result_stem("c=mnist_corrupted/fog", ["f=npz:f.npz", "kmnist"]) == (
+    assert heads_stem(None, None) == "heads"
+    assert heads_stem("c=mnist_corrupted/fog", ["f=npz:f.npz", "kmnist"]) == (
         "heads_c_ood_f_kmnist"
     )
 

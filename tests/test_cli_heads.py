@@ -142,9 +142,9 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["digits", "mnist", "cifar10"])
 def test_every_heads_config_validates(name):
-    from jaxrej.commands import heads
+    from jaxrej.config import heads_settings
 
-    data, options, seed = heads.settings(load_config(str(CONFIGS / f"{name}_heads.py")))
+    data, options, seed = heads_settings(load_config(str(CONFIGS / f"{name}_heads.py")))
     assert options.percentiles == (1.0, 2.0) and options.tpr == 0.95 and seed == 0
     assert options.model in ("mlp", "cnn", "resnet")
     assert (data["dataset"] == "digits") == (not data["ood"])  # tfds datasets name an OOD set

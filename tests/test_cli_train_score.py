@@ -324,6 +324,38 @@ def test_bad_config_values(tmp_path, capsys, override, message):
     assert not (wd / "checkpoints").exists()
 
 
+def test_resume_is_refused_for_a_changed_setting_by_name_and_accepted_for_equal_ones(
+    tmp_path, capsys
+):
+    """A second `train` in a run's folder: a changed model/data/sde/fixed training setting is
+    refused, naming the key with its stored and new value, and nothing is touched; only the
+    resumable fields (training.n_iters, ..., eval.*) may change; a key absent on one side and
+    None on the other is the same setting (jaxrej.config.config_diff), any other value is not."""
+    wd = str(tmp_path / "run")
+    short = [*TINY, "--config.training.n_iters=2", "--config.training.checkpoint_every=2"]
+    train = ["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *short]
+    assert main(train) == 0
+    capsys.readouterr()
+    before = _hashes(wd)
+    for override, named in [("--config.model.hidden=32", "model.hidden: 16 -> 32"),
+                            ("--config.training.lr=0.002", "training.lr: 0.001 -> 0.002"),
+                            ("--config.seed=1", "seed: 0 -> 1")]:  # fmt: skip
+        assert main([*train, override]) == 2, override
+        err = capsys.readouterr().err
+        assert "different config" in err and named in err, err
+        assert _hashes(wd) == before
+    # a stored field the config no longer has: None is the same run, 0 is not
+    path = os.path.join(wd, "config.json")
+    stored = json.load(open(path))
+    for extra, refused in ((0, True), (None, False)):
+        json.dump({**stored, "model": {**stored["model"], "extra": extra}}, open(path, "w"))
+        rc = main([*train, "--config.training.n_iters=3", "--config.eval.rtol=0.01"])
+        err = capsys.readouterr().err
+        assert (rc == 2) == refused and ("model.extra: 0 -> None" in err) == refused, err
+    summary = json.load(open(os.path.join(wd, "train.json")))
+    assert summary["start_step"] == 2 and summary["final_step"] == 3  # resumed, not restarted
+
+
 def test_missing_workdir_and_missing_checkpoint(tmp_path, capsys):
     assert main(["score", "--workdir", str(tmp_path / "absent")]) == 2
     assert "workdir" in capsys.readouterr().err

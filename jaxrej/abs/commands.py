@@ -55,11 +55,9 @@ def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
     from jaxrej.abs import scorer as sc
     from jaxrej.abs.model import init_params
     from jaxrej.abs.training import options_from_config, train
-    from jaxrej.commands.train import TRAIN_FILE, _comparable, _normalise, _stored_summary
-    from jaxrej.config import flatten_config
+    from jaxrej.config import json_form
     from jaxrej.io import atomic_write_json
-    from jaxrej.training.checkpoint import CHECKPOINT_DIR
-    from jaxrej.training.workdir import CONFIG_FILE, read_config
+    from jaxrej.training.workdir import CONFIG_FILE, TRAIN_FILE, check_run_workdir, read_summary
 
     for section in ("data", "model", "training", "eval"):
         if section not in cfg:
@@ -72,21 +70,12 @@ def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
     data, evals = _data(cfg)
     cfg["data"] |= {"num_classes": int(data.num_classes), "n_levels": int(data.n_levels),
                     "event_shape": list(data.images.shape[1:])}  # fmt: skip
-    cfg = _normalise(cfg)
+    cfg = json_form(cfg)
     model = sc.model_from_config(
         cfg, num_classes=data.num_classes, event_shape=data.images.shape[1:]
     )
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"workdir: {workdir!r} exists and is not a directory")
     cfg_path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.isfile(cfg_path):
-        a, b = flatten_config(_comparable(read_config(workdir))), flatten_config(_comparable(cfg))
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        if diff:
-            raise ValueError(f"workdir: {workdir!r} holds a run with a different config (differs "
-                             f"in {diff}); use a new --workdir (nothing was changed)")  # fmt: skip
-    elif os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-        raise ValueError(f"workdir: {workdir!r} has checkpoints but no {CONFIG_FILE}; refusing")
+    check_run_workdir(workdir, cfg)  # ValueError: another run, nothing changed
     os.makedirs(workdir, exist_ok=True)
     if not os.path.isfile(cfg_path):
         atomic_write_json(cfg_path, cfg)
@@ -110,7 +99,7 @@ def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
                            labels=data.labels, opts=opts, key=train_key, n_levels=data.n_levels,
                            progress=progress, evaluate=evaluate)  # fmt: skip
     path = os.path.join(workdir, TRAIN_FILE)
-    stored = _stored_summary(path)
+    stored = read_summary(path)
     if summary["start_step"] == summary["final_step"] and stored is not None:
         if stored.get("final_step") == summary["final_step"]:
             print(f"jaxrej train: {workdir!r} is already trained to step {summary['final_step']}; "
@@ -152,12 +141,12 @@ def score_run(args, cfg: dict) -> dict:
     import jax.numpy as jnp
 
     from jaxrej.abs.scorer import load_scorer
-    from jaxrej.commands.score import _load, label_dependence, result_stem
     from jaxrej.config import apply_overrides
     from jaxrej.data.registry import is_local, parse_named
     from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.likelihood import marginal_log_likelihood
-    from jaxrej.metrics import ood_detection
+    from jaxrej.metrics import label_dependence, ood_detection
+    from jaxrej.training.workdir import load_run_set, score_stem
 
     e = apply_overrides({"eval": dict(cfg["eval"])}, args.overrides, sections=("eval",))["eval"]
     check_eval(e)
@@ -171,15 +160,15 @@ def score_run(args, cfg: dict) -> dict:
     if getattr(args, "test", None):
         test_name, test_spec = parse_named(args.test)
         set_name = test_name if args.split == "test" else f"{test_name}_{args.split}"
-        images, labels = _load("--test", test_spec, args.split, d, args.limit)
+        images, labels = load_run_set("--test", test_spec, args.split, d, args.limit)
     else:
         test_spec = d.get("eval_dataset") or d["dataset"]
         set_name = args.split
-        images, labels = _load("--split", test_spec, args.split, d, args.limit)
+        images, labels = load_run_set("--split", test_spec, args.split, d, args.limit)
     oods = {}
     for name, spec in ood_named:
         split = "all" if is_local(spec) else "test"
-        oods[name] = (spec, split, _load(f"--ood {name}", spec, split, d, args.limit)[0])
+        oods[name] = (spec, split, load_run_set(f"--ood {name}", spec, split, d, args.limit)[0])
     latent = {k: v for k, v in e.items() if k not in ("bank_size", "batch_size")}
     want_step = getattr(args, "step", None)
     scorer, step = load_scorer(args.workdir, step=want_step, **latent)
@@ -196,7 +185,7 @@ def score_run(args, cfg: dict) -> dict:
     pred = np.argmax(s, axis=1)
     n = len(pred)
     log_px = marginal(s)
-    stem = result_stem(set_name, args.limit, step=want_step)
+    stem = score_stem(set_name, args.limit, step=want_step)
     summary = {"set": set_name, "dataset": test_spec, "split": args.split, "n": n,
                "limit": args.limit or None, "model": "abs",
                "accuracy": None if labels is None else float(np.mean(pred == labels)),
@@ -213,7 +202,7 @@ def score_run(args, cfg: dict) -> dict:
                           progress=progress, desc=f"score ood {name}")  # fmt: skip
         lo = marginal(so)
         path = os.path.join(
-            args.workdir, f"{result_stem('ood_' + name, args.limit, step=want_step)}.npz"
+            args.workdir, f"{score_stem('ood_' + name, args.limit, step=want_step)}.npz"
         )
         atomic_save_npz(path, class_logp=so, log_px=lo)
         files.append(path)

@@ -1,10 +1,13 @@
 """`jaxrej demo [--workdir ./jaxrej-demo]`: the whole story on the embedded digits, no download.
 
-1. trains the score-based generative classifier (`jaxrej train --config configs/digits_sbgc.py`)
-   into WORKDIR/sbgc, 2. the base classifier and reject heads (`jaxrej heads --config
-   configs/digits_heads.py`) into WORKDIR/heads, 3. runs `jaxrej evaluate --workdir WORKDIR`
-   (clean, corruptions, OOD sets, attacks; tables and PNG figures in WORKDIR/evaluate*/).
-Re-running reuses what is already trained and scored. The corruptions act at CIFAR pixel size
+The configs are the package's own (jaxrej.configs, the repository's configs/, shipped in the
+wheel; `--configs DIR` for others). `options` turns them and the flags into the keywords of
+`jaxrej.demo.run_demo`, the same library calls as these three commands (tests/test_demo.py):
+1. `jaxrej train --config configs/digits_sbgc.py --workdir WORKDIR/sbgc` (the score-based
+   generative classifier), 2. `jaxrej heads --config configs/digits_heads.py --workdir
+   WORKDIR/heads` (the base classifier and reject heads), 3. `jaxrej evaluate --workdir WORKDIR`
+   with the sizes below (clean, corruptions, OOD sets, attacks; tables and PNG figures in
+   WORKDIR/evaluate*/). Re-running reuses what is already trained and scored. The corruptions act at CIFAR pixel size
 (`--corruption-scale 1`): the size rule would shrink the blurs, elastic and pixelate of an 8x8
 digit to nothing. `--n-corrupt`, `--n-ood`, `--attack-n` (heads; 0: all 360 test
 digits) and `--attack-sbgc-n` (the score model's attacked digits, 64: L-inf, APGD-CE, APGD-T,
@@ -17,14 +20,11 @@ severities) with little padding.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import time
 
 # the score model's attacks in the demo: one compilation each (the costly part on a CPU), L-inf
 # only; `jaxrej evaluate` adds APGD-DLR and the L2 table
-DEMO_SBGC_SUITE = "apgd-ce,apgd-t,apgd-reject,square"
+DEMO_SBGC_SUITE = ("apgd-ce", "apgd-t", "apgd-reject", "square")
 
 
 def add_arguments(parser) -> None:
@@ -57,39 +57,33 @@ def configs_dir(given: str | None) -> str:
     return given
 
 
-def run(args) -> dict:
-    from jaxrej.commands import evaluate, heads, train
-    from jaxrej.scorers.heads import HEADS_FILE
+def options(args, configs: str) -> dict:
+    """The demo's flags and configs as `jaxrej.demo.run_demo` keywords."""
+    from jaxrej.config import heads_settings, load_config
+    from jaxrej.corruptions import CORRUPTIONS
+    from jaxrej.eval.protocol import EvalOptions
+    from jaxrej.eval.runs import AttackRunOptions
 
-    cfg = configs_dir(args.configs)
-    os.makedirs(args.workdir, exist_ok=True)
-    t0 = time.time()
-    times = {}
-    ns = argparse.Namespace
-    print("jaxrej demo: 1/3 score-based classifier (jaxrej train)", file=sys.stderr)
-    train.run(ns(config=os.path.join(cfg, "digits_sbgc.py"), overrides=[],
-                 workdir=os.path.join(args.workdir, "sbgc"), no_progress=args.no_progress))  # fmt: skip
-    times["train_s"] = time.time() - t0
-    hdir = os.path.join(args.workdir, "heads")
-    if os.path.isfile(os.path.join(hdir, HEADS_FILE)) and os.path.isfile(
-        os.path.join(hdir, "heads.json")
-    ):
-        print(f"jaxrej demo: 2/3 heads already in {hdir!r}, reused", file=sys.stderr)
-    else:
-        print("jaxrej demo: 2/3 base classifier and reject heads (jaxrej heads)", file=sys.stderr)
-        heads.run(ns(config=os.path.join(cfg, "digits_heads.py"), overrides=[], workdir=hdir,
-                     test=None, ood=None, no_progress=args.no_progress))  # fmt: skip
-    times["heads_s"] = time.time() - t0 - times["train_s"]
-    print("jaxrej demo: 3/3 evaluation (jaxrej evaluate)", file=sys.stderr)
-    summary = evaluate.run(ns(workdir=args.workdir, test=None, ood=None, corruptions="all",
-                              severities="1,2,3,4,5", n_corrupt=args.n_corrupt, limit=0, n_ood=args.n_ood,
-                              attack=True, attack_n=args.attack_n,
-                              attack_sbgc_n=args.attack_sbgc_n,
-                              attack_sbgc_steps=args.attack_sbgc_steps,
-                              attack_sbgc_norms="linf", attack_sbgc_suite=DEMO_SBGC_SUITE,
-                              linf_eps="0.1,0.2,0.3",
-                              l2_eps="0.5,1,2", corruption_scale=1.0, sbgc_batch=20,
-                              no_progress=args.no_progress, overrides=[]))  # fmt: skip
-    times["evaluate_s"] = time.time() - t0 - times["train_s"] - times["heads_s"]
-    return {**summary, "seconds": {k: round(v, 1) for k, v in times.items()},
-            "total_s": round(time.time() - t0, 1)}  # fmt: skip
+    sbgc = load_config(os.path.join(configs, "digits_sbgc.py"))
+    heads = load_config(os.path.join(configs, "digits_heads.py"))
+    data, heads_options, seed = heads_settings(heads)
+    evaluate = {
+        "options": EvalOptions(corruptions=CORRUPTIONS, severities=(1, 2, 3, 4, 5),
+                               n_corrupt=args.n_corrupt, n_ood=args.n_ood or None,
+                               corruption_scale=1.0),
+        "attack": AttackRunOptions(n_heads=args.attack_n, n_model=args.attack_sbgc_n,
+                                   model_steps=args.attack_sbgc_steps, linf_eps=(0.1, 0.2, 0.3),
+                                   l2_eps=(0.5, 1.0, 2.0), model_norms=("linf",),
+                                   model_attacks=DEMO_SBGC_SUITE),
+        "sbgc_batch": 20,
+    }  # fmt: skip
+    return {"sbgc_config": sbgc.to_dict(), "evaluate": evaluate,
+            "heads": {"data": data, "options": heads_options, "seed": seed,
+                      "config": heads.to_dict()}}  # fmt: skip
+
+
+def run(args) -> dict:
+    from jaxrej.demo import run_demo
+
+    kw = options(args, configs_dir(args.configs))
+    return run_demo(args.workdir, **kw, progress=not args.no_progress)

@@ -21,10 +21,6 @@ sets or sizes never overwrites another's results.
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--workdir", required=True, help="folder holding the trained runs")
@@ -66,43 +62,6 @@ def argparse_bool():
     return argparse.BooleanOptionalAction
 
 
-# options that change the numbers, and their tags in the result folder's name
-SIZE_TAGS = (("corruptions", "corrupt-"), ("severities", "sev"), ("n_corrupt", "nc"),
-             ("n_ood", "nood"), ("corruption_scale", "scale"), ("attack_n", "atk"),
-             ("attack_sbgc_n", "atksbgc"), ("attack_sbgc_steps", "atksteps"),
-             ("attack_sbgc_norms", "atknorms"), ("attack_sbgc_suite", "atksuite"),
-             ("linf_eps", "linf"), ("l2_eps", "l2"))  # fmt: skip
-
-
-def result_stem(args) -> str:
-    """'evaluate', with '_<test>', '_ood_<a>_<b>', '_limit<N>' for other sets and a tag for every
-    sizing option off its default (SIZE_TAGS; '_noattack'), e.g. 'evaluate_nc12_nood60_scale1':
-    a run with other settings never overwrites another's results."""
-    import argparse
-
-    from jaxrej.data.registry import parse_named
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    defaults = vars(parser.parse_args(["--workdir", "."]))
-    stem = "evaluate"
-    if args.test:
-        stem += f"_{parse_named(args.test)[0]}"
-    if args.ood:
-        stem += "_ood_" + "_".join(parse_named(o)[0] for o in args.ood)
-    if args.limit:
-        stem += f"_limit{args.limit}"
-    for field, tag in SIZE_TAGS:
-        value = getattr(args, field)
-        attack_only = field.startswith("attack_") or field.endswith("_eps")
-        if value != defaults[field] and not (attack_only and not args.attack):
-            text = f"{value:g}" if isinstance(value, float) else str(value)
-            stem += f"_{tag}" + text.replace(",", "" if field == "severities" else "-")
-    if not args.attack:
-        stem += "_noattack"
-    return stem
-
-
 def _radii(flag: str, text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
@@ -110,27 +69,11 @@ def _radii(flag: str, text: str) -> tuple[float, ...]:
         raise ValueError(f"{flag}: expected a comma list of radii, got {text!r}") from e
 
 
-def load_scorers(found: dict[str, str], *, sbgc_batch: int) -> dict:
-    """{name: Scorer} of every run `jaxrej.scorers.find_runs` found (heads loaded once)."""
-    from jaxrej import scorers
-    from jaxrej.scorers import heads
-
-    out = {}
-    head_dirs = {d for k, d in found.items() if k in heads.HEAD_SCORERS}
-    fitted = {d: heads.load_heads(d) for d in head_dirs}
-    for name, d in found.items():
-        if name in heads.HEAD_SCORERS:
-            out[name] = heads.heads_scorer(d, name, heads=fitted[d])
-        else:
-            bs = sbgc_batch if name in ("sbgc", "elbo") else None
-            out[name] = scorers.load(d, name, batch_size=bs)
-    return out
-
-
-def run(args) -> dict:
-    from jaxrej import corruptions, scorers
-    from jaxrej.eval import protocol, runs, tables
-    from jaxrej.io import atomic_write_json, atomic_write_text
+def options_from_args(args) -> dict:
+    """The flags as `jaxrej.eval.runs.evaluate_workdir` keywords; ValueError naming a bad one."""
+    from jaxrej import corruptions
+    from jaxrej.eval.protocol import EvalOptions
+    from jaxrej.eval.runs import AttackRunOptions
 
     if args.limit < 0 or args.n_corrupt < 1:
         raise ValueError("--limit: expected >= 0; --n-corrupt: expected >= 1")
@@ -146,50 +89,27 @@ def run(args) -> dict:
         raise ValueError(
             f"--severities: expected a comma list of 1..5, got {args.severities!r}"
         ) from e
-    attack_opts = runs.AttackRunOptions(
+    attack = AttackRunOptions(
         n_heads=args.attack_n, n_model=args.attack_sbgc_n, model_steps=args.attack_sbgc_steps,
         linf_eps=_radii("--linf-eps", args.linf_eps), l2_eps=_radii("--l2-eps", args.l2_eps),
         model_norms=tuple(v.strip() for v in args.attack_sbgc_norms.split(",") if v.strip()),
         model_attacks=tuple(v.strip() for v in args.attack_sbgc_suite.split(",") if v.strip()),
     )  # fmt: skip
-    options = protocol.EvalOptions(corruptions=names, severities=sevs, n_corrupt=args.n_corrupt,
-                                   corruption_scale=args.corruption_scale,
-                                   n_ood=args.n_ood or None)  # fmt: skip
-    found = scorers.find_runs(args.workdir)
-    data, sources, notes = runs.eval_data(found, test=args.test, ood=args.ood, limit=args.limit)
-    judges = load_scorers(found, sbgc_batch=args.sbgc_batch)
-    for kind, dirs in scorers.registry.run_kinds(args.workdir).items():
-        if len(dirs) > 1:
-            notes.append(f"several {kind} runs found; evaluated {dirs[0]!r} only")
-    out_dir = os.path.join(args.workdir, result_stem(args))
-    os.makedirs(out_dir, exist_ok=True)
-    t0 = time.time()
-    progress = not args.no_progress
-    report = protocol.evaluate(judges, data, options=options, out_dir=out_dir, progress=progress)
-    rules = next(iter(report["scorers"].values()))["thresholds"].keys()
-    md = tables.markdown(report, rules=list(rules))
-    print(md, file=sys.stderr, flush=True)  # the clean, corruption and OOD tables, now
-    if args.attack:
-        clean = protocol.test_scores(judges, data, out_dir=out_dir)
-        log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-        adv = runs.adversarial(protocol.fitted_scorers(judges, report), data, clean_test=clean,
-                               options=attack_opts, out_dir=out_dir, log=log)  # fmt: skip
-        report["adversarial"] = adv["report"]
-        md += "\n" + adv["markdown"]
-        print(adv["markdown"], file=sys.stderr, flush=True)
-    report.update({"runs": found, "sets": sources, "notes": notes, "seconds": time.time() - t0})
-    atomic_write_json(os.path.join(out_dir, "evaluate.json"), report)
-    atomic_write_text(os.path.join(out_dir, "evaluate.md"), md)
-    for n in notes:
-        print(f"jaxrej evaluate: note: {n}", file=sys.stderr)
-    return {
-        "out_dir": out_dir,
-        "scorers": list(judges),
-        "clean": {k: r["clean"] for k, r in report["scorers"].items()},
-        "ood_auroc": {
-            k: {s: o["auroc"] for s, o in r["ood"].items()} for k, r in report["scorers"].items()
-        },  # fmt: skip
-        "figures": report["figures"],
-        "notes": notes,
-        "seconds": round(report["seconds"], 1),
-    }
+    options = EvalOptions(corruptions=names, severities=sevs, n_corrupt=args.n_corrupt,
+                          corruption_scale=args.corruption_scale, n_ood=args.n_ood or None)  # fmt: skip
+    return {"options": options, "attack": attack if args.attack else None, "test": args.test,
+            "ood": args.ood, "limit": args.limit}  # fmt: skip
+
+
+def result_stem(args) -> str:
+    """The output folder's name for these flags (`jaxrej.eval.runs.evaluate_stem`)."""
+    from jaxrej.eval.runs import evaluate_stem
+
+    return evaluate_stem(**options_from_args(args))
+
+
+def run(args) -> dict:
+    from jaxrej.eval.runs import evaluate_workdir
+
+    return evaluate_workdir(args.workdir, **options_from_args(args), sbgc_batch=args.sbgc_batch,
+                            progress=not args.no_progress)  # fmt: skip

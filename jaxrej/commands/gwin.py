@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from jaxrej.config import flatten_config
+from jaxrej.config import config_diff, format_diff
 
 CONFIG_FILE = "gwin_config.json"
 RESUMABLE = {"gan": {"n_steps", "log_every", "checkpoint_every", "max_to_keep"}, "eval": None}
@@ -67,11 +67,9 @@ def check_workdir(workdir: str, cfg: dict) -> bool:
             stored = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"--workdir: cannot read {path!r}: {e}") from e
-    a, b = flatten_config(_fixed(stored)), flatten_config(_fixed(cfg))
-    diff = sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
+    diff = config_diff(_fixed(stored), _fixed(cfg))  # absent and None are the same setting
     if diff:
-        shown = ", ".join(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}"
-                          for k in diff[:5])  # fmt: skip
+        shown = format_diff(diff, limit=5)
         raise ValueError(
             f"--workdir: {workdir!r} holds another GWIN run (config differs in {shown}); "
             "refusing to overwrite it (use another --workdir)"

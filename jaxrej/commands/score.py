@@ -52,6 +52,8 @@ import time
 
 import numpy as np
 
+from jaxrej.metrics import label_dependence
+
 LABEL_DEPENDENCE_MIN = 0.05
 SCORERS = ("ode", "elbo")
 
@@ -72,19 +74,6 @@ def add_arguments(parser) -> None:
                         help="score checkpoint STEP (default: the newest intact one)")  # fmt: skip
     parser.add_argument("--raw-params", action="store_true", help="use raw params, not the EMA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def label_dependence(class_logp: np.ndarray) -> dict:
-    """How much log p(x | y) (N, C) depends on y (module doc): class_spread (median over rows of
-    the std over classes), example_spread (std over rows of the class mean), and their ratio;
-    failed rows are left out; None where fewer than 2 rows are left."""
-    lp = np.asarray(class_logp, np.float64)
-    lp = lp[np.all(np.isfinite(lp), axis=1)]
-    if lp.shape[0] < 2 or lp.shape[1] < 2:
-        return {"class_spread": None, "example_spread": None, "ratio": None}
-    cs = float(np.median(np.std(lp, axis=1)))
-    es = float(np.std(np.mean(lp, axis=1)))
-    return {"class_spread": cs, "example_spread": es, "ratio": cs / es if es > 0 else math.inf}
 
 
 def summarize(class_logp: np.ndarray, labels, *, event_shape, n_levels: int) -> dict:
@@ -159,42 +148,6 @@ def baseline_bits_per_dim(d: dict, images) -> float:
     return float(np.mean(bpd))
 
 
-def result_stem(set_name: str, limit: int, scorer: str = "ode", step: int | None = None,
-                changed: dict | None = None) -> str:  # fmt: skip
-    """'score_<set>[_elbo][_limit<N>][_step<S>][_<field><value>...]' (module doc); changed: the
-    eval fields a --config.eval override set off the run's own."""
-    elbo = "_elbo" if scorer == "elbo" else ""
-    tags = "".join(f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
-                   for k, v in sorted((changed or {}).items()))  # fmt: skip
-    return (f"score_{set_name}{elbo}" + (f"_limit{limit}" if limit else "")
-            + ("" if step is None else f"_step{step}") + tags)  # fmt: skip
-
-
-def _load(field: str, spec: str, split: str, d: dict, limit: int):
-    from jaxrej.data.registry import load_dataset
-
-    try:
-        data = load_dataset(spec, split, data_dir=d.get("data_dir") or None)
-    except ValueError as e:
-        raise ValueError(f"{field}: {e}") from e
-    if tuple(data.images.shape[1:]) != tuple(d["event_shape"]):
-        raise ValueError(
-            f"{field}: {spec!r} images {data.images.shape[1:]} differ from the run's "
-            f"{tuple(d['event_shape'])}"
-        )
-    images, labels = data.images, data.labels
-    if images.size and images.max() >= d["n_levels"]:
-        raise ValueError(
-            f"{field}: {spec!r} has pixel levels up to {images.max()}, the run's data has "
-            f"{d['n_levels']} levels"
-        )
-    if limit:
-        images, labels = images[:limit], None if labels is None else labels[:limit]
-    if labels is not None and labels.size and labels.max() >= d["num_classes"]:
-        raise ValueError(f"{field}: labels up to {labels.max()}, expected < {d['num_classes']}")
-    return images, labels
-
-
 def run(args) -> dict:
     import jax
     import jax.numpy as jnp
@@ -207,7 +160,7 @@ def run(args) -> dict:
     from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.metrics import ood_detection
     from jaxrej.scoring import DEFAULT_SCREEN, class_log_likelihood_result, compilations
-    from jaxrej.training.workdir import load_trained, read_config
+    from jaxrej.training.workdir import load_run_set, load_trained, read_config, score_stem
 
     cfg = read_config(args.workdir)  # ValueError for a missing workdir / config
     want_step = getattr(args, "step", None)
@@ -240,14 +193,14 @@ def run(args) -> dict:
     if test_arg:
         test_name, test_spec = parse_named(test_arg)
         set_name = test_name if args.split == "test" else f"{test_name}_{args.split}"
-        images, labels = _load("--test", test_spec, args.split, d, args.limit)
+        images, labels = load_run_set("--test", test_spec, args.split, d, args.limit)
     else:
         test_spec, set_name = d.get("eval_dataset") or d["dataset"], args.split
-        images, labels = _load("--split", test_spec, args.split, d, args.limit)
+        images, labels = load_run_set("--split", test_spec, args.split, d, args.limit)
     oods = {}
     for name, spec in ood_named:
         split = "all" if is_local(spec) else "test"
-        oods[name] = (spec, split, _load(f"--ood {name}", spec, split, d, args.limit)[0])
+        oods[name] = (spec, split, load_run_set(f"--ood {name}", spec, split, d, args.limit)[0])
 
     key = jax.random.key(cfg.get("seed", 0) + 1)
     dq_key, probe_key = jax.random.split(key)
@@ -304,7 +257,7 @@ def run(args) -> dict:
     s = summarize(r["logp"], labels, event_shape=d["event_shape"], n_levels=d["n_levels"])
     s["baseline_bits_per_dim"] = baseline_bits_per_dim(d, images)
     pred, ok, log_px = s.pop("pred"), s.pop("ok"), s.pop("log_px")
-    stem = result_stem(set_name, args.limit, scorer, want_step, changed)
+    stem = score_stem(set_name, args.limit, scorer, want_step, changed)
     arrays = {"class_logp": r["logp"], "pred": pred, "ok": ok, "nfe": r["nfe"],
               "refined": r["refined"], "covered": r["covered"], "consistent": r["consistent"]}  # fmt: skip
     if labels is not None:
@@ -318,7 +271,7 @@ def run(args) -> dict:
         so.pop("pred")
         path = os.path.join(
             args.workdir,
-            f"{result_stem('ood_' + name, args.limit, scorer, want_step, changed)}.npz",
+            f"{score_stem('ood_' + name, args.limit, scorer, want_step, changed)}.npz",
         )
         atomic_save_npz(path, class_logp=ro["logp"], log_px=so_lp, ok=so_ok, nfe=ro["nfe"],
                         refined=ro["refined"], covered=ro["covered"],

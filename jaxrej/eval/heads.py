@@ -17,7 +17,10 @@ Reported:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -334,3 +337,80 @@ def markdown(report: dict, *, percentiles, ood_names) -> str:
         oods = " | ".join(f"{e['ood'][n]['auroc']:.4f}" for n in ood_names)
         lines.append(f"| {name} | {au} | {m['aurc']:.4f} | {oods} |")
     return "\n".join(lines)
+
+
+def heads_stem(test: str | None, ood: Sequence[str] | None) -> str:
+    """File stem of a heads run's results: 'heads' for the config's own sets, 'heads_<test name>'
+    with `test`, '..._ood_<a>_<b>' with `ood`: a run on other sets never overwrites another's."""
+    from jaxrej.data.registry import parse_named
+
+    stem = "heads"
+    if test:
+        stem += f"_{parse_named(test)[0]}"
+    if ood:
+        stem += "_ood_" + "_".join(parse_named(o)[0] for o in ood)
+    return stem
+
+
+def run_heads(workdir: str, *, data: Mapping[str, Any], options: HeadsOptions, seed: int,
+              config: Mapping[str, Any], test: str | None = None,
+              ood: Sequence[str] | None = None) -> dict:  # fmt: skip
+    """The protocol (`load_heads_data(**data)`, `evaluate_heads`) into `workdir`, which is
+    created and where nothing else is touched: <stem>.json (the report, the sets, `config`
+    recorded as given) and <stem>_scores.npz, <stem> = `heads_stem(test, ood)`; for the config's
+    own sets also the fitted heads (`scorers.heads.save_heads`) that `jaxrej evaluate` scores
+    and attacks. `ood` replaces data["ood"]. Prints the tables to stderr and returns a summary.
+    """
+    import jax
+
+    from jaxrej.io import atomic_save_npz, atomic_write_json
+    from jaxrej.scorers.heads import save_heads
+
+    data = dict(data)
+    if ood:
+        data["ood"] = tuple(ood)
+    stem = heads_stem(test, ood)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir: {workdir!r} exists and is not a directory")
+    t_start = time.time()
+    loaded = load_heads_data(**data, seed=seed, test=test)
+    notes = []
+    if not data["ood"]:
+        notes.append(
+            "no OOD set given (config.ood.datasets or --ood [name=]SPEC): the OOD columns are "
+            "the test split inverted and uniform noise, not a natural OOD dataset"
+        )
+    report, scores, fitted = evaluate_heads(loaded, options=options, key=jax.random.key(seed))
+    report = {
+        "config": dict(config),
+        "sets": dict(loaded.sources),
+        "ood_positive": "in-distribution (AUROC of the confidence, in-distribution test = 1)",
+        "notes": notes,
+        **report,
+        "seconds": time.time() - t_start,
+    }
+
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, f"{stem}.json")
+    atomic_write_json(path, report)
+    atomic_save_npz(os.path.join(workdir, f"{stem}_scores.npz"), **scores)
+    if stem == "heads":  # the config's own sets: keep the fitted heads for evaluate / attacks
+        save_heads(workdir, fitted)
+    print(markdown(report, percentiles=options.percentiles, ood_names=list(loaded.ood)),
+          file=sys.stderr)  # fmt: skip
+    for n in notes:
+        print(f"jaxrej heads: note: {n}", file=sys.stderr)
+    s = report["scorers"]
+    return {
+        "heads_json": path,
+        "sets": report["sets"],
+        "table": report["table"],
+        "accuracy_at_global_threshold": {
+            n: {k: s[n]["global_threshold"][k] for k in ("accuracy", "acc_left", "rejection_rate")}
+            for n in SCORERS
+        },
+        "mistake_auroc": {n: s[n]["mistakes"]["auroc"] for n in SCORERS},
+        "ood_auroc": {n: {k: v["auroc"] for k, v in s[n]["ood"].items()} for n in SCORERS},
+        "notes": notes,
+        "seconds": round(report["seconds"], 1),
+    }

@@ -4,7 +4,8 @@ adversarial tables (`jaxrej.eval.adversarial`) of every scorer.
 
     found = scorers.find_runs("runs/demo")            # {scorer name: run folder}
     data, sources, notes = eval_data(found, test=None, ood=None)
-    adv = adversarial(judges, data, clean_test=..., options=RunOptions(...), out_dir=...)
+    adv = adversarial(judges, data, clean_test=..., options=AttackRunOptions(...), out_dir=...)
+    summary = evaluate_workdir("runs/demo", options=EvalOptions(...), attack=AttackRunOptions(...))
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
+import time
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
+from jaxrej.corruptions import CORRUPTIONS
+from jaxrej.eval.protocol import EvalOptions
 from jaxrej.scorers.heads import HEAD_SCORERS
 
 
@@ -206,3 +212,124 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
                 log(line)
         md.append(adv.markdown(report[norm], title=title))
     return {"report": report, "markdown": "\n".join(md)}
+
+
+# the `jaxrej evaluate` flags' defaults: a folder is tagged by each option off these (evaluate_stem)
+EVALUATE_DEFAULTS = EvalOptions(corruptions=CORRUPTIONS)
+ATTACK_DEFAULTS = AttackRunOptions(
+    model_attacks=("apgd-ce", "apgd-dlr", "apgd-t", "apgd-reject", "square")
+)
+
+
+def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, limit: int = 0,
+                  options: EvalOptions = EVALUATE_DEFAULTS,
+                  attack: AttackRunOptions | None = ATTACK_DEFAULTS) -> str:  # fmt: skip
+    """The name of `evaluate_workdir`'s output folder: 'evaluate', with '_<test name>',
+    '_ood_<a>_<b>', '_limit<N>' for other sets and a tag for every sizing option off the
+    command's defaults (EVALUATE_DEFAULTS, ATTACK_DEFAULTS; attack None: '_noattack'), e.g.
+    'evaluate_nc12_nood60_scale1': a run with other settings never overwrites another's."""
+    from jaxrej.data.registry import parse_named
+
+    def text(v):
+        if isinstance(v, tuple):
+            return "-".join(text(u) for u in v)
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    stem = "evaluate"
+    if test:
+        stem += f"_{parse_named(test)[0]}"
+    if ood:
+        stem += "_ood_" + "_".join(parse_named(o)[0] for o in ood)
+    if limit:
+        stem += f"_limit{limit}"
+    o, d = options, EVALUATE_DEFAULTS
+    if o.corruptions != d.corruptions:
+        stem += "_corrupt-" + (text(o.corruptions) or "none")
+    if o.severities != d.severities:
+        stem += "_sev" + "".join(str(s) for s in o.severities)
+    for field, tag in (("n_corrupt", "nc"), ("n_ood", "nood"), ("corruption_scale", "scale")):
+        if getattr(o, field) != getattr(d, field):
+            stem += f"_{tag}{text(getattr(o, field))}"
+    if attack is None:
+        return stem + "_noattack"
+    tags = (("n_heads", "atk"), ("n_model", "atksbgc"), ("model_steps", "atksteps"),
+            ("model_norms", "atknorms"), ("model_attacks", "atksuite"), ("linf_eps", "linf"),
+            ("l2_eps", "l2"))  # fmt: skip
+    for field, tag in tags:
+        if getattr(attack, field) != getattr(ATTACK_DEFAULTS, field):
+            stem += f"_{tag}{text(getattr(attack, field))}"
+    return stem
+
+
+def load_scorers(found: dict[str, str], *, sbgc_batch: int) -> dict:
+    """{name: Scorer} of every run `jaxrej.scorers.find_runs` found (heads loaded once)."""
+    from jaxrej import scorers
+    from jaxrej.scorers import heads
+
+    out = {}
+    head_dirs = {d for k, d in found.items() if k in heads.HEAD_SCORERS}
+    fitted = {d: heads.load_heads(d) for d in head_dirs}
+    for name, d in found.items():
+        if name in heads.HEAD_SCORERS:
+            out[name] = heads.heads_scorer(d, name, heads=fitted[d])
+        else:
+            bs = sbgc_batch if name in ("sbgc", "elbo") else None
+            out[name] = scorers.load(d, name, batch_size=bs)
+    return out
+
+
+def evaluate_workdir(workdir: str, *, options: EvalOptions = EVALUATE_DEFAULTS,
+                     attack: AttackRunOptions | None = ATTACK_DEFAULTS, test: str | None = None,
+                     ood: Sequence[str] | None = None, limit: int = 0, sbgc_batch: int = 36,
+                     progress: bool = True) -> dict:  # fmt: skip
+    """`jaxrej evaluate`: the reject protocol (`eval.protocol.evaluate`) of every scorer
+    `scorers.find_runs(workdir)` finds, judged on `eval_data(test, ood, limit)`, then with
+    `attack` the adversarial tables (`adversarial`) of every scorer. Writes workdir/<stem>/
+    (`evaluate_stem`): evaluate.json, evaluate.md, the figures and the caches that make a killed
+    run resume; prints each table as it finishes; returns a summary. sbgc_batch: images per
+    score-model solve batch."""
+    from jaxrej import scorers
+    from jaxrej.eval import protocol, tables
+    from jaxrej.io import atomic_write_json, atomic_write_text
+
+    if limit < 0:
+        raise ValueError(f"--limit: expected >= 0, got {limit}")
+    found = scorers.find_runs(workdir)
+    data, sources, notes = eval_data(found, test=test, ood=ood, limit=limit)
+    judges = load_scorers(found, sbgc_batch=sbgc_batch)
+    for kind, dirs in scorers.registry.run_kinds(workdir).items():
+        if len(dirs) > 1:
+            notes.append(f"several {kind} runs found; evaluated {dirs[0]!r} only")
+    out_dir = os.path.join(
+        workdir, evaluate_stem(test=test, ood=ood, limit=limit, options=options, attack=attack)
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.time()
+    report = protocol.evaluate(judges, data, options=options, out_dir=out_dir, progress=progress)
+    rules = next(iter(report["scorers"].values()))["thresholds"].keys()
+    md = tables.markdown(report, rules=list(rules))
+    print(md, file=sys.stderr, flush=True)  # the clean, corruption and OOD tables, now
+    if attack is not None:
+        clean = protocol.test_scores(judges, data, out_dir=out_dir)
+        log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+        adv = adversarial(protocol.fitted_scorers(judges, report), data, clean_test=clean,
+                          options=attack, out_dir=out_dir, log=log)  # fmt: skip
+        report["adversarial"] = adv["report"]
+        md += "\n" + adv["markdown"]
+        print(adv["markdown"], file=sys.stderr, flush=True)
+    report.update({"runs": found, "sets": sources, "notes": notes, "seconds": time.time() - t0})
+    atomic_write_json(os.path.join(out_dir, "evaluate.json"), report)
+    atomic_write_text(os.path.join(out_dir, "evaluate.md"), md)
+    for n in notes:
+        print(f"jaxrej evaluate: note: {n}", file=sys.stderr)
+    return {
+        "out_dir": out_dir,
+        "scorers": list(judges),
+        "clean": {k: r["clean"] for k, r in report["scorers"].items()},
+        "ood_auroc": {
+            k: {s: o["auroc"] for s, o in r["ood"].items()} for k, r in report["scorers"].items()
+        },  # fmt: skip
+        "figures": report["figures"],
+        "notes": notes,
+        "seconds": round(report["seconds"], 1),
+    }

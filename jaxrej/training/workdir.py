@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import jax
 
-from jaxrej.config import flatten_config
+from jaxrej.config import config_diff, format_diff
 from jaxrej.sde import VESDE, VPSDE, SubVPSDE
 
 CONFIG_FILE = "config.json"
@@ -106,6 +106,107 @@ def read_config(workdir: str) -> dict:
         raise ValueError(f"workdir: cannot read {path!r}: {e}") from e
 
 
+TRAIN_FILE = "train.json"
+# the fields a resumed run may change without invalidating its checkpoints (None: a whole section)
+RESUMABLE_FIELDS = {
+    "training": {"n_iters", "log_every", "eval_every", "checkpoint_every", "max_to_keep",
+                 "data_parallel", "label_gap_rows"},
+    "eval": None,  # the scoring settings
+}  # fmt: skip
+
+
+def fixed_settings(cfg: dict, resumable: dict = RESUMABLE_FIELDS) -> dict:
+    """The part of a run's config that a resumed run must share with it: `cfg` less the fields
+    (a set per section, or None for a whole section) of `resumable`."""
+    out = {}
+    for section, value in cfg.items():
+        keep = resumable.get(section, set())
+        if keep is None:
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in keep}
+        out[section] = value
+    return out
+
+
+def check_run_workdir(workdir: str, cfg: dict, resumable: dict = RESUMABLE_FIELDS) -> bool:
+    """Whether `workdir` may take the training run of config `cfg` (JSON form): True when it
+    holds this run already (a resume: `config_diff` of their `fixed_settings` is empty), False
+    when it holds no run. ValueError, nothing touched, when it is a file, holds a run whose fixed
+    settings differ (naming each key with its stored and new value), or holds checkpoints
+    without a config.json."""
+    from jaxrej.config import config_diff, format_diff
+    from jaxrej.training.checkpoint import CHECKPOINT_DIR
+
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir: {workdir!r} exists and is not a directory")
+    if os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
+        diff = config_diff(fixed_settings(read_config(workdir), resumable),
+                           fixed_settings(cfg, resumable))  # fmt: skip
+        if diff:
+            raise ValueError(
+                f"workdir: {workdir!r} holds a run with a different config (differs in "
+                f"{format_diff(diff)}); use a new --workdir (nothing was changed)"
+            )
+        return True
+    if os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+        raise ValueError(
+            f"workdir: {workdir!r} has checkpoints but no {CONFIG_FILE}; refusing to touch it"
+        )
+    return False
+
+
+def read_summary(path: str) -> dict | None:
+    """The JSON object at `path` (a command's summary, e.g. train.json), or None when there is
+    none or it cannot be read."""
+    try:
+        with open(path) as f:
+            out = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def score_stem(set_name: str, limit: int, scorer: str = "ode", step: int | None = None,
+               changed: dict | None = None) -> str:  # fmt: skip
+    """'score_<set>[_elbo][_limit<N>][_step<S>][_<field><value>...]': the name of `jaxrej score`'s
+    files for a set (jaxrej/commands/score.py); changed: the eval fields a --config.eval
+    override set off the run's own."""
+    elbo = "_elbo" if scorer == "elbo" else ""
+    tags = "".join(f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
+                   for k, v in sorted((changed or {}).items()))  # fmt: skip
+    return (f"score_{set_name}{elbo}" + (f"_limit{limit}" if limit else "")
+            + ("" if step is None else f"_step{step}") + tags)  # fmt: skip
+
+
+def load_run_set(field: str, spec: str, split: str, data: dict, limit: int = 0):
+    """(images, labels or None) of split `split` of dataset string `spec`, checked against a
+    run's data section `data` (event_shape, n_levels, num_classes): its first `limit` rows (0:
+    all). ValueError naming `field` (the flag that gave the set) for a set the run cannot score."""
+    from jaxrej.data.registry import load_dataset
+
+    try:
+        ds = load_dataset(spec, split, data_dir=data.get("data_dir") or None)
+    except ValueError as e:
+        raise ValueError(f"{field}: {e}") from e
+    if tuple(ds.images.shape[1:]) != tuple(data["event_shape"]):
+        raise ValueError(
+            f"{field}: {spec!r} images {ds.images.shape[1:]} differ from the run's "
+            f"{tuple(data['event_shape'])}"
+        )
+    images, labels = ds.images, ds.labels
+    if images.size and images.max() >= data["n_levels"]:
+        raise ValueError(
+            f"{field}: {spec!r} has pixel levels up to {images.max()}, the run's data has "
+            f"{data['n_levels']} levels"
+        )
+    if limit:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    if labels is not None and labels.size and labels.max() >= data["num_classes"]:
+        raise ValueError(f"{field}: labels up to {labels.max()}, expected < {data['num_classes']}")
+    return images, labels
+
+
 def model_from_config(config: dict):
     """(net, sde, event_shape, num_classes, n_levels) from a run's config dict."""
     d = config["data"]
@@ -180,12 +281,11 @@ def check_init_from(cfg: dict, source: str, step: int | None = None) -> tuple[st
     step = steps[-1] if step is None else step
     if step not in steps:
         raise ValueError(f"--init-from: {source!r} has no checkpoint {step} (it has {steps})")
-    a = flatten_config({s: read_config(source).get(s, {}) for s in SHARED_SECTIONS})
-    b = flatten_config({s: json.loads(json.dumps(cfg.get(s, {}))) for s in SHARED_SECTIONS})
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    diff = config_diff({s: read_config(source).get(s, {}) for s in SHARED_SECTIONS},
+                       {s: cfg.get(s, {}) for s in SHARED_SECTIONS})  # fmt: skip
     if diff:
         raise ValueError(
-            f"--init-from: {source!r} is a different model or data (differs in {diff})"
+            f"--init-from: {source!r} is a different model or data (differs in {format_diff(diff)})"
         )
     return source, step
 
