@@ -1,6 +1,7 @@
 """The built wheel: it holds every module of jaxrej/ and every config of configs/ (as
 jaxrej.configs), and from the unpacked wheel alone -- outside the repository, with the repository
-off the path -- `jaxrej --help` runs and the demo finds and loads its configs."""
+off the path -- `jaxrej --help` and `jaxrej demo --help` run and the demo finds its configs and
+turns them into the options it runs with (`jaxrej.commands.demo.options`)."""
 
 import os
 import subprocess
@@ -45,17 +46,24 @@ def test_unpacked_wheel_runs_help_and_loads_the_demo_configs(wheel, tmp_path):
         f"sys.path = [p for p in sys.path if os.path.realpath(p or '.') != {str(ROOT)!r}]\n"
         "import jaxrej, jaxrej.cli\n"
         f"assert jaxrej.__file__.startswith({str(site)!r}), jaxrej.__file__\n"
-        "from jaxrej.commands.demo import configs_dir\n"
-        "from jaxrej.config import load_config\n"
-        "d = configs_dir(None)\n"
+        "import argparse\n"
+        "from jaxrej.commands import demo\n"
+        "d = demo.configs_dir(None)\n"
         "assert d.startswith(sys.path[0]), d\n"
-        "c = load_config(os.path.join(d, 'digits_sbgc.py'))\n"
-        "assert c.data.dataset == 'digits', c.data.dataset\n"
-        "load_config(os.path.join(d, 'digits_heads.py'))\n"
-        "sys.argv = ['jaxrej', '--help']\n"
-        "jaxrej.cli.main()\n"
+        "p = argparse.ArgumentParser()\n"
+        "demo.add_arguments(p)\n"
+        "kw = demo.options(p.parse_args([]), d)  # what `jaxrej demo` hands jaxrej.demo.run_demo\n"
+        "assert kw['sbgc_config']['data']['dataset'] == 'digits', kw['sbgc_config']\n"
+        "assert kw['heads']['data']['dataset'] == 'digits', kw['heads']\n"
+        "import jaxrej.demo\n"
+        "assert jaxrej.demo.__file__.startswith(sys.path[0]), jaxrej.demo.__file__\n"
+        "for argv in (['--help'], ['demo', '--help']):\n"
+        "    try:\n"
+        "        jaxrej.cli.main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=str(tmp_path))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "usage: jaxrej" in proc.stdout and "demo" in proc.stdout
+    assert "usage: jaxrej" in proc.stdout and "usage: jaxrej demo" in proc.stdout
