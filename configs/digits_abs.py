@@ -28,6 +28,7 @@ def get_config():
     config.model.hidden = (64, 128)
     config.model.encoder_hidden = (128, 64)
     config.model.sigma = 0.2  # the Gaussian likelihood's fixed pixel std (pixels in [0, 1])
+    config.model.likelihood = "gaussian"  # gaussian | bernoulli (the pixels' cross-entropy)
     config.model.encoder = True  # E-ABS shared encoder
 
     config.training = ml_collections.ConfigDict()
@@ -38,6 +39,13 @@ def get_config():
     config.training.beta = 1.0
     config.training.disc_weight = 0.0  # E-ABS discriminative term (0: off)
     config.training.margin = 10.0
+    config.training.disc_start = 0  # the step the discriminative term starts at
+    config.training.disc_latent = "bank"  # encoder | bank: the latent each class is scored at
+    config.training.disc_bank = 256
+    # random affine warps of the training rows (jaxrej.data.augment; 0: off)
+    config.training.augment_rotate = 0.0  # degrees
+    config.training.augment_scale = 0.0  # fraction
+    config.training.augment_shift = 0.0  # pixels
     config.training.checkpoint_every = 1000
     config.training.log_every = 100
     config.training.max_to_keep = 2

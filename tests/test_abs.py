@@ -35,15 +35,58 @@ def test_linearised_elbo_is_a_bound_with_equality_at_the_posterior_mean():
     truth = exact(x, 0)
     for _ in range(5):  # any latent: a lower bound
         z = jnp.asarray(rng.normal(size=3), jnp.float32)
-        assert (
-            float(A.linearised_elbo(fn, jnp.asarray(x, jnp.float32), z, sigma=0.3)) <= truth + 1e-4
-        )
+        assert float(A.linearised_elbo(model, fn, jnp.asarray(x, jnp.float32), z)) <= truth + 1e-4
     Wt = W[0].T  # (D, d): the posterior mean (W^T W + sigma^2 I)^-1 W^T (x - b)
     m = np.linalg.solve(Wt.T @ Wt + 0.09 * np.eye(3), Wt.T @ (x - b[0]))
     got = float(
-        A.linearised_elbo(fn, jnp.asarray(x, jnp.float32), jnp.asarray(m, jnp.float32), sigma=0.3)
+        A.linearised_elbo(model, fn, jnp.asarray(x, jnp.float32), jnp.asarray(m, jnp.float32))
     )
     assert got == pytest.approx(truth, abs=2e-3)
+
+
+def _bernoulli_linear(D=10, d=3, seed=0):
+    """A decoder whose logits are linear in z (hidden=()), Bernoulli likelihood."""
+    model = A.ABSModel(num_classes=2, event_shape=(D,), latent_dim=d, hidden=(), encoder=False,
+                       likelihood="bernoulli")  # fmt: skip
+    rng = np.random.default_rng(seed)
+    W, b = rng.normal(size=(d, D)), rng.normal(size=D)
+    p = {"params": {"Dense_0": {"kernel": jnp.asarray(W, jnp.float64), "bias": jnp.asarray(b)}}}
+    return model, p, W, b
+
+
+def test_bernoulli_likelihood_is_scipys_and_its_linear_terms_match(x64):
+    from scipy.stats import bernoulli
+
+    model, p, W, b = _bernoulli_linear()
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 2, size=10).astype(np.float64)
+    z = rng.normal(size=3)
+    h = A.decode_raw(model, p, jnp.asarray(z))
+    np.testing.assert_allclose(np.asarray(h), z @ W + b, rtol=1e-12)
+    want = bernoulli.logpmf(x, 1 / (1 + np.exp(-(z @ W + b)))).sum()
+    assert float(A.bound.log_likelihood(model, jnp.asarray(x), h)) == pytest.approx(want, rel=1e-10)
+    # <x, a> + b is the likelihood up to a term of x alone: equal differences between two h
+    h2 = A.decode_raw(model, p, jnp.asarray(rng.normal(size=3)))
+    for m in (
+        model,
+        A.ABSModel(num_classes=2, event_shape=(10,), latent_dim=3, hidden=(), sigma=0.3),
+    ):
+        (a1, o1), (a2, o2) = A.bound.linear_terms(m, h), A.bound.linear_terms(m, h2)
+        ll = lambda hh: A.bound.log_likelihood(m, jnp.asarray(x), hh)  # noqa: E731
+        lin = float(jnp.dot(jnp.asarray(x), a1 - a2) + o1 - o2)
+        assert lin == pytest.approx(float(ll(h) - ll(h2)), rel=1e-9)
+
+
+def test_laplace_correction_is_the_hessian_log_det_for_linear_logits(x64):
+    """With logits linear in z the Gauss-Newton weight is the exact Hessian of -log p(x | z)."""
+    model, p, _, _ = _bernoulli_linear()
+    rng = np.random.default_rng(2)
+    x, z = jnp.asarray(rng.random(10)), jnp.asarray(rng.normal(size=3))
+    raw = lambda zz: A.decode_raw(model, p, zz)  # noqa: E731
+    hess = jax.hessian(lambda zz: A.bound.log_joint(model, x, raw(zz), zz))(z)
+    want = 1.5 * np.log(2 * np.pi) - 0.5 * np.linalg.slogdet(-np.asarray(hess))[1]
+    got = A.bound.laplace_correction(model, raw(z), jax.jacfwd(raw)(z))
+    assert float(got) == pytest.approx(want, rel=1e-10)
 
 
 def test_latent_search_reaches_the_closed_form_log_likelihood():

@@ -13,10 +13,10 @@ class scores for `jaxrej evaluate` and the attacks).
 
 from jaxrej.abs.bound import laplace_correction, linearised_elbo, log_joint
 from jaxrej.abs.latent import BoundResult, LatentOptions, class_bounds, latent_bank
-from jaxrej.abs.model import ABSModel, decode, decode_classes, encode, init_params
+from jaxrej.abs.model import ABSModel, decode, decode_classes, decode_raw, encode, init_params
 from jaxrej.abs.scorer import ABSScorer, load_scorer
 from jaxrej.abs.training import ABSTrainOptions, train
 
 __all__ = ["ABSModel", "ABSScorer", "ABSTrainOptions", "BoundResult", "LatentOptions",
-           "class_bounds", "decode", "decode_classes", "encode", "init_params", "laplace_correction",
+           "class_bounds", "decode", "decode_classes", "decode_raw", "encode", "init_params", "laplace_correction",
            "latent_bank", "linearised_elbo", "load_scorer", "log_joint", "train"]  # fmt: skip

@@ -22,7 +22,7 @@ import optax
 from flax import struct
 
 from jaxrej.abs import bound
-from jaxrej.abs.model import ABSModel, decode, decode_classes, encode
+from jaxrej.abs.model import ABSModel, decode_classes, decode_raw, encode
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,11 +48,12 @@ class LatentOptions:
 
 
 class LatentBank(struct.PyTreeNode):
-    """z (K, d) ~ N(0, I); images (C, K, D) = G_c(z_k); sq_norms (C, K) = ||G_c(z_k)||^2."""
+    """z (K, d) ~ N(0, I); lin (C, K, D), offset (C, K): `bound.linear_terms` of every class's
+    decoder at z_k, so that log p(x | H_c(z_k)) = <x, lin[c, k]> + offset[c, k] + const(x)."""
 
     z: jax.Array
-    images: jax.Array
-    sq_norms: jax.Array
+    lin: jax.Array
+    offset: jax.Array
 
 
 class BoundResult(struct.PyTreeNode):
@@ -64,18 +65,19 @@ class BoundResult(struct.PyTreeNode):
 
 
 def latent_bank(model: ABSModel, params: dict, *, n: int, key: jax.Array) -> LatentBank:
-    """K = n random latents and every class's decoded images of them."""
+    """K = n random latents and every class's decoder outputs at them, as linear terms."""
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"n: expected an int >= 1, got {n!r}")
     z = jax.random.normal(key, (n, model.latent_dim), jnp.float32)
-    imgs = jax.vmap(lambda p: jax.vmap(lambda zk: decode(model, p, zk))(z))(params["dec"])
-    return LatentBank(z=z, images=imgs, sq_norms=jnp.sum(imgs * imgs, axis=-1))
+    h = jax.vmap(lambda p: jax.vmap(lambda zk: decode_raw(model, p, zk))(z))(params["dec"])
+    lin, offset = bound.linear_terms(model, h)
+    return LatentBank(z=z, lin=lin, offset=offset)
 
 
 def _starts(model, params, bank, x, options):
     """Starting latents (C, S, d) of one example x (D,)."""
-    # log joint up to a constant: -(||x||^2 - 2 <x, g> + ||g||^2) / (2 sigma^2) - ||z||^2 / 2
-    lj = (jnp.einsum("ckd,d->ck", bank.images, x) - 0.5 * bank.sq_norms) / model.sigma**2
+    # log joint up to a term of x alone: <x, lin> + offset - ||z||^2 / 2
+    lj = jnp.einsum("ckd,d->ck", bank.lin, x) + bank.offset
     lj = lj - 0.5 * jnp.sum(bank.z**2, axis=-1)[None, :]
     _, idx = jax.lax.top_k(lj, options.n_starts)  # (C, S)
     z0 = bank.z[idx]
@@ -89,9 +91,7 @@ def _class_log_joint(model, dec, x, z):
     """log joint of every (class, start): z (C, S, d) -> (C, S)."""
 
     def per_class(p, zc):
-        return jax.vmap(lambda zz: bound.log_joint(x, decode(model, p, zz), zz, sigma=model.sigma))(
-            zc
-        )
+        return jax.vmap(lambda zz: bound.log_joint(model, x, decode_raw(model, p, zz), zz))(zc)
 
     return jax.vmap(per_class)(dec, z)
 
@@ -121,8 +121,8 @@ def optimise_one(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, 
         return lj_best, lj_best, z_best
 
     def corr(p, zc):
-        jac = jax.jacfwd(lambda zz: decode(model, p, zz))(zc)
-        return bound.laplace_correction(jac, sigma=model.sigma)
+        raw = lambda zz: decode_raw(model, p, zz)  # noqa: E731
+        return bound.laplace_correction(model, raw(zc), jax.jacfwd(raw)(zc))
 
     return lj_best + jax.vmap(corr)(dec, z_best), lj_best, z_best
 

@@ -3,7 +3,8 @@ axis, applied with vmap) and, for E-ABS, one shared encoder that proposes a late
 
     p(z) = N(0, I_d),   p(x | z, y) = N(x; G_y(z), sigma^2 I_D),   x in [0, 1]^D (flattened pixels)
 
-G_y: z (d,) -> sigmoid(MLP_y(z)) (D,). Encoder: x (D,) -> means and log-variances (C, d) of
+G_y: z (d,) -> sigmoid(MLP_y(z)) (D,); with likelihood='bernoulli', p(x | z, y) is the pixels'
+cross-entropy against the logits MLP_y(z) (`bound`). Encoder: x (D,) -> means and log-variances (C, d) of
 q(z | x, y) for every class y at once. The decoders are matmul-shaped: on XLA:CPU their
 gradients run fast inside compiled loops (unlike convolutions).
 """
@@ -23,7 +24,8 @@ class ABSModel(struct.PyTreeNode):
     """Static description of the model (no arrays): num_classes C, event_shape (H, W, ch),
     latent_dim d (8 in ABS), decoder / encoder hidden widths, sigma (the fixed pixel std of the
     Gaussian likelihood), encoder (E-ABS shared encoder on/off), output: 'sigmoid' (pixels in
-    (0, 1)) or 'linear' (with hidden=() the decoder is G(z) = W z + b: the closed-form case)."""
+    (0, 1)) or 'linear' (with hidden=() the decoder is G(z) = W z + b: the closed-form case);
+    likelihood: 'gaussian' (fixed sigma) or 'bernoulli' (logits; needs output='sigmoid')."""
 
     num_classes: int = struct.field(pytree_node=False, default=10)
     event_shape: tuple = struct.field(pytree_node=False, default=(28, 28, 1))
@@ -33,6 +35,7 @@ class ABSModel(struct.PyTreeNode):
     sigma: float = struct.field(pytree_node=False, default=0.2)
     encoder: bool = struct.field(pytree_node=False, default=True)
     output: str = struct.field(pytree_node=False, default="sigmoid")
+    likelihood: str = struct.field(pytree_node=False, default="gaussian")
 
     def __post_init__(self):
         if not (isinstance(self.num_classes, int) and self.num_classes >= 2):
@@ -45,6 +48,10 @@ class ABSModel(struct.PyTreeNode):
             raise ValueError(f"hidden: expected positive widths, got {self.hidden!r}")
         if self.output not in ("sigmoid", "linear"):
             raise ValueError(f"output: expected sigmoid|linear, got {self.output!r}")
+        if self.likelihood not in ("gaussian", "bernoulli"):
+            raise ValueError(f"likelihood: expected gaussian|bernoulli, got {self.likelihood!r}")
+        if self.likelihood == "bernoulli" and self.output != "sigmoid":
+            raise ValueError("likelihood: 'bernoulli' needs output='sigmoid' (its logits)")
 
     @property
     def dim(self) -> int:
@@ -82,10 +89,16 @@ def init_params(model: ABSModel, *, key: jax.Array) -> dict:
     return {"dec": dec, "enc": enc}
 
 
+def decode_raw(model: ABSModel, dec_params: Any, z: jax.Array) -> jax.Array:
+    """H_y(z): ONE class's decoder params (no class axis), z (d,) -> raw output h (D,) (the
+    logits with output='sigmoid'); the likelihood reads h (`bound`)."""
+    return _decoder(model).apply(dec_params, z)
+
+
 def decode(model: ABSModel, dec_params: Any, z: jax.Array) -> jax.Array:
     """G_y(z): ONE class's decoder params (no class axis), z (d,) -> mean image (D,) (in (0, 1)
     with output='sigmoid')."""
-    h = _decoder(model).apply(dec_params, z)
+    h = decode_raw(model, dec_params, z)
     return jax.nn.sigmoid(h) if model.output == "sigmoid" else h
 
 

@@ -46,7 +46,7 @@ def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
     """The ABSModel of a config dict's `model` section (ValueError naming a bad field)."""
     m = dict(cfg["model"])
     m.pop("name", None)
-    known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output"}
+    known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output", "likelihood"}
     unknown = set(m) - known
     if unknown:
         raise ValueError(f"model: unknown field(s) {sorted(unknown)} for name='abs'")

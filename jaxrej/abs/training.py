@@ -5,8 +5,8 @@ E-ABS discriminative term (switchable). Python loop over ONE jitted step; orbax 
 
 Per step, a batch of `per_class` rows of every class (C * per_class rows, pixels x in [0, 1]):
 
-    elbo(x, y) = E_{q(z|x,y)} log N(x; G_y(z), sigma^2 I) - KL(q(z|x,y) || N(0, I))   (one sample)
-    s_c(x)     = log_joint(x, G_c(m_c), m_c),  m_c = the encoder's mean for class c   (every class)
+    elbo(x, y) = E_{q(z|x,y)} log p(x | H_y(z)) - KL(q(z|x,y) || N(0, I))   (one sample; `bound`)
+    s_c(x)     = log_joint(x, H_c(m_c), m_c),  m_c = the encoder's mean for class c   (every class)
     disc(x, y) = relu(margin - (s_y - max_{c != y} s_c))                              (E-ABS)
     loss       = mean(-beta-weighted elbo + disc_weight * disc) / D
 
@@ -33,7 +33,8 @@ import optax
 from flax import struct
 
 from jaxrej.abs import bound
-from jaxrej.abs.model import ABSModel, decode, encode
+from jaxrej.abs.model import ABSModel, decode_raw, encode
+from jaxrej.data.augment import random_affine
 from jaxrej.io import atomic_write_text
 from jaxrej.training.checkpoint import (
     CHECKPOINT_DIR,
@@ -57,8 +58,9 @@ class ABSTrainOptions:
     at (two jitted steps, picked by step: a resume picks the same); disc_latent: the latent
     each class is scored at in that term: 'encoder' (its mean) or 'bank' (the better of the
     encoder's mean and the best of disc_bank fresh N(0, I) latents: the test-time search's
-    start, so the term trains against what the search will find); augment_shift: each
-    training row is shifted by up to this many pixels in each direction (zero fill; 0: off)."""
+    start, so the term trains against what the search will find); augment_rotate (degrees),
+    augment_scale (fraction), augment_shift (pixels): each training row is warped by its own
+    random affine map of at most these sizes (`jaxrej.data.augment.random_affine`; all 0: off)."""
 
     n_iters: int = 6000
     per_class: int = 32
@@ -75,14 +77,16 @@ class ABSTrainOptions:
     disc_start: int = 0
     disc_latent: str = "bank"
     disc_bank: int = 256
-    augment_shift: int = 0
+    augment_rotate: float = 0.0
+    augment_scale: float = 0.0
+    augment_shift: float = 0.0
 
     def __post_init__(self):
         for name in ("n_iters", "per_class", "checkpoint_every", "log_every", "max_to_keep"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"training.{name}: expected an int >= 1, got {v!r}")
-        for name in ("eval_every", "eval_rows", "disc_start", "augment_shift"):
+        for name in ("eval_every", "eval_rows", "disc_start"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"training.{name}: expected an int >= 0, got {v!r}")
@@ -103,6 +107,12 @@ class ABSTrainOptions:
             raise ValueError(
                 f"training.disc_latent: expected encoder|bank, got {self.disc_latent!r}"
             )
+        for name in ("augment_rotate", "augment_scale", "augment_shift"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"training.{name}: expected a number >= 0, got {v!r}")
+        if not self.augment_scale < 1:
+            raise ValueError(f"training.augment_scale: expected < 1, got {self.augment_scale!r}")
         if self.disc_weight < 0 or self.margin < 0:
             raise ValueError("training.disc_weight / training.margin: expected >= 0")
 
@@ -130,8 +140,8 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
     own = lambda a: jax.vmap(lambda ac, c: ac[:, c])(a.reshape(C, n, C, -1), jnp.arange(C))  # noqa: E731
     m, lv = own(mu), own(logvar)  # (C, n, d)
     z = m + jnp.exp(0.5 * lv) * jax.random.normal(key, m.shape)
-    dec_rows = jax.vmap(jax.vmap(lambda p, zi: decode(model, p, zi), in_axes=(None, 0)))
-    rec_fn = jax.vmap(jax.vmap(lambda xi, mi: bound.log_gaussian(xi, mi, model.sigma)))
+    dec_rows = jax.vmap(jax.vmap(lambda p, zi: decode_raw(model, p, zi), in_axes=(None, 0)))
+    rec_fn = jax.vmap(jax.vmap(lambda xi, hi: bound.log_likelihood(model, xi, hi)))
     rec = rec_fn(x, dec_rows(params["dec"], z))  # (C, n)
     kl = 0.5 * jnp.sum(jnp.exp(lv) + m * m - 1.0 - lv, axis=-1)
     loss = -(rec - opts.beta * kl)
@@ -140,7 +150,7 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
         mc = jnp.swapaxes(mu, 0, 1)  # (C, C n, d): every row's latent for class c
         if opts.disc_latent == "bank":
             mc = jax.lax.stop_gradient(_bank_latents(model, params["dec"], flat, mc, opts, key))
-        s = jax.vmap(jax.vmap(lambda xi, mi, zi: bound.log_joint(xi, mi, zi, sigma=model.sigma)),
+        s = jax.vmap(jax.vmap(lambda xi, hi, zi: bound.log_joint(model, xi, hi, zi)),
                      in_axes=(None, 0, 0))(flat, dec_rows(params["dec"], mc), mc)  # fmt: skip
         s = s.T.reshape(C, n, C)  # [c, i, c']: row (c, i) scored by class c'
         own_s = own(s[..., None])[..., 0]
@@ -156,29 +166,15 @@ def _bank_latents(model, dec, flat, mc, opts, key):
     of opts.disc_bank fresh N(0, I) latents -> (C, R, d); no gradient flows through the choice."""
     dec = jax.lax.stop_gradient(dec)
     zb = jax.random.normal(jax.random.fold_in(key, 1), (opts.disc_bank, model.latent_dim))
-    imgs = jax.vmap(lambda p: jax.vmap(lambda z: decode(model, p, z))(zb))(dec)  # (C, K, D)
-    lj = jnp.einsum("ckd,rd->crk", imgs, flat) - 0.5 * jnp.sum(imgs**2, -1)[:, None, :]
-    lj = lj / model.sigma**2 - 0.5 * jnp.sum(zb**2, -1)
+    h = jax.vmap(lambda p: jax.vmap(lambda z: decode_raw(model, p, z))(zb))(dec)  # (C, K, D)
+    lin, offset = bound.linear_terms(model, h)
+    lj = jnp.einsum("ckd,rd->crk", lin, flat) + offset[:, None, :] - 0.5 * jnp.sum(zb**2, -1)
     best = jnp.argmax(lj, axis=-1)  # (C, R)
     zbest, lj_best = zb[best], jnp.max(lj, axis=-1)
-    enc_img = jax.vmap(jax.vmap(lambda p, z: decode(model, p, z), in_axes=(None, 0)))(dec, mc)
-    lj_enc = jnp.einsum("crd,rd->cr", enc_img, flat) - 0.5 * jnp.sum(enc_img**2, -1)
-    lj_enc = lj_enc / model.sigma**2 - 0.5 * jnp.sum(mc**2, -1)
+    h_enc = jax.vmap(jax.vmap(lambda p, z: decode_raw(model, p, z), in_axes=(None, 0)))(dec, mc)
+    lin_e, offset_e = bound.linear_terms(model, h_enc)
+    lj_enc = jnp.einsum("crd,rd->cr", lin_e, flat) + offset_e - 0.5 * jnp.sum(mc**2, -1)
     return jnp.where((lj_enc >= lj_best)[..., None], mc, zbest)
-
-
-def _shift(x, event_shape, s, key):
-    """Every row of x (..., D) shifted by its own (dy, dx) in [-s, s]^2, zero fill."""
-    lead = x.shape[:-1]
-    imgs = x.reshape((-1, *event_shape))
-    shifts = jax.random.randint(key, (imgs.shape[0], 2), 0, 2 * s + 1)
-    pad = jnp.pad(imgs, ((0, 0), (s, s), (s, s), (0, 0)))
-    h, w, ch = event_shape
-
-    def one(img, sh):
-        return jax.lax.dynamic_slice(img, (sh[0], sh[1], 0), (h, w, ch))
-
-    return jax.vmap(one)(pad, shifts).reshape(*lead, -1)
 
 
 def _batch(images, table, counts, per_class, key, n_levels):
@@ -199,8 +195,11 @@ def make_step(model: ABSModel, opts: ABSTrainOptions, tx: optax.GradientTransfor
         k = jax.random.fold_in(key, state.step)
         k_batch, k_noise = jax.random.split(k)
         x = _batch(images, table, counts, opts.per_class, k_batch, n_levels)
-        if opts.augment_shift:
-            x = _shift(x, model.event_shape, opts.augment_shift, jax.random.fold_in(k_batch, 1))
+        if opts.augment_rotate or opts.augment_scale or opts.augment_shift:
+            imgs = random_affine(x.reshape(-1, *model.event_shape), jax.random.fold_in(k_batch, 1),
+                                 max_rotate=opts.augment_rotate, max_scale=opts.augment_scale,
+                                 max_shift=opts.augment_shift)  # fmt: skip
+            x = imgs.reshape(x.shape)
 
         def loss_fn(params):
             return batch_loss(model, params, x, key=k_noise, opts=opts)
