@@ -75,12 +75,13 @@ def test_refuses_another_run_and_resumes_the_same(run_dir, capsys):
 
 def test_heldout_rows_train_the_generator_and_never_the_classifier(tmp_path, monkeypatch):
     """gen_inputs="heldout": the arrays the command hands to the classifier's and the generator's
-    training are, row for row, a partition of the digits training set (checked against the
-    dataset itself), with round(0.25 n_c) generator rows per class."""
+    training are, row for row, a partition of the digits training rows outside the validation
+    rows (checked against the dataset itself), with round(0.25 n_c) generator rows per class."""
     from jaxrej import classifiers
     from jaxrej.data.preprocessing import to_unit_interval
     from jaxrej.data.registry import load_dataset
     from jaxrej.gwin import wgan
+    from jaxrej.gwin.pipeline import validation_split
 
     seen = {}
     clf_train, gan_train = classifiers.train, wgan.train
@@ -99,8 +100,9 @@ def test_heldout_rows_train_the_generator_and_never_the_classifier(tmp_path, mon
     assert cli.main(["gwin", "--config", CONFIG, "--workdir", str(tmp_path), "--no-progress",
                      *FAST, *args]) == 0  # fmt: skip
     train = load_dataset("digits", "train")
-    x = to_unit_interval(np.asarray(train.images), train.n_levels)
-    y = np.asarray(train.labels)
+    fit, _ = validation_split(np.asarray(train.labels), 0.2, seed=0)  # the rest: validation
+    x = to_unit_interval(np.asarray(train.images), train.n_levels)[fit]
+    y = np.asarray(train.labels)[fit]
 
     def rows(images, labels):  # each row as bytes, so that rows compare as a multiset
         return sorted(i.tobytes() + bytes([int(c)]) for i, c in zip(images, labels, strict=True))

@@ -12,6 +12,7 @@ example, its index and the key, never on which other rows were rejected or on th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -37,15 +38,17 @@ class Reclassified:
     x_transformed: jax.Array
 
 
+@functools.partial(jax.jit, static_argnames=("generator", "noise_dim"))
+def _generate(generator, g_params, x, keys, *, noise_dim):
+    z = jax.vmap(lambda k: jax.random.normal(k, (noise_dim,), jnp.float32))(keys)
+    return generator.apply({"params": g_params}, x, z)
+
+
 def generator_transform(generator, g_params, noise_dim: int) -> Callable:
-    """transform_fn(x (B, *event), keys (B,)) -> G(x, z) with z_i ~ N(0, I_noise_dim) from keys_i."""
-
-    @jax.jit
-    def transform_fn(x, keys):
-        z = jax.vmap(lambda k: jax.random.normal(k, (noise_dim,), jnp.float32))(keys)
-        return generator.apply({"params": g_params}, x, z)
-
-    return transform_fn
+    """transform_fn(x (B, *event), keys (B,)) -> G(x, z) with z_i ~ N(0, I_noise_dim) from keys_i.
+    One compilation per (generator, noise_dim, shapes): the parameters are an argument, so a new
+    g_params (e.g. during training) does not compile again."""
+    return lambda x, keys: _generate(generator, g_params, x, keys, noise_dim=noise_dim)
 
 
 def transform_and_reclassify(

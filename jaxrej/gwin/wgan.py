@@ -376,27 +376,40 @@ def _train_step(
     )
     x, y, z = gen_batch(jax.random.fold_in(k_step, opts.n_critic))
 
-    def g_loss_fn(g_params):
+    def g_terms(g_params):
         fake = generator.apply({"params": g_params}, x, z)
         adv = -jnp.mean(d_fn(d_params)(fake, y))
         ce = transformation_penalty(classifier, clf_params, fake, y, opts.clf_samples, key=k_drop)
-        return adv + opts.lambda_loss * ce, ce
+        move = jnp.sqrt(jnp.sum(jnp.square(fake - x).reshape(b, -1), axis=-1))
+        return jnp.stack([adv, opts.lambda_loss * ce]), (ce, jnp.mean(move))
 
     k_drop = jax.random.fold_in(k_step, opts.n_critic + 1)
-    (g_loss, ce), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    # each term's gradient apart: their sum is the update, their norms are the diagnosis
+    terms, vjp, (ce, move) = jax.vjp(g_terms, state.g_params, has_aux=True)
+    g_adv, g_pen = (vjp(jnp.eye(2, dtype=terms.dtype)[i])[0] for i in range(2))
+    grads = jax.tree_util.tree_map(jnp.add, g_adv, g_pen)
+    g_loss = terms[0] + terms[1]
+
+    def norm(tree):
+        return jnp.sqrt(sum(jnp.sum(jnp.square(v)) for v in jax.tree_util.tree_leaves(tree)))
+
     updates, g_opt = opt.update(grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     new = GanState(step=state.step + 1, g_params=g_params, d_params=d_params, g_opt=g_opt,
                    d_opt=d_opt)  # fmt: skip
     metrics = {"d_loss": d_loss[-1], "wasserstein": w[-1], "gp": gp[-1], "g_loss": g_loss,
-               "clf_loss": ce}  # fmt: skip
+               "clf_loss": ce, "move": move, "grad_adv": norm(g_adv),
+               "grad_penalty": norm(g_pen)}  # fmt: skip
     return new, metrics
 
 
 def make_train_step(generator: Generator, critic: Critic, classifier: nn.Module, opts: GanOptions):
     """The jitted step (state, gen_images, gen_labels, pool, clf_params, key) -> (state, metrics):
     n_critic critic updates on L_D, then one generator update on L_G (module doc); state is
-    donated. gen_images (N, *event) float in [0, 1] with labels (N,): the generator's inputs;
+    donated. metrics: d_loss, wasserstein, gp (last critic update), g_loss, clf_loss (Loss),
+    move (mean ||G(x, z) - x||_2 over the batch) and grad_adv / grad_penalty (the norms of the
+    gradients of -E[D] and of lambda_Loss * Loss w.r.t. the generator's parameters: which term
+    drives the generator). gen_images (N, *event) float in [0, 1] with labels (N,): the generator's inputs;
     `pool`: the critic's real examples (`critic_pool`); `classifier.apply({'params': clf_params},
     x, train=False)` -> (logits (B, C), features)."""
     return functools.partial(
