@@ -8,8 +8,8 @@ per-class reconstructions of clean and Fashion-MNIST inputs.
 
 Reads the run's train.json and score_test.json (written by the two commands above; their timings
 are the commands' own), draws docs/abs/reconstructions.png (the first clean test rows, the
-misclassified ones, the first Fashion-MNIST rows) and writes benchmarks/results/abs_mnist.json
-and .md.
+misclassified ones, the first four after an L2 APGD-CE attack through the latent search
+(--adv-eps), the first Fashion-MNIST rows) and writes benchmarks/results/abs_mnist.json and .md.
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def main(argv=None):
     p.add_argument("--selection", default="", help="a JSON file of validation-row settings")
     p.add_argument("--device", default="", help="how the machine was loaded while timing")
     p.add_argument("--evaluate", default="", help="a `jaxrej evaluate` folder of the run")
+    p.add_argument(
+        "--adv-eps",
+        type=float,
+        default=1.5,
+        help="the figure's adversarial rows: APGD-CE at this L2 radius (0: none)",
+    )
+    p.add_argument("--adv-steps", type=int, default=20, help="their APGD steps")
     p.add_argument("--out", default="abs_mnist")
     p.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     p.add_argument("--quick", action="store_true",
@@ -126,9 +133,22 @@ def main(argv=None):
         x = imgs.astype(np.float32) / unit
         s, _, z = class_scores(sc, x, batch_size=len(x), progress=False, full=True)
         groups[name] = (x, z, s)
+    if args.adv_eps > 0:  # the first clean rows moved by APGD-CE (L2) through the latent search
+        from jaxrej.attacks import apgd
+
+        x0 = groups["test"][0][:4]
+        adv = apgd(jax.jit(lambda xb: sc(xb)), jax.numpy.asarray(x0), jax.numpy.asarray(test.labels[rows[:4]]),
+                   key=jax.random.key(0), eps=args.adv_eps, norm="l2", steps=args.adv_steps,
+                   loop="python")  # fmt: skip
+        xa = np.asarray(adv.x_adv)
+        s, _, z = class_scores(sc, xa, batch_size=len(xa), progress=False, full=True)
+        groups = {"test": groups["test"], f"L2 {args.adv_eps:g} adv.": (xa, z, s),
+                  "fashion": groups["fashion"]}  # fmt: skip
     os.makedirs(os.path.dirname(figure), exist_ok=True)
     reconstruction_grid(groups, sc.model, sc.params, figure,
-                        title=f"ABS on MNIST: test rows {rows.tolist()} (4 first, then errors), Fashion")  # fmt: skip
+                        title=f"ABS on MNIST: test rows {rows.tolist()} (4 first, then errors), "
+                        + (f"the first 4 after APGD-CE (L2 {args.adv_eps:g}, {args.adv_steps} steps), "
+                           if args.adv_eps > 0 else "") + "Fashion")  # fmt: skip
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     out = {

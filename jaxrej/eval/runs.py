@@ -148,7 +148,8 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
                 out_dir: str, log=print) -> dict:  # fmt: skip
     """The L-inf and L2 adversarial tables (`eval.adversarial`) of every scorer in `judges`
     ({name: Scorer with its clean-table thresholds}): heads on options.n_heads test rows (all by
-    default), the score model and ABS on options.n_model rows spread over the test split.
+    default), the score model and ABS on options.n_model rows, each spread evenly over the test
+    split (equal n: the same rows).
     clean_test: {name: the clean table's test scores (N, C)}. Each scorer's result is cached in
     out_dir/adversarial/<norm>_<name>.json (reused when its settings match) and its rows are
     printed (`log`) as it finishes. Returns {'report': {norm: {name: result}}, 'markdown'}."""
@@ -172,7 +173,8 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
             if not n or (model and norm not in o.model_norms):
                 continue
             n = min(n, len(yt))
-            rows = np.linspace(0, len(yt) - 1, n).round().astype(int) if model else np.arange(n)
+            # spread over the test split; the heads and a model attacked on n rows share them
+            rows = np.linspace(0, len(yt) - 1, n).round().astype(int)
             suite = adv.default_suite(
                 num_classes=sc.num_classes, steps=o.model_steps if model else o.steps,
                 reject_restarts=o.reject_restarts,
