@@ -70,6 +70,13 @@ def test_the_library_imports_no_command_and_nothing_imports_the_cli():
     assert import_violations(ROOT / "jaxrej") == []
 
 
+def _write_tree(root, files):
+    """files {relative path: text} written under root (folders made)."""
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
 def test_the_checker_finds_planted_violations_and_passes_the_allowed_imports(tmp_path):
     pkg = tmp_path / "jaxrej"
     files = {
@@ -81,9 +88,7 @@ def test_the_checker_finds_planted_violations_and_passes_the_allowed_imports(tmp
         "training/__init__.py": "",
         "training/workdir.py": "import json\nfrom jaxrej.config import config_diff\n",
     }
-    for rel, text in files.items():
-        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
-        (pkg / rel).write_text(text)
+    _write_tree(pkg, files)
     assert import_violations(pkg) == []  # the allowed imports pass
     planted = {
         "abs/commands.py": "def f():\n    from jaxrej.commands.train import prepare\n",
@@ -92,9 +97,7 @@ def test_the_checker_finds_planted_violations_and_passes_the_allowed_imports(tmp
         "data/x.py": "import importlib\nm = importlib.import_module('jaxrej.commands.score')\n",
         "commands/demo.py": "from jaxrej.cli import main\n",
     }
-    for rel, text in planted.items():
-        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
-        (pkg / rel).write_text(text)
+    _write_tree(pkg, planted)
     found = import_violations(pkg)
     assert {(v.split(":")[0], v.split(" imports ")[1].split(" (")[0]) for v in found} == {
         (str(pkg / "abs/commands.py"), "jaxrej.commands.train"),
