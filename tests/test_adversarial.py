@@ -4,6 +4,8 @@ per-example worst case over eps is monotone where the independent runs are not; 
 fooled-and-accepted rate is a per-example union, not the max of the attacks' rates; solver
 failures get their own column; every row carries n and a Wilson interval."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -289,3 +291,79 @@ def test_masking_checks_fail_on_a_quantised_scorer_and_pass_on_the_honest_one(ma
         assert "| lin (masked?) | p1 |" in md and "**FAIL**" in md
     else:
         assert all(passed.values()) and "masked?" not in md
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_transfer_check_fails_when_a_surrogates_inputs_beat_the_white_box_suite(masked):
+    """The model is a linear classifier on pixels rounded to 1/4 (its gradient is zero almost
+    everywhere, so APGD on it finds nothing); the surrogate is the same classifier unrounded.
+    The surrogate's worst inputs (`_worst_x`), re-judged by the model, fool it where its own
+    suite did not: the transfer check FAILS at the largest eps. With the honest model (the
+    surrogate itself) transfer adds nothing and every transfer check passes."""
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
+    honest = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+    quantised = lambda x: jnp.round(x.reshape(x.shape[0], -1) * 4) / 4 @ w  # noqa: E731
+    xv = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
+    x = rng.uniform(0.2, 0.8, (16, 2, 4, 1)).astype(np.float32)
+    y = np.asarray(jnp.argmax(honest(x), 1), np.int32)
+    suite = [adv.AttackSpec(name="apgd-ce", attack=attacks.apgd, kwargs=(("steps", 10),))]
+    opts = _opts(eps=(0.1, 0.3), rules=("p1",))
+
+    def run(fn):
+        sc = Scorer(name="lin", fn=fn, num_classes=C, batch_size=16, settings="")
+        sc = sc.fit_thresholds(xv, np.asarray(jnp.argmax(fn(xv), 1), np.int32), percentiles=(1.0,))
+        return sc, adv.evaluate_scorer(sc, x, y, clean_scores=sc.class_scores(x), suite=suite,
+                                       options=opts, key=jax.random.key(0), log=lambda *_: None)  # fmt: skip
+
+    _, surrogate = run(honest)
+    assert surrogate["_worst_x"].shape == (2, *x.shape)
+    model, result = run(quantised if masked else honest)
+    checks = adv.transfer_checks(model, adv.json_ready(result), surrogate["_worst_x"], y,
+                                 surrogate="lin")  # fmt: skip
+    assert [c.name for c in checks] == ["transfer(lin)@0.1", "transfer(lin)@0.3"]
+    if masked:
+        assert not checks[-1].passed
+        assert checks[-1].rates["transfer"] > checks[-1].rates["white_box"]
+    else:
+        assert all(c.passed for c in checks)
+    with pytest.raises(ValueError, match="surrogate_x"):
+        adv.transfer_checks(model, result, surrogate["_worst_x"][:1], y, surrogate="lin")
+
+
+def test_evaluate_runs_the_transfer_check_from_a_head_onto_a_model_and_rereads_its_cache(tmp_path):
+    """`jaxrej.eval.runs.adversarial` with a head ("msp": the honest linear classifier) and a
+    model ("abs" here: the same classifier on quantised pixels, whose gradient is zero): the
+    head's worst inputs are saved beside its JSON and re-judged by the model, whose transfer
+    check FAILS and marks its rows; a second call reads both caches and gives the same checks,
+    not a second copy."""
+    import types
+
+    from jaxrej.eval.runs import AttackRunOptions, adversarial
+
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
+    honest = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+    quantised = lambda x: jnp.round(x.reshape(x.shape[0], -1) * 4) / 4 @ w  # noqa: E731
+    xv = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
+    x = rng.uniform(0.2, 0.8, (16, 2, 4, 1)).astype(np.float32)
+    y = np.asarray(jnp.argmax(honest(x), 1), np.int32)
+    judges = {}
+    for name, fn in (("msp", honest), ("abs", quantised)):
+        sc = Scorer(name=name, fn=fn, num_classes=C, batch_size=16, settings=name)
+        judges[name] = sc.fit_thresholds(xv, np.asarray(jnp.argmax(fn(xv), 1), np.int32),
+                                         percentiles=(1.0,))  # fmt: skip
+    clean = {k: np.asarray(sc.class_scores(x)) for k, sc in judges.items()}
+    opts = AttackRunOptions(n_model=16, linf_eps=(0.3,), l2_eps=(), steps=5, model_steps=5,
+                            model_attacks=("apgd-ce",), square_queries=20, n_targets=1)  # fmt: skip
+    data = types.SimpleNamespace(test=(x, y))
+    logs = []
+    first = adversarial(judges, data, clean_test=clean, options=opts, out_dir=str(tmp_path),
+                        log=logs.append)  # fmt: skip
+    assert os.path.isfile(tmp_path / "adversarial" / "linf_msp_worst.npz")
+    checks = {c["name"]: c for c in first["report"]["linf"]["abs"]["checks"]}
+    assert not checks["transfer(msp)@0.3"]["passed"]
+    assert "| abs (masked?) |" in first["markdown"]
+    second = adversarial(judges, data, clean_test=clean, options=opts, out_dir=str(tmp_path),
+                         log=logs.append)  # fmt: skip
+    assert second["report"]["linf"]["abs"]["checks"] == first["report"]["linf"]["abs"]["checks"]

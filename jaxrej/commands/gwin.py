@@ -42,21 +42,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _fixed(cfg: dict) -> dict:
-    """The part of a config that a resumed run must share with the stored one."""
-    out = {}
-    for section, value in cfg.items():
-        keep = RESUMABLE.get(section, set())
-        if keep is None:
-            continue
-        out[section] = {k: v for k, v in value.items() if k not in keep} if keep else value
-    return out
-
-
 def check_workdir(workdir: str, cfg: dict) -> bool:
     """True if `workdir` holds this run (resume), False if it holds no GWIN run; ValueError if it
     holds another run's results (a different config, or GWIN files without a config)."""
     from jaxrej.gwin.pipeline import CHECKPOINT_DIR, CLASSIFIER_DIR
+    from jaxrej.training.workdir import fixed_settings
 
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir: {workdir!r} exists and is not a directory")
@@ -75,7 +65,8 @@ def check_workdir(workdir: str, cfg: dict) -> bool:
             stored = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"--workdir: cannot read {path!r}: {e}") from e
-    diff = config_diff(_fixed(stored), _fixed(cfg))  # absent and None are the same setting
+    # absent and None are the same setting
+    diff = config_diff(fixed_settings(stored, RESUMABLE), fixed_settings(cfg, RESUMABLE))
     if diff:
         shown = format_diff(diff, limit=5)
         raise ValueError(

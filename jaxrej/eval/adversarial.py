@@ -30,7 +30,8 @@ Protocol (Carlini et al. 2019, "On evaluating adversarial robustness"; Stutz et 
   judgement costs more than an attack step (the ODE judge), judge="best" re-judges per example
   and eps the one input the attack view ranks worst (AutoAttack keeps one input per example too);
 * the attack view's own success (union over the suite) is reported beside the judge's numbers.
-Masking checks (`jaxrej.eval.masking`) read the per-attack records this returns.
+Masking checks (`jaxrej.eval.masking`) read the per-attack records this returns; `transfer_checks`
+re-judges a surrogate scorer's worst inputs (its `_worst_x`) with a model's judge.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from jaxrej import attacks
 from jaxrej.data.batching import padded_batches
 
 __all__ = ["AdversarialOptions", "AttackSpec", "default_suite", "levels", "worst_case",
-           "rates", "evaluate_scorer", "markdown", "json_ready"]  # fmt: skip
+           "rates", "evaluate_scorer", "transfer_checks", "markdown", "json_ready"]  # fmt: skip
 
 CORRECT_ACCEPTED, CORRECT_REJECTED, WRONG_REJECTED, FOOLED = 0, 1, 2, 3
 
@@ -230,8 +231,11 @@ def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
     clean_scores (N, C): the judge's clean-table scores of these rows. Returns a dict with
     'n', 'clean' (rates per rule), 'eps' {eps: {rule: rates + 'failures' + 'view_success'}},
     'independent' {rule: {eps: rates}}, 'independent_monotone' {rule: bool}, 'attacks'
-    {eps: {attack: {'n_run', 'broke', 'view_success', 'seconds'}}}, and '_records' (arrays per
-    (eps, attack) for the masking checks; `json_ready` drops it)."""
+    {eps: {attack: {'n_run', 'broke', 'view_success', 'seconds'}}}, 'levels' {'clean': {rule:
+    (N,)}, 'independent': {rule: (n_eps, N)}} (per-example levels, lists), and arrays that
+    `json_ready` drops: '_records' (per (eps, attack), for the masking checks) and '_worst_x'
+    (n_eps, N, *event): per eps and example the input judged worst under the first rule (judge
+    "best": the one input judged; the clean input where nothing was worse)."""
     o = options
     y = np.asarray(y)
     x = np.asarray(x, np.float32)
@@ -254,11 +258,13 @@ def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
     records: dict = {}
     bs = min(o.batch_size, max(n, 1))
     every = o.judge == "every"
+    worst_x = []
     for i, eps in enumerate(o.eps):
         lv = {r: np.zeros(n, np.int8) for r in rules}
         failed = np.zeros(n, bool)
         view_any = np.zeros(n, bool)
         best_x, best_view = x.copy(), np.full(n, -1, np.int8)  # judge="best": the view's pick
+        judged_x = x.copy()  # judge="every": the input with the worst judged level (first rule)
         attack_log[f"{eps:g}"] = {}
         runs = [
             (spec, rule) for spec in suite for rule in (rules if spec.reject_aware else (None,))
@@ -295,10 +301,14 @@ def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
                 s = scorer.class_scores(res["x_adv"])  # the judge
                 ok = np.all(np.isfinite(s), axis=1)
                 before = np.all([lv[r][rows] == FOOLED for r in rules], axis=0)
+                worse = np.zeros(rows.size, bool)
                 for r in rules:
                     pred, acc = scorer.decide_scores(s, rule=r)
                     rec["level"][r] = levels(pred, acc, ok, y[rows])
+                    if r == rules[0]:
+                        worse = rec["level"][r] > lv[r][rows]
                     lv[r][rows] = np.maximum(lv[r][rows], rec["level"][r])
+                judged_x[rows[worse]] = res["x_adv"][worse]
                 failed[rows] |= ~ok
                 after = np.all([lv[r][rows] == FOOLED for r in rules], axis=0)
                 rec |= {"judge_ok": ok, "scores": s}
@@ -321,6 +331,8 @@ def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
                 "scores": s,
                 "view_level": best_view,
             }
+            judged_x = best_x
+        worst_x.append(judged_x)
         for r in rules:
             indep[r].append(lv[r])
         failed_indep.append(failed)
@@ -335,7 +347,10 @@ def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
                  "checks": [c.to_json() for c in checks],
                  "suite": [s.name for s in suite],
                  "clean": {r: rates(clean_lv[r]) for r in rules}, "eps": {}, "independent": {},
-                 "independent_monotone": {}, "attacks": attack_log}  # fmt: skip
+                 "independent_monotone": {}, "attacks": attack_log,
+                 "levels": {"clean": {r: clean_lv[r].tolist() for r in rules},
+                            "independent": {r: np.stack(indep[r]).tolist() if n else []
+                                            for r in rules}}}  # fmt: skip
     cum_failed = np.logical_or.accumulate(np.stack(failed_indep), axis=0) if n else failed_indep
     cum_view = np.logical_or.accumulate(np.stack(view_indep), axis=0) if n else view_indep
     for r in rules:
@@ -351,7 +366,7 @@ def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
             row["view_success"] = float(np.mean(cum_view[j])) if n else float("nan")
             out["eps"].setdefault(f"{e:g}", {})[r] = row
     out["_records"] = records
-    out["_levels"] = {r: np.stack(indep[r]) for r in rules}
+    out["_worst_x"] = np.stack(worst_x) if n else np.zeros((len(o.eps), *x.shape), np.float32)
     return out
 
 
@@ -406,6 +421,43 @@ def masking_checks(scorer, x, y, *, records, clean_level, independent, suite, op
         correct = clean_level <= CORRECT_REJECTED
         if correct.any():
             out.append(masking.unbounded(hit, clean_correct=correct))
+    return out
+
+
+def transfer_checks(
+    scorer, result, surrogate_x, y, *, surrogate: str, rule: str | None = None
+) -> list:
+    """The `transfer` masking check per eps: inputs attacked on a surrogate (`surrogate_x`
+    (n_eps, N, *event), e.g. a head's `_worst_x` on the same rows and radii) re-judged by
+    `scorer` (thresholds fitted) must not make it wrong (level >= 2, with its clean level) more
+    often than its own white-box suite did (`result`: its `evaluate_scorer` result, with
+    'levels'). A row the white-box suite already made wrong counts as a transfer success too (an
+    upper bound on transfer's rate, so the check only gets stricter) and is not judged again: the
+    judge runs on the other rows only. Checks named 'transfer(<surrogate>)@<eps>'."""
+    from jaxrej.eval import masking
+
+    rule = rule or result["rules"][0]
+    clean = np.asarray(result["levels"]["clean"][rule])
+    indep = np.asarray(result["levels"]["independent"][rule])
+    y = np.asarray(y)
+    surrogate_x = np.asarray(surrogate_x, np.float32)
+    eps = list(result["eps"])
+    if surrogate_x.shape[:2] != (len(eps), len(y)) or indep.shape != (len(eps), len(y)):
+        raise ValueError(
+            f"surrogate_x: expected ({len(eps)}, {len(y)}, *event) inputs for the result's radii "
+            f"and rows, got {surrogate_x.shape}"
+        )
+    out = []
+    for i, e in enumerate(eps):
+        white = np.maximum(clean, indep[i]) >= WRONG_REJECTED
+        hit = white.copy()
+        rows = np.flatnonzero(~white)
+        if rows.size:
+            s = scorer.class_scores(surrogate_x[i][rows])
+            pred, acc = scorer.decide_scores(s, rule=rule)
+            hit[rows] = levels(pred, acc, np.all(np.isfinite(s), axis=1), y[rows]) >= WRONG_REJECTED
+        c = masking.transfer(hit, white)
+        out.append(dataclasses.replace(c, name=f"transfer({surrogate})@{e}"))
     return out
 
 

@@ -118,6 +118,8 @@ class AttackRunOptions:
     model_attacks: their suite's kinds (`eval.adversarial.SUITE_KINDS`; None: all but PGD);
     square_queries / model_square_queries: Square's queries;
     n_targets: targeted APGD's classes; reject_restarts: the reject-aware attack's restarts;
+    model_unbounded: run the unbounded masking check on the score model / ABS too (one more
+    compilation and 20 gradient steps per row; the heads always run it);
     rules: threshold rules judged (None: every fitted rule); batch sizes per attack call; seed:
     the attacks' keys."""
 
@@ -134,6 +136,7 @@ class AttackRunOptions:
     n_targets: int = 3
     model_n_targets: int = 1
     reject_restarts: int = 2
+    model_unbounded: bool = False
     rules: tuple[str, ...] | None = ("p1",)
     heads_batch: int = 120
     model_batch: int = 16
@@ -151,10 +154,13 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
     default), the score model and ABS on options.n_model rows, each spread evenly over the test
     split (equal n: the same rows).
     clean_test: {name: the clean table's test scores (N, C)}. Each scorer's result is cached in
-    out_dir/adversarial/<norm>_<name>.json (reused when its settings match) and its rows are
-    printed (`log`) as it finishes. Returns {'report': {norm: {name: result}}, 'markdown'}."""
+    out_dir/adversarial/<norm>_<name>.json (reused when its settings match), its per-eps worst
+    inputs in <norm>_<name>_worst.npz, and its rows are printed (`log`) as it finishes. Then the
+    transfer check (`adversarial.transfer_checks`): each model scorer re-judges the worst inputs
+    of the surrogate head (TRANSFER_SURROGATES, the first present) on the rows both attacked.
+    Returns {'report': {norm: {name: result}}, 'markdown'}."""
     from jaxrej.eval import adversarial as adv
-    from jaxrej.io import atomic_write_json
+    from jaxrej.io import atomic_save_npz, atomic_write_json
 
     o = options
     folder = os.path.join(out_dir, "adversarial")
@@ -167,6 +173,7 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
         title = {"linf": "L-inf", "l2": "L2"}[norm]
         log(f"adversarial ({title}): " + adv.HEADER)
         report[norm] = {}
+        worst, paths, rows_of = {}, {}, {}
         for name, sc in judges.items():
             model = name not in HEAD_SCORERS
             n = o.n_model if model else (o.n_heads or len(yt))
@@ -185,36 +192,65 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
             )  # fmt: skip
             # heads: every input re-judged (a judgement costs less than an attack step) and the
             # unbounded check; the score model / ABS: one judgement per example and eps, of the
-            # view's worst input (the unbounded check would cost one more compilation)
+            # view's worst input; the unbounded check where asked (one more compilation)
             opts = adv.AdversarialOptions(eps=tuple(eps), norm=norm, rules=o.rules,
                                           batch_size=min(o.model_batch if model else o.heads_batch, n),
                                           judge="best" if model else "every",
-                                          unbounded=not model)  # fmt: skip
+                                          unbounded=o.model_unbounded if model else True)  # fmt: skip
             settings = {"scorer": sc.settings, "thresholds": {k: np.asarray(v).tolist() for k, v in
                                                               sc.thresholds.items()},
                         "rows": rows.tolist(), "options": repr(opts), "seed": o.seed,
                         "suite": [(a.name, repr(a.kwargs)) for a in suite]}  # fmt: skip
             path = os.path.join(folder, f"{norm}_{name}.json")
+            worst_path = os.path.join(folder, f"{norm}_{name}_worst.npz")
             result = None
             try:
                 with open(path) as f:
                     old = json.load(f)
                 if old.get("settings") == json.loads(json.dumps(settings)):
                     result = old["result"]
-            except (OSError, ValueError):
+                    with np.load(worst_path) as z:
+                        worst[name] = z["x"]
+            except (OSError, ValueError, KeyError):
                 pass
             if result is None:
                 r = adv.evaluate_scorer(sc, xt[rows], yt[rows], clean_scores=clean_test[name][rows],
                                         suite=suite, options=opts,
                                         key=jax.random.key(o.seed), log=log)  # fmt: skip
                 result = adv.json_ready(r) | {"rows": rows.tolist()}
+                worst[name] = r["_worst_x"]
+                atomic_save_npz(worst_path, x=worst[name])
                 atomic_write_json(path, {"settings": settings, "result": result})
             report[norm][name] = result
+            paths[name], rows_of[name] = (path, settings), rows
+            if model:  # printed after the transfer check
+                continue
+            for line in adv.markdown_rows(name, result):
+                log(line)
+        surrogate = next((h for h in TRANSFER_SURROGATES if h in worst), None)
+        for name, result in report[norm].items():
+            if name in HEAD_SCORERS:
+                continue
+            checks = [c for c in result["checks"] if not c["name"].startswith("transfer(")]
+            # the model's rows among the surrogate's (the heads attack every row by default)
+            pos = {int(r): i for i, r in enumerate(rows_of.get(surrogate, ()))}
+            idx = [pos.get(int(r)) for r in rows_of[name]]
+            if surrogate is not None and None not in idx and "levels" in result:
+                found = adv.transfer_checks(judges[name], result, worst[surrogate][:, idx],
+                                            yt[rows_of[name]], surrogate=surrogate)  # fmt: skip
+                checks += [c.to_json() for c in found]
+            if checks != result["checks"]:
+                result["checks"] = checks
+                path, settings = paths[name]
+                atomic_write_json(path, {"settings": settings, "result": result})
             for line in adv.markdown_rows(name, result):
                 log(line)
         md.append(adv.markdown(report[norm], title=title))
     return {"report": report, "markdown": "\n".join(md)}
 
+
+# the heads whose worst inputs the model scorers re-judge (the transfer check), first present
+TRANSFER_SURROGATES = ("msp", "msp_temperature", "sdim_logit", "mahalanobis", "gmm", "gmm_cc")
 
 # the `jaxrej evaluate` flags' defaults: a folder is tagged by each option off these (evaluate_stem)
 EVALUATE_DEFAULTS = EvalOptions(corruptions=CORRUPTIONS)
@@ -233,6 +269,8 @@ def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, 
     from jaxrej.data.registry import parse_named
 
     def text(v):
+        if isinstance(v, bool):  # a switch off its default: the tag alone
+            return ""
         if isinstance(v, tuple):
             return "-".join(text(u) for u in v)
         return f"{v:g}" if isinstance(v, float) else str(v)
@@ -256,7 +294,7 @@ def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, 
         return stem + "_noattack"
     tags = (("n_heads", "atk"), ("n_model", "atksbgc"), ("model_steps", "atksteps"),
             ("model_norms", "atknorms"), ("model_attacks", "atksuite"), ("linf_eps", "linf"),
-            ("l2_eps", "l2"))  # fmt: skip
+            ("l2_eps", "l2"), ("model_unbounded", "atkunb"))  # fmt: skip
     for field, tag in tags:
         if getattr(attack, field) != getattr(ATTACK_DEFAULTS, field):
             stem += f"_{tag}{text(getattr(attack, field))}"
