@@ -144,6 +144,9 @@ def heads_settings(config):
     return data, options, seed
 
 
+SCORERS = ("ode", "elbo")  # a score model's scorers: eval.scorer, `jaxrej score --scorer`
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunEval:
     """A score-model run's `eval` section as options (configs/digits_sbgc.py documents each
@@ -175,7 +178,7 @@ class RunEval:
 
         choices = {"divergence": ("exact", "rademacher", "gaussian"),
                    "dequantize": ("uniform", "center"), "screen": ("default", "none"),
-                   "scorer": ("ode", "elbo"), "elbo_time_sampling": TIME_SAMPLINGS}  # fmt: skip
+                   "scorer": SCORERS, "elbo_time_sampling": TIME_SAMPLINGS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"eval.{name}: expected one of {'|'.join(allowed)}, got {getattr(self, name)!r}")  # fmt: skip

@@ -119,9 +119,11 @@ def sample_times(sde, n: int, *, key: jax.Array, time_sampling: str = "importanc
 
 
 def draws(sde, x: jax.Array, n_times: int, *, key: jax.Array, time_sampling: str,
-          eps: float, t_max: float | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+          eps: float, t_max: float | None = None,
+          ids: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
     """(t (B, K), c (B, K), z (B, K, *event)) on [eps, t_max]: example i's draws come from
-    fold_in(key, i) alone, so they are the same for all its classes, whatever the batch."""
+    fold_in(key, ids[i]) alone (ids: default the position in the batch), so they are the same
+    for all its classes, whatever the batch's other rows."""
 
     def one(i):
         tkey, zkey = jax.random.split(jax.random.fold_in(key, i))
@@ -129,7 +131,7 @@ def draws(sde, x: jax.Array, n_times: int, *, key: jax.Array, time_sampling: str
                             t_max=t_max, dtype=x.dtype)  # fmt: skip
         return t, c, jax.random.normal(zkey, (n_times, *x.shape[1:]), x.dtype)
 
-    return jax.vmap(one)(jnp.arange(x.shape[0]))
+    return jax.vmap(one)(jnp.arange(x.shape[0]) if ids is None else ids)
 
 
 def residual(score_fn, params, sde, x, t, z, y) -> jax.Array:
@@ -185,11 +187,12 @@ def class_mean_score(score_fn: Callable, num_classes: int) -> Callable:
     static_argnames=("score_fn", "sde", "num_classes", "n_times", "time_sampling", "eps",
                      "chunk_size", "label_cutoff", "label_max"),
 )  # fmt: skip
-def _elbos(score_fn, params, sde, x, cls, key, *, num_classes, n_times, time_sampling, eps,
-           chunk_size, label_cutoff, label_max):  # fmt: skip
-    """ELBO of the pairs (x[b], cls[b, m]): x (B, *event), cls (B, M) -> (B, M)."""
+def _elbos(score_fn, params, sde, x, cls, key, ids=None, *, num_classes, n_times, time_sampling,
+           eps, chunk_size, label_cutoff, label_max):  # fmt: skip
+    """ELBO of the pairs (x[b], cls[b, m]): x (B, *event), cls (B, M) -> (B, M); ids (B,) or
+    None: the examples' draw ids (`draws`)."""
     one = functools.partial(residual, score_fn, params, sde)
-    sampling = dict(n_times=n_times, time_sampling=time_sampling)
+    sampling = dict(n_times=n_times, time_sampling=time_sampling, ids=ids)
 
     def part(one, cls, key, lo, hi):  # (B, M): -2 x the integral over [lo, hi]
         t, c, z = draws(sde, x, key=key, eps=lo, t_max=hi, **sampling)
@@ -221,6 +224,7 @@ def class_elbos(
     chunk_size: int | None = None,
     label_cutoff: float = 0.0,
     label_max: float = 0.0,
+    ids: jax.Array | None = None,
 ) -> jax.Array:
     """Lower bounds on log p(x | y) for every class y: x (B, *event) -> (B, C) nats.
 
@@ -237,13 +241,18 @@ def class_elbos(
     B * C * n_times score evaluations (B * (C + 1) * n_times with label_cutoff, C more with
     label_max), one backward
     pass of as many under grad. Pure: jit, grad and vmap compose.
-    `jaxrej.marginal_log_likelihood` of the result bounds log p(x) from below.
+    `jaxrej.marginal_log_likelihood` of the result bounds log p(x) from below. ids: (B,) integers
+    example i's draws derive from (default: i, its position in the batch; `draws`).
     """
     _check_options(sde, num_classes, n_times, time_sampling, eps, chunk_size, label_cutoff,
                    label_max)  # fmt: skip
     check_batch(x, None, sde)
     cls = jnp.broadcast_to(jnp.arange(num_classes, dtype=jnp.int32), (x.shape[0], num_classes))
-    return _elbos(score_fn, params, sde, x, cls, key, num_classes=num_classes, n_times=n_times,
+    if ids is not None and jnp.shape(ids) != x.shape[:1]:
+        raise ValueError(
+            f"ids: expected shape {x.shape[:1]} (one per example), got {jnp.shape(ids)}"
+        )
+    return _elbos(score_fn, params, sde, x, cls, key, ids, num_classes=num_classes, n_times=n_times,
                   time_sampling=time_sampling, eps=float(eps), chunk_size=chunk_size,
                   label_cutoff=float(label_cutoff), label_max=float(label_max))  # fmt: skip
 

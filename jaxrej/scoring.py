@@ -337,10 +337,11 @@ def batch_mesh(devices=None) -> Mesh:
         "mesh",
     ),  # fmt: skip
 )
-def _score(score_fn, params, sde, x, labels, key, *, solve, screen, num_classes, chunk_size, mesh):
+def _score(score_fn, params, sde, x, labels, key, *, solve, screen, num_classes, chunk_size, mesh,
+           ids=None):  # fmt: skip
     block = functools.partial(_score_block, score_fn, sde, solve, screen, num_classes, chunk_size)
     b = x.shape[0]
-    ids = jnp.arange(b)
+    ids = jnp.arange(b) if ids is None else ids
     if mesh is None:
         return block(params, x, ids, labels, key)
     n_dev = int(mesh.shape[AXIS])
@@ -369,6 +370,7 @@ def class_log_likelihood_result(
     labels: jax.Array | None = None,
     chunk_size: int | None = None,
     mesh: Mesh | None = None,
+    ids: jax.Array | None = None,
     **options,
 ) -> ClassLikelihoods:
     """log p(x | y) for every class, with per-pair NFE, flags and refinement marks, each (B, C).
@@ -382,7 +384,10 @@ def class_log_likelihood_result(
     solve (default: all at once). mesh: a Mesh with an axis "batch" (`batch_mesh()`) over which the
     examples are sharded; the result equals the unsharded one up to float rounding.
     Example i's Hutchinson probes depend on (key, i) alone, shared by its classes: the refined
-    entries equal `jaxrej.log_likelihood(..., key=key)` of the same example and class.
+    entries equal `jaxrej.log_likelihood(..., key=key)` of the same example and class. ids: (B,)
+    integers that replace i there (default: the position in the batch), e.g. a row's index in its
+    set or a hash of its pixels (`jaxrej.scorers.sbgc.row_ids`), so that its probes do not depend
+    on the batch it was scored in.
     Pure: jit, grad and vmap compose with it. Every entry is differentiated through `solve`
     (`solve.adjoint`) with the probes of `screen=None`: an unrefined entry keeps the screen's value
     and is re-solved accurately in the reverse pass, so the gradient of any loss over the classes
@@ -399,8 +404,12 @@ def class_log_likelihood_result(
             labels = None  # every class is refined anyway
     if mesh is not None:
         _check_mesh(mesh)
+    if ids is not None and jnp.shape(ids) != x.shape[:1]:
+        raise ValueError(
+            f"ids: expected shape {x.shape[:1]} (one per example), got {jnp.shape(ids)}"
+        )
     return _score(score_fn, params, sde, x, labels, key, solve=solve, screen=screens,
-                  num_classes=num_classes, chunk_size=chunk_size, mesh=mesh)  # fmt: skip
+                  num_classes=num_classes, chunk_size=chunk_size, mesh=mesh, ids=ids)  # fmt: skip
 
 
 def class_log_likelihoods(score_fn: Callable, params, sde: SDE, x: jax.Array, *, num_classes: int,

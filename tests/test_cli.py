@@ -85,11 +85,12 @@ def test_load_config_applies_overrides_to_a_config_dict():
 
 
 def test_score_summary_warns_on_a_density_worse_than_uniform_and_label_blind_scores():
-    """`jaxrej score`'s warnings against closed forms: rows b_i + o_c (class offsets o shared by
-    every row) have class spread std(o) and example spread std(b) exactly."""
+    """`jaxrej score`'s warnings (jaxrej.eval.run_scores) against closed forms: rows b_i + o_c
+    (class offsets o shared by every row) have class spread std(o) and example spread std(b)
+    exactly."""
     import numpy as np
 
-    from jaxrej.commands.score import LABEL_DEPENDENCE_MIN, summarize, warnings_for
+    from jaxrej.eval.run_scores import LABEL_DEPENDENCE_MIN, summarize, warnings_for
     from jaxrej.metrics import label_dependence
 
     rng = np.random.default_rng(0)
@@ -162,6 +163,8 @@ def test_evaluate_folder_names_every_option_off_its_default():
     # attack sizes matter only when attacking
     assert stem("--no-attack", "--attack-n", "5") == "evaluate_noattack"
     assert stem("--attack-n", "5", "--limit", "24") == "evaluate_limit24_atk5"
+    assert stem("--attack-sbgc-unbounded") == "evaluate_atkunb"
+    assert stem("--attack-scorers", "abs, msp") == "evaluate_atkonly-abs-msp"
     assert len({stem(), stem(*demo), stem("--no-attack"), stem("--n-ood", "60")}) == 4
 
 

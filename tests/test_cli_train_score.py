@@ -192,6 +192,7 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     the saved log p(x). The net hides the label below t = 0.1, so the ELBO scorer splits there."""
     from sklearn.metrics import roc_auc_score
 
+    import jaxrej
     from jaxrej.data import digits, local
 
     wd = str(tmp_path / "run")
@@ -217,7 +218,11 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     lse = lambda a: np.log(np.mean(np.exp(a - a.max(1, keepdims=True)), 1)) + a.max(1)  # noqa: E731
     np.testing.assert_allclose(o["log_px"], lse(o["class_logp"]), rtol=1e-5)
     pos = np.r_[np.ones(8), np.zeros(3)]
-    auroc = roc_auc_score(pos, np.r_[lse(z["class_logp"]), o["log_px"]])
+    # log p(x) of the scored rows by the library's float32 logsumexp, as the saved OOD log_px:
+    # this toy model's log p(x) spread over ~0.003 nats, where another rounding reorders rows
+    log_px = np.asarray(jaxrej.marginal_log_likelihood(z["class_logp"]))
+    np.testing.assert_allclose(log_px, lse(z["class_logp"]), rtol=1e-5)
+    auroc = roc_auc_score(pos, np.r_[log_px, o["log_px"]])
     assert s["ood"]["noise"]["auroc"] == pytest.approx(auroc, abs=1e-9)
     assert "in-distribution" in s["ood_score"] and s["notes"] == []
     capsys.readouterr()
@@ -242,7 +247,7 @@ def test_score_test_and_ood_sets_write_their_own_files(tmp_path, capsys):
     assert e["scorer"] == "elbo" and ze["class_logp"].shape == (8, 10)
     assert e["eval"]["elbo_label_cutoff"] == 0.1
     np.testing.assert_array_equal(ze["nfe"].sum(1), np.full(8, 11 * 4))
-    _check_elbo_file(wd, x[:8], ze["class_logp"], n_times=4, batch_size=4)
+    _check_elbo_file(wd, x[:8], ze["class_logp"], n_times=4)
     train_x = digits.load("train")[0]
     want = _histogram_bpd(train_x, x[:8], 17)
     assert e["baseline_bits_per_dim"] == pytest.approx(want, rel=1e-9)
@@ -266,29 +271,64 @@ def _histogram_bpd(train, images, n_levels):
     return total / x.size
 
 
-def _check_elbo_file(wd, images, class_logp, *, n_times, batch_size):
-    """The saved ELBO scores equal jaxrej.class_elbos on the score command's dequantized inputs
-    (its keys: seed + 1 split into dequantization and draw keys, folded with the batch index),
-    split at the net's label cutoff."""
+def _check_elbo_file(wd, images, class_logp, *, n_times):
+    """The saved ELBO scores equal jaxrej.class_elbos of each row ALONE on its uniformly
+    dequantised levels (k + u) / 17, its keys those of the judge (key(seed + 1) split into the
+    noise's and the draws', each folded with a hash of the row's pixels k / 16), split at the
+    net's label cutoff: a row's score does not depend on the batch the command scored it in."""
     import jax
     import jax.numpy as jnp
 
     import jaxrej
-    from jaxrej.data.preprocessing import dequantize
+    from jaxrej.data.preprocessing import row_ids
     from jaxrej.training.workdir import load_trained
 
     score_fn, params, sde, cfg, _, cutoff = load_trained(wd)
     dq_key, draw_key = jax.random.split(jax.random.key(cfg["seed"] + 1))
-    for i in range(0, len(images), batch_size):
-        x = dequantize(
-            jnp.asarray(images[i : i + batch_size]),
-            17,
-            key=jax.random.fold_in(dq_key, i // batch_size),
-        )
+    ids = row_ids(jnp.asarray(images, jnp.float32) / 16)
+    for i in range(len(images)):
+        u = jax.random.uniform(jax.random.fold_in(dq_key, ids[i]), images.shape[1:])
+        x = (jnp.asarray(images[i : i + 1], jnp.float32) + u) / 17
         want = jaxrej.class_elbos(score_fn, params, sde, x, num_classes=10, n_times=n_times,
-                                  key=jax.random.fold_in(draw_key, i // batch_size), eps=cfg["eval"]["eps"],
+                                  key=draw_key, ids=ids[i : i + 1], eps=cfg["eval"]["eps"],
                                   label_cutoff=cutoff)  # fmt: skip
-        np.testing.assert_allclose(class_logp[i : i + batch_size], want, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(class_logp[i : i + 1], want, rtol=1e-5, atol=1e-3)
+
+
+def test_score_and_evaluate_give_a_row_the_same_scores(tmp_path, capsys):
+    """`jaxrej score`'s saved class log-likelihoods equal the clean-table scores `jaxrej evaluate`
+    computes (its scorers and score cache: jaxrej.eval.runs.load_scorers, eval.protocol) of the
+    same run and test rows, for the ODE and the ELBO scorer: one judge
+    (jaxrej.scorers.sbgc.run_judge) with the run's uniform dequantisation and per-row keys, so
+    that other batches (4 rows there, 5 here) change nothing either. Every class gets the
+    accurate solve (screen none: with screens, which rows a batch's spare solves refine depends
+    on the batch). 60 steps make log p(x | y) move with x by ~1 nat (after 6, by 0.01): bin
+    centres instead of the noise, or positional keys, in either path move it by ~0.6 nats."""
+    from jaxrej import scorers
+    from jaxrej.eval import protocol, runs
+
+    wd = str(tmp_path / "run")
+    tiny = [*TINY, "--config.training.n_iters=60", "--config.training.eval_every=60",
+            "--config.training.checkpoint_every=60", "--config.eval.screen=none",
+            "--config.eval.elbo_n_times=4"]  # fmt: skip
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *tiny]) == 0
+    for scorer in ("ode", "elbo"):
+        assert main(["score", "--workdir", wd, "--limit", "6", "--scorer", scorer,
+                     "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    found = scorers.find_runs(wd)
+    data, _, _ = runs.eval_data(found, test=None, ood=None, limit=6)
+    judges = runs.load_scorers(found, sbgc_batch=5) | {
+        "elbo": scorers.load(wd, "elbo", batch_size=5)
+    }
+    assert set(judges) == {"sbgc", "elbo"}
+    got = protocol.population_scores(judges, {"test": data.test[0]},
+                                     out_dir=str(tmp_path / "evaluate"), progress=False)  # fmt: skip
+    for name, stem in (("sbgc", "score_test_limit6"), ("elbo", "score_test_elbo_limit6")):
+        z = np.load(os.path.join(wd, f"{stem}.npz"))
+        np.testing.assert_array_equal(z["labels"], data.test[1])
+        assert np.all(np.isfinite(z["class_logp"])) and z["ok"].all()
+        np.testing.assert_allclose(got[name]["test"], z["class_logp"], rtol=0, atol=1e-3)
 
 
 def _corrupt(step_dir):

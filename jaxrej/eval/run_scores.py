@@ -1,0 +1,287 @@
+"""A trained score model's class log-likelihoods of a set, and their summary: `jaxrej score`'s
+library (the command parses flags, calls `score_run` and writes its files).
+
+    rep = score_run("runs/digits", options=ScoreOptions(run_eval=RunEval(...), limit=100))
+    rep.summary["accuracy"], rep.arrays["class_logp"]          # (N, C)
+
+The scorer is the run's judge (`jaxrej.scorers.sbgc.run_judge`), the one `jaxrej evaluate`'s
+clean table calls, with the same inputs (pixels k / (L - 1), `to_unit_interval`), so the two
+commands give a row the same scores: "ode" (log p(x | y) by the probability-flow ODE,
+`jaxrej.class_log_likelihood_result`: with eval.screen = "default" the library's TopK screens
+pick each image's best class for the accurate solve, "none" solves every class accurately) or
+"elbo" (the denoising bound, `jaxrej.class_elbos`). Its input map (eval.dequantize) and keys
+(from each row's pixels: a row's score does not depend on its batch) are explained in
+`jaxrej.scorers.sbgc`. Rows are scored in padded batches of eval.batch_size (one compiled
+program serves them all: `compilations`). A row with a failed solve (NaN) gets pred = -1 and
+ok = False: counted as failed, never as correct.
+
+Summary (`summarize`, `warnings_for`): accuracy (failed rows wrong) and accuracy_solved, n_failed,
+bits/dim of log p(x) (uniform class prior) and of log p(x | label), the uniform density's
+bits/dim (log2 n_levels), `baseline_bits_per_dim` (an independent per-pixel histogram of the
+run's training rows, the trivial density a model must beat), `label_dependence`
+(`jaxrej.metrics.label_dependence`) and warnings: rows whose screens misjudged a class by more
+than their margin (`consistent_fraction` < 1), bits/dim worse than the uniform density, and
+class-conditional scores that barely depend on the label (a ratio below LABEL_DEPENDENCE_MIN,
+not raised where the labels show an accuracy of at least twice chance). OOD sets: their class
+log-likelihoods and the AUROC of log p(x) (positive = the scored, in-distribution set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxrej.config import SCORERS
+from jaxrej.metrics import label_dependence
+
+__all__ = ["LABEL_DEPENDENCE_MIN", "SCORERS", "ScoreOptions", "ScoreReport", "score_run",
+           "score_images", "summarize", "warnings_for", "baseline_bits_per_dim"]  # fmt: skip
+
+LABEL_DEPENDENCE_MIN = 0.05
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoreOptions:
+    """What `score_run` scores. run_eval: the run's eval options (`jaxrej.config.RunEval`,
+    overrides applied); scorer: "ode" | "elbo" (None: run_eval.scorer); split of the run's
+    data.eval_dataset (else data.dataset), or of `test` ("[name=]SPEC", a dataset string);
+    ood: "[name=]SPEC" sets (a local file whole, a registry name's test split); limit: the first
+    N rows of every set (0: all); step: the checkpoint (None: the newest intact one); ema: the
+    EMA params (False: raw); progress: progress bars."""
+
+    run_eval: Any
+    scorer: str | None = None
+    split: str = "test"
+    test: str | None = None
+    ood: tuple[str, ...] = ()
+    limit: int = 0
+    step: int | None = None
+    ema: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        from jaxrej.data.registry import parse_named
+
+        if self.scorer is not None and self.scorer not in SCORERS:
+            raise ValueError(f"--scorer: expected one of {SCORERS}, got {self.scorer!r}")
+        if self.step is not None and self.step < 0:
+            raise ValueError(f"--step: expected a checkpoint step >= 0, got {self.step}")
+        if self.limit < 0:
+            raise ValueError(f"--limit: expected >= 0, got {self.limit}")
+        names = [parse_named(o)[0] for o in self.ood]  # ValueError for a malformed string
+        if len(set(names)) != len(names):
+            raise ValueError(f"--ood: two sets share a name in {names}; name them with name=SPEC")
+
+    @property
+    def kind(self) -> str:
+        return self.scorer or self.run_eval.scorer
+
+
+class ScoreReport(NamedTuple):
+    """summary: the JSON summary (module doc); arrays: the scored set's (class_logp (N, C),
+    pred, ok, nfe, refined, covered, consistent, labels where known); ood: {name: arrays of
+    that set (class_logp, log_px, ok, nfe, refined, covered, consistent)}; set_name: the scored
+    set's name (the split, or the --test name plus "_<split>" unless it is test)."""
+
+    summary: dict
+    arrays: dict
+    ood: dict
+    set_name: str
+
+
+def summarize(class_logp: np.ndarray, labels, *, event_shape, n_levels: int) -> dict:
+    """Accuracy (failed rows count as wrong; None without labels), failures, bits/dim and the
+    label dependence from (N, C) class log-likelihoods; also pred, ok and log_px (N,)."""
+    import jax.numpy as jnp
+
+    from jaxrej.likelihood import bits_per_dim, marginal_log_likelihood
+
+    class_logp = np.asarray(class_logp, np.float64)
+    n = int(class_logp.shape[0])
+    ok = np.all(np.isfinite(class_logp), axis=1)
+    pred = np.where(ok, np.argmax(np.where(ok[:, None], class_logp, 0.0), axis=1), -1)
+    marg = np.asarray(marginal_log_likelihood(jnp.asarray(class_logp)))
+    bpd = np.asarray(bits_per_dim(jnp.asarray(marg), tuple(event_shape), n_levels=n_levels))
+    mean = lambda a: float(np.mean(a[ok])) if ok.any() else math.nan  # noqa: E731
+    out = {"n": n, "n_failed": int(n - ok.sum()), "accuracy": None, "accuracy_solved": None}
+    if labels is not None:
+        correct = (pred == labels) & ok
+        cond = class_logp[np.arange(n), labels]
+        bpd_c = np.asarray(bits_per_dim(jnp.asarray(cond), tuple(event_shape), n_levels=n_levels))
+        out |= {"accuracy": float(correct.sum() / n),
+                "accuracy_solved": float(correct.sum() / max(ok.sum(), 1))}  # fmt: skip
+    out["bits_per_dim"] = mean(bpd)
+    out["bits_per_dim_conditional"] = None if labels is None else mean(bpd_c)
+    out["uniform_bits_per_dim"] = math.log2(n_levels)
+    out["label_dependence"] = label_dependence(class_logp)
+    out["num_classes"] = int(class_logp.shape[1])
+    return out | {"pred": pred, "ok": ok, "log_px": marg}
+
+
+def warnings_for(summary: dict) -> list[str]:
+    """The user-facing warnings of a summary (module doc)."""
+    out = []
+    bpd, uni = summary["bits_per_dim"], summary["uniform_bits_per_dim"]
+    if math.isfinite(bpd) and bpd > uni:
+        out.append(
+            f"bits/dim {bpd:.3f} is worse than a uniform density over the pixel levels "
+            f"({uni:.3f} = log2 n_levels): the model has not learnt the data density"
+        )
+    cf = summary.get("consistent_fraction")
+    if cf is not None and cf < 1.0:
+        out.append(
+            f"the screens misjudged {100 * (1 - cf):.1f}% of the rows by more than their margin "
+            "(a later pass moved a class further than the earlier pass allows: "
+            "jaxrej.scoring.ClassLikelihoods.consistent), so those rows' predictions and "
+            "unrefined classes are not to be trusted: re-score with --config.eval.screen=none"
+        )
+    r = summary["label_dependence"]["ratio"]
+    acc, c = summary.get("accuracy"), summary.get("num_classes")
+    beats_chance = acc is not None and c and acc >= 2.0 / c  # the labels say the ranking works
+    if r is not None and r < LABEL_DEPENDENCE_MIN and not beats_chance:
+        ld = summary["label_dependence"]
+        out.append(
+            f"the class-conditional scores barely depend on the label: the spread of "
+            f"log p(x|y) over classes ({ld['class_spread']:.3g} nats, median) is {r:.3g} of its "
+            f"spread over examples ({ld['example_spread']:.3g} nats), below "
+            f"{LABEL_DEPENDENCE_MIN}; predictions from it are close to guesses"
+        )
+    return out
+
+
+def baseline_bits_per_dim(d: dict, images) -> float:
+    """Mean bits/dim of `images` under the independent per-pixel histogram of the run's training
+    rows (d: its data settings; `jaxrej.likelihood.pixel_histogram_bits_per_dim`): the trivial
+    density to beat."""
+    from jaxrej.data.registry import load_dataset
+    from jaxrej.likelihood import pixel_histogram_bits_per_dim
+
+    train = load_dataset(d["dataset"], d.get("train_split", "train"),
+                         data_dir=d.get("data_dir") or None)  # fmt: skip
+    bpd = pixel_histogram_bits_per_dim(train.images, images, n_levels=d["n_levels"])
+    return float(np.mean(bpd))
+
+
+@jax.jit
+def _result(judge, x):
+    """judge.result(x), compiled once per judge setting and batch shape (`compilations`)."""
+    return judge.result(x)
+
+
+def score_images(judge, images, *, n_levels: int, batch_size: int, progress: bool = True,
+                 desc: str = "score") -> tuple[dict, int]:  # fmt: skip
+    """({logp, nfe, refined, covered, consistent}: numpy arrays of N rows, batches) of integer
+    images (N, *event) by `judge` (`run_judge`) on the pixels k / (n_levels - 1), in padded
+    batches of batch_size: the clean table's scores of `jaxrej evaluate` (module doc)."""
+    from jaxrej.data.batching import num_batches, padded_batches
+    from jaxrej.data.preprocessing import to_unit_interval
+
+    nb = num_batches(len(images), batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=nb, desc=desc, dynamic_ncols=True)
+    names = ("logp", "nfe", "refined", "covered", "consistent")
+    parts: dict[str, list] = {k: [] for k in names}
+    x = to_unit_interval(np.asarray(images), n_levels)
+    for (xb,), mask in padded_batches(x, batch_size=batch_size):
+        res = jax.device_get(_result(judge, xb))
+        for k in names:
+            parts[k].append(np.asarray(getattr(res, k))[mask])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return {k: np.concatenate(v) for k, v in parts.items()}, nb
+
+
+def score_run(workdir: str, *, options: ScoreOptions) -> ScoreReport:
+    """`jaxrej score` of a trained score model (module doc): its judge's class log-likelihoods
+    of the scored set and the OOD sets, with the summary. ValueError for a missing run, set or
+    checkpoint (named)."""
+    from jaxrej.data.registry import is_local, parse_named
+    from jaxrej.metrics import ood_detection
+    from jaxrej.scorers.sbgc import run_judge
+    from jaxrej.training.workdir import load_run_set, load_trained
+
+    o, ev = options, options.run_eval
+    scorer = o.kind
+    tm = load_trained(workdir, ema=o.ema, step=o.step)
+    d = tm.config["data"]
+    if o.test:
+        test_name, test_spec = parse_named(o.test)
+        set_name = test_name if o.split == "test" else f"{test_name}_{o.split}"
+        images, labels = load_run_set("--test", test_spec, o.split, d, o.limit)
+    else:
+        test_spec, set_name = d.get("eval_dataset") or d["dataset"], o.split
+        images, labels = load_run_set("--split", test_spec, o.split, d, o.limit)
+    oods = {}
+    for name, spec in (parse_named(s) for s in o.ood):
+        split = "all" if is_local(spec) else "test"
+        oods[name] = (spec, split, load_run_set(f"--ood {name}", spec, split, d, o.limit)[0])
+
+    judge = run_judge(tm, ev, scorer)
+    shape, levels = tuple(d["event_shape"]), int(d["n_levels"])
+
+    def score(x, desc):
+        return score_images(judge, x, n_levels=levels, batch_size=ev.batch_size,
+                            progress=o.progress, desc=f"score {desc}")  # fmt: skip
+
+    compiled0 = _result._cache_size()
+    t0 = time.perf_counter()
+    r, nb = score(images, set_name)
+    elapsed = time.perf_counter() - t0
+    s = summarize(r["logp"], labels, event_shape=shape, n_levels=levels)
+    s["baseline_bits_per_dim"] = baseline_bits_per_dim(d, images)
+    pred, ok, log_px = s.pop("pred"), s.pop("ok"), s.pop("log_px")
+    arrays = {"class_logp": r["logp"], "pred": pred, "ok": ok, "nfe": r["nfe"],
+              "refined": r["refined"], "covered": r["covered"], "consistent": r["consistent"]}  # fmt: skip
+    if labels is not None:
+        arrays["labels"] = labels
+    ood_results, ood_arrays = {}, {}
+    for name, (spec, split, x_ood) in oods.items():
+        t1 = time.perf_counter()
+        ro, _ = score(x_ood, f"ood {name}")
+        so = summarize(ro["logp"], None, event_shape=shape, n_levels=levels)
+        ood_arrays[name] = {"class_logp": ro["logp"], "log_px": so["log_px"], "ok": so["ok"],
+                            "nfe": ro["nfe"], "refined": ro["refined"], "covered": ro["covered"],
+                            "consistent": ro["consistent"]}  # fmt: skip
+        det = ood_detection(log_px, so["log_px"])
+        ood_results[name] = {
+            "spec": spec, "split": split, "n": so["n"], "n_failed": so["n_failed"],
+            "auroc": det["auroc"], "fpr_at_95_tpr": det["fpr_at_95_tpr"],
+            "aupr_in": det["aupr_in"], "bits_per_dim": so["bits_per_dim"],
+            "time_s": round(time.perf_counter() - t1, 2),
+        }  # fmt: skip
+    notes = [] if ood_results else ["no OOD set given (--ood [name=]SPEC): no OOD AUROC reported"]
+    s["consistent_fraction"] = float(r["consistent"].mean())
+    e = ev.to_dict()
+    summary = {
+        "set": set_name,
+        "scorer": scorer,
+        "dataset": test_spec,
+        "split": o.split,
+        "limit": o.limit or None,
+        **s,
+        "ood": ood_results,
+        "ood_score": "log p(x) (uniform class prior); AUROC positive = in-distribution "
+        "(the scored set), as jaxrej.metrics",
+        "warnings": warnings_for(s),
+        "notes": notes,
+        "time_s": round(elapsed, 2),
+        "nfe_mean_per_example": float(r["nfe"].sum(axis=1).mean()),
+        "refined_fraction": float(r["refined"].mean()),
+        "covered_fraction": float(r["covered"].mean()),
+        "compilations": _result._cache_size() - compiled0,
+        "batches": nb,
+        "params": "ema" if o.ema else "raw",
+        "checkpoint_step": tm.step,
+        "eval": {**e, "elbo_label_cutoff": judge.label_cutoff} if scorer == "elbo" else e,
+    }
+    return ScoreReport(summary=summary, arrays=arrays, ood=ood_arrays, set_name=set_name)
