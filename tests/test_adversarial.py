@@ -4,6 +4,7 @@ per-example worst case over eps is monotone where the independent runs are not; 
 fooled-and-accepted rate is a per-example union, not the max of the attacks' rates; solver
 failures get their own column; every row carries n and a Wilson interval."""
 
+import dataclasses
 import os
 
 import jax
@@ -367,3 +368,13 @@ def test_evaluate_runs_the_transfer_check_from_a_head_onto_a_model_and_rereads_i
     second = adversarial(judges, data, clean_test=clean, options=opts, out_dir=str(tmp_path),
                          log=logs.append)  # fmt: skip
     assert second["report"]["linf"]["abs"]["checks"] == first["report"]["linf"]["abs"]["checks"]
+    # --attack-scorers: only the named scorers are attacked (no surrogate: no transfer check)
+    only = adversarial(judges, data, clean_test=clean, options=dataclasses.replace(opts, scorers=("abs",)),
+                       out_dir=str(tmp_path / "only"), log=logs.append)  # fmt: skip
+    assert set(only["report"]["linf"]) == {"abs"}
+    assert not any(
+        c["name"].startswith("transfer(") for c in only["report"]["linf"]["abs"]["checks"]
+    )
+    with pytest.raises(ValueError, match="--attack-scorers"):
+        adversarial(judges, data, clean_test=clean, options=dataclasses.replace(opts, scorers=("x",)),
+                    out_dir=str(tmp_path / "x"), log=logs.append)  # fmt: skip

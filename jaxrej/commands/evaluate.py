@@ -50,6 +50,8 @@ def add_arguments(parser) -> None:
                         help="the score model's attacks (jaxrej.eval.adversarial.SUITE_KINDS)")  # fmt: skip
     parser.add_argument("--attack-sbgc-unbounded", action="store_true",
                         help="run the unbounded masking check on the score model / ABS too")  # fmt: skip
+    parser.add_argument("--attack-scorers", default="",
+                        help="comma list of the scorers attacked (default: every one)")  # fmt: skip
     parser.add_argument("--linf-eps", default="0.1,0.2,0.3", help="L-inf radii ('' skips)")
     parser.add_argument("--l2-eps", default="0.5,1,2", help="L2 radii ('' skips)")
     parser.add_argument("--corruption-scale", type=float, default=None,
@@ -97,6 +99,7 @@ def options_from_args(args) -> dict:
         model_norms=tuple(v.strip() for v in args.attack_sbgc_norms.split(",") if v.strip()),
         model_attacks=tuple(v.strip() for v in args.attack_sbgc_suite.split(",") if v.strip()),
         model_unbounded=args.attack_sbgc_unbounded,
+        scorers=tuple(v.strip() for v in args.attack_scorers.split(",") if v.strip()) or None,
     )  # fmt: skip
     options = EvalOptions(corruptions=names, severities=sevs, n_corrupt=args.n_corrupt,
                           corruption_scale=args.corruption_scale, n_ood=args.n_ood or None)  # fmt: skip

@@ -121,7 +121,8 @@ class AttackRunOptions:
     model_unbounded: run the unbounded masking check on the score model / ABS too (one more
     compilation and 20 gradient steps per row; the heads always run it);
     rules: threshold rules judged (None: every fitted rule); batch sizes per attack call; seed:
-    the attacks' keys."""
+    the attacks' keys; scorers: the scorers attacked (None: every one; the clean, corruption
+    and OOD tables always hold them all)."""
 
     n_heads: int = 0
     n_model: int = 100
@@ -141,10 +142,13 @@ class AttackRunOptions:
     heads_batch: int = 120
     model_batch: int = 16
     seed: int = 0
+    scorers: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.n_heads < 0 or self.n_model < 0:
             raise ValueError("attack sizes: expected >= 0 rows")
+        if self.scorers is not None and not self.scorers:
+            raise ValueError("scorers: expected at least one scorer name, or None for all")
 
 
 def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: AttackRunOptions,
@@ -174,7 +178,12 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
         log(f"adversarial ({title}): " + adv.HEADER)
         report[norm] = {}
         worst, paths, rows_of = {}, {}, {}
+        unknown = set(o.scorers or ()) - set(judges)
+        if unknown:
+            raise ValueError(f"--attack-scorers: {sorted(unknown)} not among {list(judges)}")
         for name, sc in judges.items():
+            if o.scorers is not None and name not in o.scorers:
+                continue
             model = name not in HEAD_SCORERS
             n = o.n_model if model else (o.n_heads or len(yt))
             if not n or (model and norm not in o.model_norms):
@@ -294,7 +303,7 @@ def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, 
         return stem + "_noattack"
     tags = (("n_heads", "atk"), ("n_model", "atksbgc"), ("model_steps", "atksteps"),
             ("model_norms", "atknorms"), ("model_attacks", "atksuite"), ("linf_eps", "linf"),
-            ("l2_eps", "l2"), ("model_unbounded", "atkunb"))  # fmt: skip
+            ("l2_eps", "l2"), ("model_unbounded", "atkunb"), ("scorers", "atkonly-"))  # fmt: skip
     for field, tag in tags:
         if getattr(attack, field) != getattr(ATTACK_DEFAULTS, field):
             stem += f"_{tag}{text(getattr(attack, field))}"
