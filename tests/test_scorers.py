@@ -1,7 +1,7 @@
 """The scorer layer (jaxrej.scorers): heads scorers equal the heads library and survive a save /
 load round trip; thresholds against numpy's percentiles and a brute-force search; the registry
 maps runs to scorer names; the ODE scorer's judge against the closed-form Gaussian likelihood and
-its attack view keeps the label refined."""
+its attack view keeps the label refined; a judge's row scores do not depend on its batch."""
 
 import json
 
@@ -154,3 +154,30 @@ def test_ode_judge_matches_the_closed_form_and_its_view_keeps_the_label(x64):
     ref = jaxrej.log_likelihood(fn, params, sde, jnp.asarray(xm.reshape(4, 2, 2, 1)), worst,
                                 key=key, solve=cheap).logp  # fmt: skip
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_a_judges_row_scores_do_not_depend_on_its_batch():
+    """A run's judge (row_keys: each row's dequantisation noise and Hutchinson probes from a hash
+    of its pixels) gives a row the same scores alone, in a batch and in the reversed batch; with
+    positional keys (the attack view's) the reversed batch gives its rows other draws. The
+    judge's model input is ((L - 1) x + u) / L with u in [0, 1): noise within the row's bins."""
+    import jaxrej
+    from jaxrej.flow import FlowSolve
+
+    mus, covs = gaussian.make_params(3, 4, seed=1, scale=2.0)
+    params = (jnp.asarray(mus), jnp.asarray(covs))
+    sde = jaxrej.VPSDE(beta_min=0.1, beta_max=20.0)
+    fn = gaussian.make_score_fn("vp", (2, 2, 1))
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 17, (5, 2, 2, 1)) / 16, jnp.float32)
+    solve = FlowSolve(divergence="rademacher", n_probes=1, rtol=1e-5, atol=1e-5)
+    judge = sbgc.SBGCScorer(params=params, key=jax.random.key(3), score_fn=fn, sde=sde,
+                            num_classes=3, n_levels=17, options=(("solve", solve), ("screen", None)),
+                            dequantize="uniform", row_keys=True)  # fmt: skip
+    batch = np.asarray(judge(x))
+    alone = np.concatenate([np.asarray(judge(x[i : i + 1])) for i in range(5)])
+    np.testing.assert_allclose(alone, batch, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(judge(x[::-1]))[::-1], batch, rtol=1e-6, atol=1e-5)
+    u = 17 * np.asarray(judge.model_input(x)) - 16 * np.asarray(x)
+    assert np.all((u >= -1e-5) & (u < 1 + 1e-5)) and np.ptp(u) > 0.5
+    view = judge.replace(row_keys=False)
+    assert np.abs(np.asarray(view(x[::-1]))[::-1] - np.asarray(view(x))).max() > 1e-2
