@@ -20,9 +20,9 @@ So a row's score is a function of that row alone: not of its position, batch siz
 neighbours (a killed evaluation resumes at another batch boundary, `jaxrej score` and the
 evaluation use different batch sizes, an attack re-judges a batch of adversarial rows), at
 the cost of one hash of D pixels per row. A row index would need every caller to carry
-indices, and an adversarial row has none. (With the default TopK screens the spare slots of a
-static-shape batch may refine more classes of a row: its refined entries are the same, an
-entry left unrefined carries the screen's estimate; `eval.screen = "none"` refines all.)
+indices, and an adversarial row has none. (With the default TopK screens, which rows get a
+batch's spare accurate solves depends on the batch: a refined entry is the same in any batch,
+an unrefined one carries the screen's estimate; `eval.screen = "none"` refines every entry.)
 
 The ATTACK VIEW (`ViewOptions`) is differentiated, so its draws must not change as the attack
 moves x: positional ids (fixed probes for a row across steps; `fresh`: a new key per step) and
