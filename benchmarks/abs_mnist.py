@@ -111,8 +111,8 @@ def main(argv=None):
 
     import jax
 
-    from jaxrej.abs.commands import class_scores
     from jaxrej.abs.figures import reconstruction_grid
+    from jaxrej.abs.run import class_scores
     from jaxrej.abs.scorer import load_scorer
     from jaxrej.data.registry import load_dataset
     from jaxrej.training.workdir import read_config

@@ -61,7 +61,7 @@ def _settings(cfg: dict) -> str:
 
 
 def measure(run: str, x, y, *, full: bool) -> dict:
-    from jaxrej.abs.commands import class_scores
+    from jaxrej.abs.run import class_scores
     from jaxrej.abs.scorer import load_scorer
     from jaxrej.data.registry import load_dataset
     from jaxrej.training.workdir import read_config

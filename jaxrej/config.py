@@ -219,3 +219,61 @@ class RunEval:
 
         return FlowSolve(divergence=self.divergence, n_probes=self.n_probes, rtol=self.rtol,
                          atol=self.atol, eps=self.eps)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ABSEval:
+    """An ABS run's `eval` section as options (configs/digits_abs.py documents each field): the
+    test-time latent search (`jaxrej.abs.LatentOptions`' steps, lr, n_starts, encoder_start,
+    correction; `latent`), the latent bank's size and the scored batch size. Its `scorer` is
+    "abs" (`jaxrej score` names its files by it). `from_dict` names an unknown or bad field."""
+
+    steps: int = 50
+    lr: float = 0.05
+    n_starts: int = 1
+    encoder_start: bool = True
+    correction: bool = True
+    bank_size: int = 1000
+    batch_size: int = 100
+
+    def __post_init__(self):
+        from jaxrej.checks import check_int
+
+        check_int("eval.bank_size", self.bank_size)
+        check_int("eval.batch_size", self.batch_size)
+        self.latent  # noqa: B018  (ValueError naming a bad search field)
+
+    @property
+    def latent(self):
+        """The test-time latent search (`jaxrej.abs.LatentOptions`)."""
+        from jaxrej.abs.latent import LatentOptions
+
+        fields = ("steps", "lr", "n_starts", "encoder_start", "correction")
+        try:
+            return LatentOptions(**{k: getattr(self, k) for k in fields})
+        except ValueError as err:
+            raise ValueError(f"eval.{err}") from err
+
+    @property
+    def scorer(self) -> str:
+        return "abs"
+
+    @classmethod
+    def from_dict(cls, e: dict) -> ABSEval:
+        unknown = sorted(set(e) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"eval: unknown field(s) {unknown} for model.name='abs'")
+        return cls(**e)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run_eval_options(config: dict, overrides: Sequence[str] = ()) -> tuple[RunEval | ABSEval, dict]:
+    """(the eval options of a run's config dict with --config.eval.* `overrides` applied: RunEval,
+    or ABSEval where model.name is 'abs'; {field: value} of the fields an override set off the
+    run's own, the tags of `jaxrej score`'s file names). ValueError naming a bad field."""
+    kind = ABSEval if (config.get("model") or {}).get("name") == "abs" else RunEval
+    own = kind.from_dict(dict(config["eval"])).to_dict()  # with the defaults older configs lack
+    ev = kind.from_dict(apply_overrides({"eval": dict(own)}, overrides, sections=("eval",))["eval"])
+    return ev, {k: v for k, v in ev.to_dict().items() if v != own[k]}

@@ -184,16 +184,26 @@ def test_bad_options_name_the_argument():
 
 TINY = ["--config.training.n_iters=20", "--config.training.eval_every=10",
         "--config.training.eval_rows=20", "--config.model.hidden=(16,)",
-        "--config.model.encoder_hidden=(16,)", "--config.training.checkpoint_every=10"]  # fmt: skip
+        "--config.model.encoder_hidden=(16,)", "--config.training.checkpoint_every=10",
+        "--config.eval.steps=5"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def abs_run(tmp_path_factory):
+    """A digits ABS run at toy size (20 steps; a 5-step latent search in its eval section)."""
+    from jaxrej.cli import main
+
+    wd = str(tmp_path_factory.mktemp("abs") / "run")
+    cfg = str(CONFIGS / "digits_abs.py")
+    assert main(["train", "--config", cfg, "--workdir", wd, "--no-progress", *TINY]) == 0
+    return wd
 
 
 @pytest.mark.slow
-def test_cli_train_and_score_digits(tmp_path, capsys):
+def test_cli_train_and_score_digits(abs_run, tmp_path, capsys):
     from jaxrej.cli import main
 
-    wd = str(tmp_path / "run")
-    cfg = str(CONFIGS / "digits_abs.py")
-    assert main(["train", "--config", cfg, "--workdir", wd, "--no-progress", *TINY]) == 0
+    wd, cfg = abs_run, str(CONFIGS / "digits_abs.py")
     train = json.load(open(f"{wd}/train.json"))
     assert train["final_step"] == 20 and train["model"] == "abs"
     assert "eval_accuracy" in train["last_metrics"]
@@ -205,6 +215,21 @@ def test_cli_train_and_score_digits(tmp_path, capsys):
     assert 0.0 <= s["ood"]["noise"]["auroc"] <= 1.0
     z = np.load(f"{wd}/score_test_limit30.npz")
     assert z["class_logp"].shape == (30, 10)
+    # the summary is what the saved bounds say (independent recomputation)
+    lp, labels = z["class_logp"], z["labels"]
+    np.testing.assert_array_equal(z["pred"], lp.argmax(1))
+    assert s["accuracy"] == pytest.approx(np.mean(lp.argmax(1) == labels))
+    lse = np.log(np.exp(lp - lp.max(1, keepdims=True)).sum(1)) + lp.max(1) - np.log(10)
+    assert s["bound_nats"] == pytest.approx(lse.mean(), rel=1e-6)  # float32 logsumexp
+    assert s["bound_nats_conditional"] == pytest.approx(lp[np.arange(30), labels].mean())
+    # an eval override is honoured and tags the files' names (the run's own stay)
+    assert main([*score[:5], "5", "--config.eval.bank_size=50"]) == 0
+    s50 = json.load(open(f"{wd}/score_test_limit5_bank_size50.json"))
+    assert s50["eval"]["bank_size"] == 50 and s50["n"] == 5
+    for bad, msg in (("--scorer=ode", "--scorer"), ("--raw-params", "--raw-params"),
+                     ("--config.eval.bank_size=0", "eval.bank_size")):  # fmt: skip
+        assert main([*score, bad]) == 2
+        assert msg in capsys.readouterr().err
     from jaxrej import scorers  # jaxrej evaluate finds the run as ABS, not as a score model
 
     assert scorers.find_runs(wd) == {"abs": wd}
@@ -215,3 +240,34 @@ def test_cli_train_and_score_digits(tmp_path, capsys):
     assert main(["train", "--config", cfg, "--workdir", wd, "--no-progress", *TINY,
                  "--config.model.sigma=0.5"]) == 2  # fmt: skip
     assert "different config" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_score_and_evaluate_give_an_abs_row_the_same_scores(abs_run, tmp_path, capsys):
+    """`jaxrej score`'s saved ABS bounds (and its summary) equal the clean-table scores `jaxrej
+    evaluate` computes (jaxrej.eval.runs.load_scorers, eval.protocol) of the same run and test
+    rows: one scorer (jaxrej.abs.scorer.load_scorer) on the pixels k / (L - 1); batches of 4
+    rows here and 100 there change nothing (the latent search is per row)."""
+    from jaxrej import scorers
+    from jaxrej.cli import main
+    from jaxrej.eval import protocol, runs
+
+    wd = abs_run
+    assert main(["score", "--workdir", wd, "--limit", "9", "--no-progress",
+                 "--config.eval.batch_size=4"]) == 0  # fmt: skip
+    capsys.readouterr()
+    found = scorers.find_runs(wd)
+    data, _, _ = runs.eval_data(found, test=None, ood=None, limit=9)
+    judges = runs.load_scorers(found, sbgc_batch=5)
+    assert set(judges) == {"abs"} and judges["abs"].batch_size == 100
+    got = protocol.population_scores(judges, {"test": data.test[0]},
+                                     out_dir=str(tmp_path / "evaluate"), progress=False)  # fmt: skip
+    got = got["abs"]["test"]
+    z = np.load(f"{wd}/score_test_limit9_batch_size4.npz")
+    s = json.load(open(f"{wd}/score_test_limit9_batch_size4.json"))
+    np.testing.assert_array_equal(z["labels"], data.test[1])
+    assert np.all(np.isfinite(got)) and z["ok"].all() and s["n_failed"] == 0
+    np.testing.assert_allclose(got, z["class_logp"], rtol=0, atol=1e-4)
+    assert s["accuracy"] == pytest.approx(np.mean(got.argmax(1) == data.test[1]))
+    lse = np.log(np.exp(got - got.max(1, keepdims=True)).sum(1)) + got.max(1) - np.log(10)
+    assert s["bound_nats"] == pytest.approx(lse.mean(), abs=1e-4)

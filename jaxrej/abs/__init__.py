@@ -8,7 +8,8 @@ class, the class score is a bound on log p(x | y) found by optimising the latent
 
 Files: model (decoders, shared encoder), bound (log joint, linearised ELBO), latent (test-time
 latent optimisation), training (ELBO + E-ABS terms, checkpoints, resume), scorer (pixels ->
-class scores for `jaxrej evaluate` and the attacks).
+class scores for `jaxrej score`, `jaxrej evaluate` and the attacks), run (a run in a folder: its
+config into options, training, `jaxrej score`'s ABS half).
 """
 
 from jaxrej.abs.bound import laplace_correction, linearised_elbo, log_joint

@@ -56,26 +56,20 @@ def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
     return ABSModel(num_classes=int(num_classes), event_shape=tuple(event_shape), **m)
 
 
-def latent_options(cfg: dict, **overrides) -> LatentOptions:
-    """LatentOptions from a config's `eval` section (steps, lr, n_starts, encoder_start,
-    correction), with keyword overrides."""
-    e = {k: v for k, v in dict(cfg.get("eval", {})).items()
-         if k in ("steps", "lr", "n_starts", "encoder_start", "correction")}  # fmt: skip
-    return LatentOptions(**(e | overrides))
-
-
 def build_scorer(model: ABSModel, params, *, bank_size: int, seed: int,
                  options: LatentOptions) -> ABSScorer:  # fmt: skip
     bank = latent_bank(model, params, n=bank_size, key=jax.random.key(seed + BANK_SEED_OFFSET))
     return ABSScorer(params=params, bank=bank, model=model, options=options)
 
 
-def load_scorer(workdir: str, *, step: int | None = None, **overrides) -> tuple[ABSScorer, int]:
+def load_scorer(workdir: str, *, step: int | None = None, options=None) -> tuple[ABSScorer, int]:
     """(ABSScorer, checkpoint step) of a trained run (`jaxrej train` with model.name = 'abs'):
-    its config's model and eval settings (LatentOptions fields overridable by keyword), params
-    of checkpoint `step` (None: the newest intact one)."""
+    its config's model, params of checkpoint `step` (None: the newest intact one), the latent
+    search and bank of `options` (`jaxrej.config.ABSEval`; None: the run's own eval section).
+    `jaxrej score` and `jaxrej evaluate` both load a run's scorer here."""
     from jaxrej.abs.model import init_params
     from jaxrej.abs.training import ABSTrainState, optimizer, options_from_config
+    from jaxrej.config import ABSEval
     from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
     from jaxrej.training.workdir import read_config
 
@@ -86,7 +80,7 @@ def load_scorer(workdir: str, *, step: int | None = None, **overrides) -> tuple[
     tx = optimizer(options_from_config(cfg))
     target = ABSTrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params))
     state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
-    opts = latent_options(cfg, **overrides)
-    sc = build_scorer(model, state.params, bank_size=int(cfg["eval"].get("bank_size", 1000)),
-                      seed=int(cfg.get("seed", 0)), options=opts)  # fmt: skip
-    return sc.replace(params=state.params), step
+    ev = ABSEval.from_dict(cfg["eval"]) if options is None else options
+    sc = build_scorer(model, state.params, bank_size=ev.bank_size, seed=int(cfg.get("seed", 0)),
+                      options=ev.latent)  # fmt: skip
+    return sc, step

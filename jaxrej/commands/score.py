@@ -31,6 +31,12 @@ dequantised by eval.dequantize; each row's random draws (its dequantisation nois
 (t, z) draws) come from a hash of its pixels, so its score does not depend on the batch it was
 scored in. A row with a failed solve (NaN) gets pred = -1 and ok = False: counted as
 failed/rejected, never as correct. `warnings` (also printed) and `notes` are the summary's.
+
+An ABS run (model.name = 'abs') takes the same flags but --scorer and --raw-params, and its eval
+section's overrides (`jaxrej.config.ABSEval`); it is scored by `jaxrej.abs.run.score_run` with the
+scorer `jaxrej evaluate` loads (`jaxrej.abs.scorer.load_scorer`): the class scores are its bound
+on log p(x | y) in nats, the summary has bound_nats (and per OOD set) instead of bits/dim, and
+the npz adds log_joint, z and log_px.
 """
 
 from __future__ import annotations
@@ -60,24 +66,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    from jaxrej.config import RunEval, apply_overrides
+    from jaxrej.config import run_eval_options
     from jaxrej.eval.run_scores import ScoreOptions, score_run
     from jaxrej.io import atomic_save_npz, atomic_write_json
     from jaxrej.training.workdir import read_config, score_stem
 
     cfg = read_config(args.workdir)  # ValueError for a missing workdir / config
-    if args.step is not None and args.step < 0:
-        raise ValueError(f"--step: expected a checkpoint step >= 0, got {args.step}")
-    if cfg.get("model", {}).get("name") == "abs":  # analysis by synthesis (jaxrej.abs)
-        from jaxrej.abs.commands import score_run as abs_score_run
-
-        return abs_score_run(args, cfg)
-    own = RunEval.from_dict(cfg["eval"]).to_dict()  # with the defaults older configs lack
-    ev = RunEval.from_dict(
-        apply_overrides({"eval": dict(own)}, args.overrides, sections=("eval",))["eval"]
-    )
-    # the fields an override changed tag the files' names: no run overwrites another's results
-    changed = {k: v for k, v in ev.to_dict().items() if v != own[k]}
+    # the run's eval options (an ABS run's: jaxrej.config.ABSEval); the fields an override
+    # changed tag the files' names: no run overwrites another's results
+    ev, changed = run_eval_options(cfg, args.overrides)
     options = ScoreOptions(run_eval=ev, scorer=args.scorer, split=args.split, test=args.test,
                            ood=tuple(args.ood or ()), limit=args.limit, step=args.step,
                            ema=not args.raw_params, progress=not args.no_progress)  # fmt: skip

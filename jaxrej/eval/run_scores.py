@@ -1,5 +1,8 @@
 """A trained score model's class log-likelihoods of a set, and their summary: `jaxrej score`'s
-library (the command parses flags, calls `score_run` and writes its files).
+library (the command parses flags, calls `score_run` and writes its files). An ABS run is scored
+by `jaxrej.abs.run.score_run` (same options, same report) with the shared parts here: the sets
+(`load_sets`), the batched loop (`result_batches`), the summary of any class scores
+(`summarize_scores`, `warnings_for`) and the OOD entries (`ood_summary`).
 
     rep = score_run("runs/digits", options=ScoreOptions(run_eval=RunEval(...), limit=100))
     rep.summary["accuracy"], rep.arrays["class_logp"]          # (N, C)
@@ -40,7 +43,8 @@ from jaxrej.config import SCORERS
 from jaxrej.metrics import label_dependence
 
 __all__ = ["LABEL_DEPENDENCE_MIN", "SCORERS", "ScoreOptions", "ScoreReport", "score_run",
-           "score_images", "summarize", "warnings_for", "baseline_bits_per_dim"]  # fmt: skip
+           "score_images", "result_batches", "load_sets", "ood_summary", "summarize_scores",
+           "summarize", "warnings_for", "baseline_bits_per_dim"]  # fmt: skip
 
 LABEL_DEPENDENCE_MIN = 0.05
 
@@ -73,6 +77,11 @@ class ScoreOptions:
             raise ValueError(f"--step: expected a checkpoint step >= 0, got {self.step}")
         if self.limit < 0:
             raise ValueError(f"--limit: expected >= 0, got {self.limit}")
+        if getattr(self.run_eval, "scorer", None) == "abs":  # jaxrej.config.ABSEval
+            if self.scorer is not None:
+                raise ValueError("--scorer: an ABS run has one scorer (its bound); drop --scorer")
+            if not self.ema:
+                raise ValueError("--raw-params: an ABS run has no EMA params; drop --raw-params")
         names = [parse_named(o)[0] for o in self.ood]  # ValueError for a malformed string
         if len(set(names)) != len(names):
             raise ValueError(f"--ood: two sets share a name in {names}; name them with name=SPEC")
@@ -94,40 +103,58 @@ class ScoreReport(NamedTuple):
     set_name: str
 
 
-def summarize(class_logp: np.ndarray, labels, *, event_shape, n_levels: int) -> dict:
-    """Accuracy (failed rows count as wrong; None without labels), failures, bits/dim and the
-    label dependence from (N, C) class log-likelihoods; also pred, ok and log_px (N,)."""
+def summarize_scores(class_logp: np.ndarray, labels) -> dict:
+    """What any class scores (N, C) say, whatever they bound: n, n_failed (a row with a
+    non-finite score), accuracy (failed rows count as wrong; None without labels) and
+    accuracy_solved, label_dependence, num_classes; also pred (-1 where failed), ok, log_px
+    (the class-marginal score logsumexp_c s_c - log C) and cond (the label's score, or None)."""
     import jax.numpy as jnp
 
-    from jaxrej.likelihood import bits_per_dim, marginal_log_likelihood
+    from jaxrej.likelihood import marginal_log_likelihood
 
     class_logp = np.asarray(class_logp, np.float64)
     n = int(class_logp.shape[0])
     ok = np.all(np.isfinite(class_logp), axis=1)
     pred = np.where(ok, np.argmax(np.where(ok[:, None], class_logp, 0.0), axis=1), -1)
     marg = np.asarray(marginal_log_likelihood(jnp.asarray(class_logp)))
-    bpd = np.asarray(bits_per_dim(jnp.asarray(marg), tuple(event_shape), n_levels=n_levels))
-    mean = lambda a: float(np.mean(a[ok])) if ok.any() else math.nan  # noqa: E731
     out = {"n": n, "n_failed": int(n - ok.sum()), "accuracy": None, "accuracy_solved": None}
+    cond = None
     if labels is not None:
         correct = (pred == labels) & ok
         cond = class_logp[np.arange(n), labels]
-        bpd_c = np.asarray(bits_per_dim(jnp.asarray(cond), tuple(event_shape), n_levels=n_levels))
         out |= {"accuracy": float(correct.sum() / n),
                 "accuracy_solved": float(correct.sum() / max(ok.sum(), 1))}  # fmt: skip
-    out["bits_per_dim"] = mean(bpd)
-    out["bits_per_dim_conditional"] = None if labels is None else mean(bpd_c)
-    out["uniform_bits_per_dim"] = math.log2(n_levels)
     out["label_dependence"] = label_dependence(class_logp)
     out["num_classes"] = int(class_logp.shape[1])
-    return out | {"pred": pred, "ok": ok, "log_px": marg}
+    return out | {"pred": pred, "ok": ok, "log_px": marg, "cond": cond}
+
+
+def mean_ok(a, ok) -> float:
+    """The mean of a (N,) over the rows ok (N,) (NaN where none is)."""
+    return float(np.mean(np.asarray(a)[ok])) if ok.any() else math.nan
+
+
+def summarize(class_logp: np.ndarray, labels, *, event_shape, n_levels: int) -> dict:
+    """`summarize_scores` of a score model's class log-likelihoods (N, C) with their bits/dim:
+    of log p(x) (uniform class prior), of log p(x | label) and of the uniform density."""
+    import jax.numpy as jnp
+
+    from jaxrej.likelihood import bits_per_dim
+
+    out = summarize_scores(class_logp, labels)
+    ok, cond = out["ok"], out.pop("cond")
+    bpd = lambda a: np.asarray(bits_per_dim(jnp.asarray(a), tuple(event_shape), n_levels=n_levels))  # noqa: E731
+    out["bits_per_dim"] = mean_ok(bpd(out["log_px"]), ok)
+    out["bits_per_dim_conditional"] = None if cond is None else mean_ok(bpd(cond), ok)
+    out["uniform_bits_per_dim"] = math.log2(n_levels)
+    return out
 
 
 def warnings_for(summary: dict) -> list[str]:
     """The user-facing warnings of a summary (module doc)."""
     out = []
-    bpd, uni = summary["bits_per_dim"], summary["uniform_bits_per_dim"]
-    if math.isfinite(bpd) and bpd > uni:
+    bpd, uni = summary.get("bits_per_dim"), summary.get("uniform_bits_per_dim")
+    if bpd is not None and math.isfinite(bpd) and bpd > uni:
         out.append(
             f"bits/dim {bpd:.3f} is worse than a uniform density over the pixel levels "
             f"({uni:.3f} = log2 n_levels): the model has not learnt the data density"
@@ -173,23 +200,21 @@ def _result(judge, x):
     return judge.result(x)
 
 
-def score_images(judge, images, *, n_levels: int, batch_size: int, progress: bool = True,
-                 desc: str = "score") -> tuple[dict, int]:  # fmt: skip
-    """({logp, nfe, refined, covered, consistent}: numpy arrays of N rows, batches) of integer
-    images (N, *event) by `judge` (`run_judge`) on the pixels k / (n_levels - 1), in padded
-    batches of batch_size: the clean table's scores of `jaxrej evaluate` (module doc)."""
+def result_batches(judge, x, *, names, batch_size: int, progress: bool = True,
+                   desc: str = "score") -> tuple[dict, int]:  # fmt: skip
+    """({name: numpy array of N rows} of the fields `names` of judge.result(x), batches) of
+    pixels x (N, *event), in padded batches of batch_size (one compiled program per judge
+    setting and batch shape), with a progress bar: the loop of every run's scoring (the score
+    model's judge, `jaxrej.abs.ABSScorer`)."""
     from jaxrej.data.batching import num_batches, padded_batches
-    from jaxrej.data.preprocessing import to_unit_interval
 
-    nb = num_batches(len(images), batch_size)
+    nb = num_batches(len(x), batch_size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=nb, desc=desc, dynamic_ncols=True)
-    names = ("logp", "nfe", "refined", "covered", "consistent")
     parts: dict[str, list] = {k: [] for k in names}
-    x = to_unit_interval(np.asarray(images), n_levels)
     for (xb,), mask in padded_batches(x, batch_size=batch_size):
         res = jax.device_get(_result(judge, xb))
         for k in names:
@@ -201,30 +226,75 @@ def score_images(judge, images, *, n_levels: int, batch_size: int, progress: boo
     return {k: np.concatenate(v) for k, v in parts.items()}, nb
 
 
-def score_run(workdir: str, *, options: ScoreOptions) -> ScoreReport:
-    """`jaxrej score` of a trained score model (module doc): its judge's class log-likelihoods
-    of the scored set and the OOD sets, with the summary. ValueError for a missing run, set or
-    checkpoint (named)."""
+def score_images(judge, images, *, n_levels: int, batch_size: int, progress: bool = True,
+                 desc: str = "score") -> tuple[dict, int]:  # fmt: skip
+    """({logp, nfe, refined, covered, consistent}: numpy arrays of N rows, batches) of integer
+    images (N, *event) by `judge` (`run_judge`) on the pixels k / (n_levels - 1), in padded
+    batches of batch_size: the clean table's scores of `jaxrej evaluate` (module doc)."""
+    from jaxrej.data.preprocessing import to_unit_interval
+
+    x = to_unit_interval(np.asarray(images), n_levels)
+    return result_batches(judge, x, names=("logp", "nfe", "refined", "covered", "consistent"),
+                          batch_size=batch_size, progress=progress, desc=desc)  # fmt: skip
+
+
+def load_sets(options: ScoreOptions, data: dict):
+    """(set_name, dataset string, images, labels or None, {name: (spec, split, images)}) of the
+    scored set and the OOD sets of `options` (module doc), checked against a run's data section
+    (`training.workdir.load_run_set`)."""
     from jaxrej.data.registry import is_local, parse_named
+    from jaxrej.training.workdir import load_run_set
+
+    o = options
+    if o.test:
+        test_name, spec = parse_named(o.test)
+        set_name = test_name if o.split == "test" else f"{test_name}_{o.split}"
+        images, labels = load_run_set("--test", spec, o.split, data, o.limit)
+    else:
+        spec, set_name = data.get("eval_dataset") or data["dataset"], o.split
+        images, labels = load_run_set("--split", spec, o.split, data, o.limit)
+    oods = {}
+    for name, ospec in (parse_named(s) for s in o.ood):
+        split = "all" if is_local(ospec) else "test"
+        oods[name] = (ospec, split, load_run_set(f"--ood {name}", ospec, split, data, o.limit)[0])
+    return set_name, spec, images, labels, oods
+
+
+def ood_summary(spec: str, split: str, log_px, log_px_ood) -> dict:
+    """An OOD set's entry: spec, split, n, and the detection of log_px_ood (M,) against the
+    scored set's log_px (N,) (`jaxrej.metrics.ood_detection`, positive = in-distribution)."""
     from jaxrej.metrics import ood_detection
+
+    det = ood_detection(log_px, log_px_ood)
+    return {"spec": spec, "split": split, "n": int(len(log_px_ood)), "auroc": det["auroc"],
+            "fpr_at_95_tpr": det["fpr_at_95_tpr"], "aupr_in": det["aupr_in"]}  # fmt: skip
+
+
+NO_OOD_NOTE = "no OOD set given (--ood [name=]SPEC): no OOD AUROC reported"
+
+
+def score_run(workdir: str, *, options: ScoreOptions) -> ScoreReport:
+    """`jaxrej score` of a trained run (module doc): its judge's class scores of the scored set
+    and the OOD sets, with the summary; an ABS run (options.run_eval a `jaxrej.config.ABSEval`)
+    is scored by `jaxrej.abs.run.score_run`. ValueError for a missing run, set or checkpoint
+    (named), or eval options of the other kind of run."""
+    from jaxrej.config import ABSEval
     from jaxrej.scorers.sbgc import run_judge
-    from jaxrej.training.workdir import load_run_set, load_trained
+    from jaxrej.training.workdir import load_trained, read_config
 
     o, ev = options, options.run_eval
+    is_abs = (read_config(workdir).get("model") or {}).get("name") == "abs"
+    if is_abs != isinstance(ev, ABSEval):
+        raise ValueError(f"options.run_eval: {type(ev).__name__} for "
+                         f"{'an ABS' if is_abs else 'a score-model'} run {workdir!r}")  # fmt: skip
+    if is_abs:
+        from jaxrej.abs.run import score_run as score_abs
+
+        return score_abs(workdir, options=o)
     scorer = o.kind
     tm = load_trained(workdir, ema=o.ema, step=o.step)
     d = tm.config["data"]
-    if o.test:
-        test_name, test_spec = parse_named(o.test)
-        set_name = test_name if o.split == "test" else f"{test_name}_{o.split}"
-        images, labels = load_run_set("--test", test_spec, o.split, d, o.limit)
-    else:
-        test_spec, set_name = d.get("eval_dataset") or d["dataset"], o.split
-        images, labels = load_run_set("--split", test_spec, o.split, d, o.limit)
-    oods = {}
-    for name, spec in (parse_named(s) for s in o.ood):
-        split = "all" if is_local(spec) else "test"
-        oods[name] = (spec, split, load_run_set(f"--ood {name}", spec, split, d, o.limit)[0])
+    set_name, test_spec, images, labels, oods = load_sets(o, d)
 
     judge = run_judge(tm, ev, scorer)
     shape, levels = tuple(d["event_shape"]), int(d["n_levels"])
@@ -252,14 +322,10 @@ def score_run(workdir: str, *, options: ScoreOptions) -> ScoreReport:
         ood_arrays[name] = {"class_logp": ro["logp"], "log_px": so["log_px"], "ok": so["ok"],
                             "nfe": ro["nfe"], "refined": ro["refined"], "covered": ro["covered"],
                             "consistent": ro["consistent"]}  # fmt: skip
-        det = ood_detection(log_px, so["log_px"])
-        ood_results[name] = {
-            "spec": spec, "split": split, "n": so["n"], "n_failed": so["n_failed"],
-            "auroc": det["auroc"], "fpr_at_95_tpr": det["fpr_at_95_tpr"],
-            "aupr_in": det["aupr_in"], "bits_per_dim": so["bits_per_dim"],
-            "time_s": round(time.perf_counter() - t1, 2),
-        }  # fmt: skip
-    notes = [] if ood_results else ["no OOD set given (--ood [name=]SPEC): no OOD AUROC reported"]
+        ood_results[name] = {**ood_summary(spec, split, log_px, so["log_px"]),
+                             "n_failed": so["n_failed"], "bits_per_dim": so["bits_per_dim"],
+                             "time_s": round(time.perf_counter() - t1, 2)}  # fmt: skip
+    notes = [] if ood_results else [NO_OOD_NOTE]
     s["consistent_fraction"] = float(r["consistent"].mean())
     e = ev.to_dict()
     summary = {

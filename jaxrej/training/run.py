@@ -3,7 +3,7 @@ train.json out (`jaxrej train` and `jaxrej demo` call `train_run`). A score mode
 train split less `data.val_fraction` of each class when set) resumes from DIR's newest intact
 checkpoint when DIR holds the same run (`workdir.check_run_workdir`); `init_from` starts a new run
 from another run's checkpoint (`workdir.check_init_from`); model.name == 'abs' hands the run to
-`jaxrej.abs.commands.train_run`.
+`jaxrej.abs.run.train_run`.
 """
 
 from __future__ import annotations
@@ -94,11 +94,11 @@ def train_run(cfg: dict, workdir: str, *, init_from: str | None = None,
     )
 
     if cfg.get("model", {}).get("name") == "abs":  # analysis by synthesis
-        from jaxrej.abs.commands import train_run as train_abs
+        from jaxrej.abs.run import train_run as train_abs
 
         if init_from:
             raise ValueError("--init-from: not supported for model.name='abs'")
-        return train_abs(copy.deepcopy(dict(cfg)), workdir, progress=progress)
+        return train_abs(cfg, workdir, progress=progress)
     p = prepare(cfg)
     cfg, opts = p["cfg"], p["opts"]
     cfg_path = os.path.join(workdir, CONFIG_FILE)
