@@ -294,6 +294,19 @@ def test_masking_checks_fail_on_a_quantised_scorer_and_pass_on_the_honest_one(ma
         assert all(passed.values()) and "masked?" not in md
 
 
+def _linear_pair():
+    """(honest, quantised, validation rows, attacked rows x, their labels y): a linear
+    classifier on the pixels, and the same on pixels rounded to 1/4 (zero gradient almost
+    everywhere)."""
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
+    honest = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+    quantised = lambda x: jnp.round(x.reshape(x.shape[0], -1) * 4) / 4 @ w  # noqa: E731
+    xv = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
+    x = rng.uniform(0.2, 0.8, (16, 2, 4, 1)).astype(np.float32)
+    return honest, quantised, xv, x, np.asarray(jnp.argmax(honest(x), 1), np.int32)
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_transfer_check_fails_when_a_surrogates_inputs_beat_the_white_box_suite(masked):
     """The model is a linear classifier on pixels rounded to 1/4 (its gradient is zero almost
@@ -301,13 +314,7 @@ def test_transfer_check_fails_when_a_surrogates_inputs_beat_the_white_box_suite(
     The surrogate's worst inputs (`_worst_x`), re-judged by the model, fool it where its own
     suite did not: the transfer check FAILS at the largest eps. With the honest model (the
     surrogate itself) transfer adds nothing and every transfer check passes."""
-    rng = np.random.default_rng(5)
-    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
-    honest = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
-    quantised = lambda x: jnp.round(x.reshape(x.shape[0], -1) * 4) / 4 @ w  # noqa: E731
-    xv = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
-    x = rng.uniform(0.2, 0.8, (16, 2, 4, 1)).astype(np.float32)
-    y = np.asarray(jnp.argmax(honest(x), 1), np.int32)
+    honest, quantised, xv, x, y = _linear_pair()
     suite = [adv.AttackSpec(name="apgd-ce", attack=attacks.apgd, kwargs=(("steps", 10),))]
     opts = _opts(eps=(0.1, 0.3), rules=("p1",))
 
@@ -342,13 +349,7 @@ def test_evaluate_runs_the_transfer_check_from_a_head_onto_a_model_and_rereads_i
 
     from jaxrej.eval.runs import AttackRunOptions, adversarial
 
-    rng = np.random.default_rng(5)
-    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
-    honest = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
-    quantised = lambda x: jnp.round(x.reshape(x.shape[0], -1) * 4) / 4 @ w  # noqa: E731
-    xv = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
-    x = rng.uniform(0.2, 0.8, (16, 2, 4, 1)).astype(np.float32)
-    y = np.asarray(jnp.argmax(honest(x), 1), np.int32)
+    honest, quantised, xv, x, y = _linear_pair()
     judges = {}
     for name, fn in (("msp", honest), ("abs", quantised)):
         sc = Scorer(name=name, fn=fn, num_classes=C, batch_size=16, settings=name)
