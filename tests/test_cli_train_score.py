@@ -42,8 +42,12 @@ def _hashes(folder):
 
 
 def test_train_then_score_digits(tmp_path, capsys):
+    # every class gets the accurate solve (no screens): one compiled solve per `jaxrej score`
+    # call instead of the screens' and the accurate one's; nothing here is about screens
+    # (test_score_test_and_ood_sets_write_their_own_files and tests/test_cli_evaluate use them)
+    tiny = [*TINY, "--config.eval.screen=none"]
     wd = str(tmp_path / "run")
-    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *TINY]) == 0
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *tiny]) == 0
     train = json.load(open(os.path.join(wd, "train.json")))
     assert train["final_step"] == 6 and train["n_train"] == 1221  # 1,437 less 15% of each class
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6"]
@@ -92,7 +96,7 @@ def test_train_then_score_digits(tmp_path, capsys):
     # training a finished run again changes nothing and reports the original numbers
     before = _hashes(wd)
     first = json.load(open(os.path.join(wd, "train.json")))
-    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *TINY]) == 0
+    assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress", *tiny]) == 0
     captured = capsys.readouterr()
     assert "already trained to step 6" in captured.err
     assert json.loads(captured.out) == first and first["last_metrics"]["step"] == 6
@@ -100,11 +104,11 @@ def test_train_then_score_digits(tmp_path, capsys):
 
     # resuming with more steps continues from step 6; a different model is refused, nothing changes
     rc = main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress",
-               *TINY, "--config.model.hidden=32"])  # fmt: skip
+               *tiny, "--config.model.hidden=32"])  # fmt: skip
     assert rc == 2 and "model.hidden" in capsys.readouterr().err
     assert _hashes(wd) == before
     assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress",
-                 *TINY, "--config.training.n_iters=9"]) == 0  # fmt: skip
+                 *tiny, "--config.training.n_iters=9"]) == 0  # fmt: skip
     train = json.load(open(os.path.join(wd, "train.json")))
     assert train["start_step"] == 6 and train["final_step"] == 9
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6", "9"]
@@ -114,7 +118,7 @@ def test_train_then_score_digits(tmp_path, capsys):
     # fine-tune): that checkpoint and the metrics up to it are copied, wd is left as it was; a
     # different model is refused before anything is written
     ft, before = str(tmp_path / "ft"), _hashes(wd)
-    assert main(["train", "--config", DIGITS, "--workdir", ft, "--no-progress", *TINY,
+    assert main(["train", "--config", DIGITS, "--workdir", ft, "--no-progress", *tiny,
                  "--config.training.n_iters=8", "--config.training.lr=0.0005",
                  "--init-from", f"{wd}@6"]) == 0  # fmt: skip
     train = json.load(open(os.path.join(ft, "train.json")))
@@ -131,7 +135,7 @@ def test_train_then_score_digits(tmp_path, capsys):
     assert _hashes(wd) == before
     capsys.readouterr()
     rc = main(["train", "--config", DIGITS, "--workdir", str(tmp_path / "ft2"), "--no-progress",
-               *TINY, "--config.model.hidden=32", "--init-from", wd])  # fmt: skip
+               *tiny, "--config.model.hidden=32", "--init-from", wd])  # fmt: skip
     assert rc == 2 and "model.hidden" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "ft2")
 
@@ -143,7 +147,7 @@ def test_train_then_score_digits(tmp_path, capsys):
     assert json.load(open(os.path.join(wd, "score_test_limit2.json")))["checkpoint_step"] == 6
     # ... and train resumes from step 6, moving the corrupt one aside
     assert main(["train", "--config", DIGITS, "--workdir", wd, "--no-progress",
-                 *TINY, "--config.training.n_iters=9"]) == 0  # fmt: skip
+                 *tiny, "--config.training.n_iters=9"]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "step 9" in err and os.path.join("corrupt_checkpoints", "9") in err
     train = json.load(open(os.path.join(wd, "train.json")))
