@@ -484,11 +484,13 @@ def configs_model(path):
 
 
 def _n_params(net, event_shape):
+    """The parameter count of init_params's tree, from its shapes (eval_shape: compiling the
+    real-size U-Net's init would take a minute on CPU)."""
     import jax
 
     from jaxrej.models.score import init_params
 
-    params = init_params(net, event_shape, key=jax.random.key(0))
+    params = jax.eval_shape(lambda: init_params(net, event_shape, key=jax.random.key(0)))
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
