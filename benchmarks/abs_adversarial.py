@@ -3,9 +3,9 @@ what ABS's fooled inputs are to ABS.
 
     python -m benchmarks.abs_adversarial --evaluate DIR [DIR ...] --run runs/abs_base [--device ...]
 
-DIR: a `jaxrej evaluate` output folder (evaluate.json; adversarial/<norm>_<scorer>.json and the
+DIR: a `jaxrej evaluate` output folder (its adversarial/<norm>_<scorer>.json results and the
 per-eps worst inputs <norm>_abs_worst.npz). RUN: the ABS run it evaluated (`jaxrej train --config
-configs/mnist_abs.py`). Per norm, eps and attacked scorer (from evaluate.json; the worst case per
+configs/mnist_abs.py`). Per norm, eps and attacked scorer (`jaxrej evaluate`'s; the worst case per
 example over the suite and every smaller radius, judged by the clean table's scorer at the p1
 thresholds): accuracy under attack, adversarial rejection and fooled-and-accepted with Wilson
 95% intervals, n, and the masking checks. Then ABS's own view of its worst input per example and
@@ -39,21 +39,24 @@ def _rates(row: dict) -> dict:
 
 
 def tables(folders) -> tuple[dict, dict]:
-    """({norm: {scorer: {eps: rates + n}}}, {norm: {scorer: checks}}) of evaluate folders."""
+    """({norm: {scorer: {eps: rates + n}}}, {norm: {scorer: checks}}) of evaluate folders' per-
+    scorer results (adversarial/<norm>_<scorer>.json, each written as its scorer finishes)."""
     table, checks = {}, {}
     for folder in folders:
-        with open(os.path.join(folder, "evaluate.json")) as f:
-            rep = json.load(f)
-        for norm, results in rep.get("adversarial", {}).items():
-            for name, r in results.items():
-                clean = _rates(r["clean"][RULE])
-                rows = {"0": {"n": r["n"], **clean}}
-                rows |= {e: {"n": v[RULE]["n"], **_rates(v[RULE])} for e, v in r["eps"].items()}
-                table.setdefault(norm, {})[name] = rows
-                checks.setdefault(norm, {})[name] = [
-                    {"name": c["name"], "passed": c["passed"], "reason": c["reason"]}
-                    for c in r.get("checks", [])
-                ]
+        adv = os.path.join(folder, "adversarial")
+        for fname in sorted(os.listdir(adv)) if os.path.isdir(adv) else ():
+            if not fname.endswith(".json"):
+                continue
+            norm, _, name = fname[:-5].partition("_")
+            with open(os.path.join(adv, fname)) as f:
+                r = json.load(f)["result"]
+            rows = {"0": {"n": r["n"], **_rates(r["clean"][RULE])}}
+            rows |= {e: {"n": v[RULE]["n"], **_rates(v[RULE])} for e, v in r["eps"].items()}
+            table.setdefault(norm, {})[name] = rows
+            checks.setdefault(norm, {})[name] = [
+                {"name": c["name"], "passed": c["passed"], "reason": c["reason"]}
+                for c in r.get("checks", [])
+            ]
     return table, checks
 
 
