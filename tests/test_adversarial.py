@@ -344,7 +344,7 @@ def test_evaluate_runs_the_transfer_check_from_a_head_onto_a_model_and_rereads_i
     model ("abs" here: the same classifier on quantised pixels, whose gradient is zero): the
     head's worst inputs are saved beside its JSON and re-judged by the model, whose transfer
     check FAILS and marks its rows; a second call reads both caches and gives the same checks,
-    not a second copy."""
+    not a second copy, without judging again."""
     import types
 
     from jaxrej.eval.runs import AttackRunOptions, adversarial
@@ -366,7 +366,12 @@ def test_evaluate_runs_the_transfer_check_from_a_head_onto_a_model_and_rereads_i
     checks = {c["name"]: c for c in first["report"]["linf"]["abs"]["checks"]}
     assert not checks["transfer(msp)@0.3"]["passed"]
     assert "| abs (masked?) |" in first["markdown"]
-    second = adversarial(judges, data, clean_test=clean, options=opts, out_dir=str(tmp_path),
+
+    def never(x):
+        raise AssertionError("the cached transfer check was computed again")
+
+    cached = judges | {"abs": dataclasses.replace(judges["abs"], fn=never)}
+    second = adversarial(cached, data, clean_test=clean, options=opts, out_dir=str(tmp_path),
                          log=logs.append)  # fmt: skip
     assert second["report"]["linf"]["abs"]["checks"] == first["report"]["linf"]["abs"]["checks"]
     # --attack-scorers: only the named scorers are attacked (no surrogate: no transfer check)

@@ -177,7 +177,7 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
         title = {"linf": "L-inf", "l2": "L2"}[norm]
         log(f"adversarial ({title}): " + adv.HEADER)
         report[norm] = {}
-        worst, paths, rows_of = {}, {}, {}
+        worst, paths, rows_of, attacked = {}, {}, {}, set()
         unknown = set(o.scorers or ()) - set(judges)
         if unknown:
             raise ValueError(f"--attack-scorers: {sorted(unknown)} not among {list(judges)}")
@@ -228,6 +228,7 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
                                         key=jax.random.key(o.seed), log=log)  # fmt: skip
                 result = adv.json_ready(r) | {"rows": rows.tolist()}
                 worst[name] = r["_worst_x"]
+                attacked.add(name)
                 atomic_save_npz(worst_path, x=worst[name])
                 atomic_write_json(path, {"settings": settings, "result": result})
             report[norm][name] = result
@@ -241,8 +242,14 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
             if name in HEAD_SCORERS:
                 continue
             checks = [c for c in result["checks"] if not c["name"].startswith("transfer(")]
+            done = [c for c in result["checks"] if c["name"].startswith(f"transfer({surrogate})@")]
+            if done and not attacked & {name, surrogate}:  # both from the cache: checked before
+                checks += done
+                surrogate_rows = ()
+            else:
+                surrogate_rows = rows_of.get(surrogate, ())
             # the model's rows among the surrogate's (the heads attack every row by default)
-            pos = {int(r): i for i, r in enumerate(rows_of.get(surrogate, ()))}
+            pos = {int(r): i for i, r in enumerate(surrogate_rows)}
             idx = [pos.get(int(r)) for r in rows_of[name]]
             if surrogate is not None and None not in idx and "levels" in result:
                 found = adv.transfer_checks(judges[name], result, worst[surrogate][:, idx],
