@@ -165,6 +165,9 @@ def test_evaluate_folder_names_every_option_off_its_default():
     assert stem("--attack-n", "5", "--limit", "24") == "evaluate_limit24_atk5"
     assert stem("--attack-sbgc-unbounded") == "evaluate_atkunb"
     assert stem("--attack-scorers", "abs, msp") == "evaluate_atkonly-abs-msp"
+    # a skipped norm reads as skipped, not as radii
+    assert stem("--l2-eps", "") == "evaluate_nol2"
+    assert stem("--linf-eps", "", "--l2-eps", "1.5") == "evaluate_nolinf_l21.5"
     assert len({stem(), stem(*demo), stem("--no-attack"), stem("--n-ood", "60")}) == 4
 
 

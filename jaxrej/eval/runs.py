@@ -312,8 +312,9 @@ def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, 
             ("model_norms", "atknorms"), ("model_attacks", "atksuite"), ("linf_eps", "linf"),
             ("l2_eps", "l2"), ("model_unbounded", "atkunb"), ("scorers", "atkonly-"))  # fmt: skip
     for field, tag in tags:
-        if getattr(attack, field) != getattr(ATTACK_DEFAULTS, field):
-            stem += f"_{tag}{text(getattr(attack, field))}"
+        v = getattr(attack, field)
+        if v != getattr(ATTACK_DEFAULTS, field):
+            stem += f"_no{tag}" if v == () else f"_{tag}{text(v)}"  # a skipped norm: '_nol2'
     return stem
 
 
