@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
 from scipy import stats
 
 from jaxrej import attacks
@@ -384,3 +385,55 @@ def test_evaluate_runs_the_transfer_check_from_a_head_onto_a_model_and_rereads_i
     with pytest.raises(ValueError, match="--attack-scorers"):
         adversarial(judges, data, clean_test=clean, options=dataclasses.replace(opts, scorers=("x",)),
                     out_dir=str(tmp_path / "x"), log=logs.append)  # fmt: skip
+
+
+class _NoisyLinear(struct.PyTreeNode):
+    """An attack view s(x; key) = x W + 0.02 sin(omega x Z), Z ~ N(0, I) per call: its values
+    stay within 0.02 of the judge's x W, its one-draw gradient carries 0.02 omega Z cos(.),
+    which averages to 0 over draws (EOT recovers W)."""
+
+    w: jax.Array
+    omega: jax.Array
+
+    def __call__(self, x, key):
+        flat = x.reshape(x.shape[0], -1)
+        z = jax.random.normal(key, (flat.shape[1], C), flat.dtype)
+        return flat @ self.w + 0.02 * jnp.sin(self.omega * (flat @ z))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_evaluate_scorer_runs_the_eot_check_for_a_stochastic_view_and_it_fails_when_masked(masked):
+    """The judge is a linear classifier x W; its attack view adds randomness drawn afresh at every
+    attack step. With omega = 500 the one-draw gradient is noise: PGD with one draw per step
+    fools far fewer rows than with 8 draws averaged (EOT), and `evaluate_scorer`'s eot check
+    FAILS; with omega = 1 both agree and it passes. A deterministic view gets no eot check."""
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(8, C)), jnp.float32)
+    judge = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+    noisy = _NoisyLinear(w, jnp.float32(500.0 if masked else 1.0))
+    view = lambda labels: AttackView(noisy, stochastic=True)  # noqa: E731
+    x = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
+    y = np.asarray(jnp.argmax(judge(x), 1), np.int32)
+    # each row's smallest L-inf radius that flips the linear judge (margin / ||w_y - w_j||_1)
+    s, wn = np.asarray(judge(x)), np.asarray(w)
+    gap = np.where(np.arange(C) == y[:, None], np.inf, s[np.arange(64), y][:, None] - s)
+    l1 = np.abs(wn[:, y].T[:, :, None] - wn[None]).sum(1)  # (N, C)
+    eps = tuple(float(e) for e in np.quantile((gap / l1).min(1), [0.3, 0.5, 0.7]) * 1.2)
+    suite = [adv.AttackSpec(name="pgd", attack=attacks.pgd,
+                            kwargs=(("steps", 20), ("loss", "margin")))]  # fmt: skip
+    xv = rng.uniform(0.2, 0.8, (64, 2, 4, 1)).astype(np.float32)
+    checks = {}
+    for name, v in (("stochastic", view), ("deterministic", None)):
+        sc = Scorer(name="lin", fn=judge, num_classes=C, batch_size=64, settings="", view=v)
+        sc = sc.fit_thresholds(xv, np.asarray(jnp.argmax(judge(xv), 1), np.int32),
+                               percentiles=(1.0,))  # fmt: skip
+        r = adv.evaluate_scorer(sc, x, y, clean_scores=sc.class_scores(x), suite=suite,
+                                options=adv.AdversarialOptions(eps=eps, rules=("p1",), batch_size=64),
+                                key=jax.random.key(0), log=lambda *_: None)  # fmt: skip
+        checks[name] = {c["name"].split("@")[0]: c for c in r["checks"]}
+    assert "eot(pgd, 8 draws)" not in checks["deterministic"]
+    c = checks["stochastic"]["eot(pgd, 8 draws)"]
+    if masked:
+        assert not c["passed"] and c["rates"]["eot"] > c["rates"]["plain"] + 0.1, c
+    else:
+        assert c["passed"], c

@@ -164,6 +164,7 @@ def test_evaluate_folder_names_every_option_off_its_default():
     assert stem("--no-attack", "--attack-n", "5") == "evaluate_noattack"
     assert stem("--attack-n", "5", "--limit", "24") == "evaluate_limit24_atk5"
     assert stem("--attack-sbgc-unbounded") == "evaluate_atkunb"
+    assert stem("--attack-fresh-probes") == "evaluate_atkfresh"
     assert stem("--attack-scorers", "abs, msp") == "evaluate_atkonly-abs-msp"
     # a skipped norm reads as skipped, not as radii
     assert stem("--l2-eps", "") == "evaluate_nol2"

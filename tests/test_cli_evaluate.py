@@ -108,5 +108,14 @@ def test_adversarial_tables_are_judged_by_the_clean_tables_scorer(workdir, capsy
             assert fooled == sorted(fooled) and acc == sorted(acc, reverse=True)
             assert all(x["n"] == 24 and x["fooled_accepted"]["ci"][0] <= x["fooled_accepted"]["rate"]
                        for x in rows)  # fmt: skip
+    # per-example levels live beside each scorer's result, not in evaluate.json; they give its rates
+    assert not any("levels" in r for results in adv.values() for r in results.values())
+    saved = json.loads((out / "adversarial" / "linf_msp.json").read_text())["result"]
+    lv = np.asarray(saved["levels"]["independent"]["p1"])  # (eps, rows)
+    worst = np.maximum.accumulate(np.maximum(lv, saved["levels"]["clean"]["p1"]), axis=0)
+    fooled = [
+        adv["linf"]["msp"]["eps"][e]["p1"]["fooled_accepted"]["rate"] for e in ("0.05", "0.3")
+    ]
+    np.testing.assert_allclose(fooled, np.mean(worst == 3, axis=1))  # 3: fooled and accepted
     md = (out / "evaluate.md").read_text()
     assert "### Adversarial inputs, L-inf" in md and "### Adversarial inputs, L2" in md

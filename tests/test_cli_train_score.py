@@ -308,6 +308,9 @@ def test_score_and_evaluate_give_a_row_the_same_scores(tmp_path, capsys):
     accurate solve (screen none: with screens, which rows a batch's spare solves refine depends
     on the batch). 60 steps make log p(x | y) move with x by ~1 nat (after 6, by 0.01): bin
     centres instead of the noise, or positional keys, in either path move it by ~0.6 nats."""
+    import jax
+    import jax.numpy as jnp
+
     from jaxrej import scorers
     from jaxrej.eval import protocol, runs
 
@@ -333,6 +336,15 @@ def test_score_and_evaluate_give_a_row_the_same_scores(tmp_path, capsys):
         np.testing.assert_array_equal(z["labels"], data.test[1])
         assert np.all(np.isfinite(z["class_logp"])) and z["ok"].all()
         np.testing.assert_allclose(got[name]["test"], z["class_logp"], rtol=0, atol=1e-3)
+    # `--attack-fresh-probes`: the same judge, an attack view that takes a key (fresh probes)
+    fresh = runs.load_scorers(found, sbgc_batch=5, fresh=True)["sbgc"]
+    assert fresh.settings == judges["sbgc"].settings
+    labels = data.test[1][:1]
+    assert not judges["sbgc"].for_attack(labels=labels).stochastic
+    view = fresh.for_attack(labels=labels)
+    x = jnp.asarray(data.test[0][:1], jnp.float32)
+    a, b = (np.asarray(view.fn(x, jax.random.key(k))) for k in (1, 2))
+    assert view.stochastic and np.all(np.isfinite(a)) and not np.allclose(a, b)
 
 
 def _corrupt(step_dir):

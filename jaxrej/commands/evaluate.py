@@ -50,6 +50,9 @@ def add_arguments(parser) -> None:
                         help="the score model's attacks (jaxrej.eval.adversarial.SUITE_KINDS)")  # fmt: skip
     parser.add_argument("--attack-sbgc-unbounded", action="store_true",
                         help="run the unbounded masking check on the score model / ABS too")  # fmt: skip
+    parser.add_argument("--attack-fresh-probes", action="store_true",
+                        help="attack the score model with fresh probes / ELBO times at every step "
+                             "(not the judge's fixed ones), and run the EOT masking check")  # fmt: skip
     parser.add_argument("--attack-scorers", default="",
                         help="comma list of the scorers attacked (default: every one)")  # fmt: skip
     parser.add_argument("--linf-eps", default="0.1,0.2,0.3", help="L-inf radii ('' skips)")
@@ -98,7 +101,7 @@ def options_from_args(args) -> dict:
         linf_eps=_radii("--linf-eps", args.linf_eps), l2_eps=_radii("--l2-eps", args.l2_eps),
         model_norms=tuple(v.strip() for v in args.attack_sbgc_norms.split(",") if v.strip()),
         model_attacks=tuple(v.strip() for v in args.attack_sbgc_suite.split(",") if v.strip()),
-        model_unbounded=args.attack_sbgc_unbounded,
+        model_unbounded=args.attack_sbgc_unbounded, model_fresh=args.attack_fresh_probes,
         scorers=tuple(v.strip() for v in args.attack_scorers.split(",") if v.strip()) or None,
     )  # fmt: skip
     options = EvalOptions(corruptions=names, severities=sevs, n_corrupt=args.n_corrupt,

@@ -128,7 +128,8 @@ class AdversarialOptions:
     (the attacker's pick, by the view's scores under the judge's first rule) -- one judgement
     per example and eps, for a judge that costs more than an attack step; unbounded: also run
     APGD (margin loss) from the clean input at a budget covering the data range (the `unbounded` masking
-    check; one more compilation)."""
+    check; one more compilation); eot_draws: for a stochastic attack view (fresh randomness at
+    every step), the draws per gradient of the `eot` masking check's attack (0: no check)."""
 
     eps: tuple[float, ...]
     norm: str = "linf"
@@ -137,6 +138,7 @@ class AdversarialOptions:
     skip_fooled: bool = True
     judge: str = "every"
     unbounded: bool = False
+    eot_draws: int = 8
 
     def __post_init__(self):
         attacks.geometry.check_norm(self.norm)
@@ -147,6 +149,8 @@ class AdversarialOptions:
             raise ValueError(f"batch_size: expected an int >= 1, got {self.batch_size!r}")
         if self.judge not in ("every", "best"):
             raise ValueError(f"judge: expected 'every' or 'best', got {self.judge!r}")
+        if not (isinstance(self.eot_draws, int) and self.eot_draws >= 0):
+            raise ValueError(f"eot_draws: expected an int >= 0, got {self.eot_draws!r}")
 
 
 # ---------------------------------------------------------------- pure per-example arithmetic
@@ -210,11 +214,13 @@ def run_attack(spec: AttackSpec, scorer, x, y, *, eps: float, norm: str, key, ba
                thresholds=None) -> dict:  # fmt: skip
     """One attack of the suite on the scorer's attack view (built with the true labels y) over
     padded batches: {'x_adv' (N, *event), 'view_success' (N,), 'view_ok' (N,), 'view_scores'
-    (N, C)} numpy."""
+    (N, C)} numpy, and 'stochastic': the view draws fresh randomness at every step."""
     out = {"x_adv": [], "view_success": [], "view_ok": [], "view_scores": []}
+    stochastic = False
     for j, ((xb, yb), mask) in enumerate(padded_batches(x, y, batch_size=batch_size)):
         yb = jnp.asarray(yb, jnp.int32)
         view = scorer.for_attack(labels=yb)
+        stochastic |= bool(view.stochastic)
         th = None if thresholds is None else jnp.asarray(thresholds, jnp.float32)
         res = _call(spec, view, jnp.asarray(xb, jnp.float32), yb, key=jax.random.fold_in(key, j),
                     eps=float(eps), norm=norm, thresholds=th)  # fmt: skip
@@ -222,7 +228,7 @@ def run_attack(spec: AttackSpec, scorer, x, y, *, eps: float, norm: str, key, ba
         out["view_success"].append(np.asarray(res.success)[mask])
         out["view_ok"].append(np.all(np.isfinite(np.asarray(res.scores)), axis=1)[mask])
         out["view_scores"].append(np.asarray(res.scores, np.float64)[mask])
-    return {k: np.concatenate(v) for k, v in out.items()}
+    return {k: np.concatenate(v) for k, v in out.items()} | {"stochastic": stochastic}
 
 
 def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
@@ -293,7 +299,8 @@ def evaluate_scorer(scorer, x, y, *, clean_scores, suite: Sequence[AttackSpec],
             pv, av = scorer.decide_scores(res["view_scores"], rule=rules[0])
             lv_view = levels(pv, av, res["view_ok"], y[rows])
             rec |= {"view_success": res["view_success"], "view_ok": res["view_ok"],
-                    "view_level": lv_view, "x_adv": res["x_adv"]}  # fmt: skip
+                    "view_level": lv_view, "x_adv": res["x_adv"],
+                    "stochastic": res["stochastic"]}  # fmt: skip
             log_a = attack_log[f"{eps:g}"][name]
             log_a |= {"view_success": float(res["view_success"].mean()),
                       "view_failures": int((~res["view_ok"]).sum())}  # fmt: skip
@@ -377,12 +384,18 @@ def masking_checks(scorer, x, y, *, records, clean_level, independent, suite, op
     verdict, the only per-attack verdict there is): monotone (independent runs over >= 3 eps),
     gradient_free (Square vs the white-box union, per eps), unbounded (options.unbounded:
     APGD on the margin loss from the clean input at eps covering the data range, judged; the
-    margin, not CE: a CE over log-likelihoods saturates at a confident clean input)."""
+    margin, not CE: a CE over log-likelihoods saturates at a confident clean input), eot (a
+    stochastic attack view, options.eot_draws > 0: `_eot_check`)."""
     from jaxrej.eval import masking
 
     o = options
     n = len(y)
     out = []
+    first = next((a for a in suite if not a.gradient_free and not a.reject_aware), None)
+    stochastic = any(r.get("stochastic") for r in records.values())  # the view, as attacked
+    if n and o.eot_draws and first and stochastic:
+        out.append(_eot_check(scorer, x, y, clean_level=clean_level, independent=independent,
+                              suite=suite, options=o, key=key, rule=rule))  # fmt: skip
     if len(o.eps) >= 3:
         out.append(masking.monotone(o.eps, [np.maximum(clean_level, lv) >= WRONG_REJECTED
                                             for lv in independent]))  # fmt: skip
@@ -422,6 +435,37 @@ def masking_checks(scorer, x, y, *, records, clean_level, independent, suite, op
         if correct.any():
             out.append(masking.unbounded(hit, clean_correct=correct))
     return out
+
+
+def _eot_check(scorer, x, y, *, clean_level, independent, suite, options, key, rule):
+    """The `eot` masking check of a stochastic attack view: the suite's first gradient attack
+    (no reject-aware loss) run on every row twice at one radius -- with one fresh draw per step
+    and with options.eot_draws draws averaged per gradient (EOT) -- each input judged; success =
+    wrong (level >= 2, with the clean level). The radius: the one whose independent runs were
+    wrong most nearly half the time (a saturated radius would hide any difference)."""
+    from jaxrej.eval import masking
+
+    o = options
+    spec = next(a for a in suite if not a.gradient_free and not a.reject_aware)  # one exists
+    wrong = [np.mean(np.maximum(clean_level, lv) >= WRONG_REJECTED) for lv in independent]
+    i = int(np.argmin(np.abs(np.asarray(wrong) - 0.5)))
+    eps = o.eps[i]
+    hits = []
+    for j, n_eot in enumerate((1, o.eot_draws)):
+        view = scorer.for_attack
+
+        def eot_view(labels, view=view, n_eot=n_eot):
+            return view(labels=labels)._replace(n_eot=n_eot)
+
+        res = run_attack(spec, dataclasses.replace(scorer, view=eot_view), x, y, eps=eps,
+                         norm=o.norm, key=jax.random.fold_in(key, 1000 + j),
+                         batch_size=min(o.batch_size, len(y)))  # fmt: skip
+        s = scorer.class_scores(res["x_adv"])
+        pred, acc = scorer.decide_scores(s, rule=rule)
+        lv = levels(pred, acc, np.all(np.isfinite(s), axis=1), y)
+        hits.append(np.maximum(clean_level, lv) >= WRONG_REJECTED)
+    c = masking.eot(hits[1], hits[0])
+    return dataclasses.replace(c, name=f"eot({spec.name}, {o.eot_draws} draws)@{eps:g}")
 
 
 def transfer_checks(

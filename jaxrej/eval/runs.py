@@ -119,7 +119,9 @@ class AttackRunOptions:
     square_queries / model_square_queries: Square's queries;
     n_targets: targeted APGD's classes; reject_restarts: the reject-aware attack's restarts;
     model_unbounded: run the unbounded masking check on the score model / ABS too (one more
-    compilation and 20 gradient steps per row; the heads always run it);
+    compilation and 20 gradient steps per row; the heads always run it); model_fresh: the score
+    model's (ODE or ELBO) attack view draws fresh probes / times at every attack step (else the
+    judge's fixed ones), and the eot masking check runs (`eval.adversarial._eot_check`);
     rules: threshold rules judged (None: every fitted rule); batch sizes per attack call; seed:
     the attacks' keys; scorers: the scorers attacked (None: every one; the clean, corruption
     and OOD tables always hold them all)."""
@@ -138,6 +140,7 @@ class AttackRunOptions:
     model_n_targets: int = 1
     reject_restarts: int = 2
     model_unbounded: bool = False
+    model_fresh: bool = False
     rules: tuple[str, ...] | None = ("p1",)
     heads_batch: int = 120
     model_batch: int = 16
@@ -210,6 +213,8 @@ def adversarial(judges, data, *, clean_test: dict[str, np.ndarray], options: Att
                                                               sc.thresholds.items()},
                         "rows": rows.tolist(), "options": repr(opts), "seed": o.seed,
                         "suite": [(a.name, repr(a.kwargs)) for a in suite]}  # fmt: skip
+            if model and o.model_fresh:
+                settings["view"] = "fresh"
             path = os.path.join(folder, f"{norm}_{name}.json")
             worst_path = os.path.join(folder, f"{norm}_{name}_worst.npz")
             result = None
@@ -310,7 +315,8 @@ def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, 
         return stem + "_noattack"
     tags = (("n_heads", "atk"), ("n_model", "atksbgc"), ("model_steps", "atksteps"),
             ("model_norms", "atknorms"), ("model_attacks", "atksuite"), ("linf_eps", "linf"),
-            ("l2_eps", "l2"), ("model_unbounded", "atkunb"), ("scorers", "atkonly-"))  # fmt: skip
+            ("l2_eps", "l2"), ("model_unbounded", "atkunb"), ("model_fresh", "atkfresh"),
+            ("scorers", "atkonly-"))  # fmt: skip
     for field, tag in tags:
         v = getattr(attack, field)
         if v != getattr(ATTACK_DEFAULTS, field):
@@ -318,10 +324,12 @@ def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, 
     return stem
 
 
-def load_scorers(found: dict[str, str], *, sbgc_batch: int) -> dict:
-    """{name: Scorer} of every run `jaxrej.scorers.find_runs` found (heads loaded once)."""
+def load_scorers(found: dict[str, str], *, sbgc_batch: int, fresh: bool = False) -> dict:
+    """{name: Scorer} of every run `jaxrej.scorers.find_runs` found (heads loaded once); fresh:
+    the score model's attack views draw fresh probes / times at every step."""
     from jaxrej import scorers
     from jaxrej.scorers import heads
+    from jaxrej.scorers.sbgc import ViewOptions
 
     out = {}
     head_dirs = {d for k, d in found.items() if k in heads.HEAD_SCORERS}
@@ -330,8 +338,9 @@ def load_scorers(found: dict[str, str], *, sbgc_batch: int) -> dict:
         if name in heads.HEAD_SCORERS:
             out[name] = heads.heads_scorer(d, name, heads=fitted[d])
         else:
-            bs = sbgc_batch if name in ("sbgc", "elbo") else None
-            out[name] = scorers.load(d, name, batch_size=bs)
+            score_model = name in ("sbgc", "elbo")
+            kw = {"view": ViewOptions(fresh=True)} if score_model and fresh else {}
+            out[name] = scorers.load(d, name, batch_size=sbgc_batch if score_model else None, **kw)
     return out
 
 
@@ -353,7 +362,8 @@ def evaluate_workdir(workdir: str, *, options: EvalOptions = EVALUATE_DEFAULTS,
         raise ValueError(f"--limit: expected >= 0, got {limit}")
     found = scorers.find_runs(workdir)
     data, sources, notes = eval_data(found, test=test, ood=ood, limit=limit)
-    judges = load_scorers(found, sbgc_batch=sbgc_batch)
+    judges = load_scorers(found, sbgc_batch=sbgc_batch,
+                          fresh=attack is not None and attack.model_fresh)  # fmt: skip
     for kind, dirs in scorers.registry.run_kinds(workdir).items():
         if len(dirs) > 1:
             notes.append(f"several {kind} runs found; evaluated {dirs[0]!r} only")
@@ -371,7 +381,10 @@ def evaluate_workdir(workdir: str, *, options: EvalOptions = EVALUATE_DEFAULTS,
         log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
         adv = adversarial(protocol.fitted_scorers(judges, report), data, clean_test=clean,
                           options=attack, out_dir=out_dir, log=log)  # fmt: skip
-        report["adversarial"] = adv["report"]
+        # per-example levels stay in adversarial/<norm>_<name>.json only
+        report["adversarial"] = {norm: {name: {k: v for k, v in r.items() if k != "levels"}
+                                        for name, r in by_name.items()}
+                                 for norm, by_name in adv["report"].items()}  # fmt: skip
         md += "\n" + adv["markdown"]
         print(adv["markdown"], file=sys.stderr, flush=True)
     report.update({"runs": found, "sets": sources, "notes": notes, "seconds": time.time() - t0})
