@@ -248,6 +248,13 @@ def shift_augment(levels: jax.Array, max_shift: int, *, key: jax.Array) -> jax.A
     return jax.vmap(one)(padded, d)
 
 
+def _dsm(opts: TrainOptions, score_fn, params, sde, x, labels, *, key, mask=None):
+    """`dsm_loss` with the DSM fields of `opts` (weighting, importance sampling, eps, reduce)."""
+    return dsm_loss(score_fn, params, sde, x, labels, key=key, weighting=opts.weighting,
+                    importance_sampling=opts.importance_sampling, eps=opts.eps,
+                    reduce=opts.reduce, mask=mask)  # fmt: skip
+
+
 def _batch_update(state: TrainState, levels, labels, key, *, score_fn, sde, opts, n_levels, mesh):
     """One optimiser + EMA step on a batch of integer levels (B, *event) and labels (B,);
     `key` is the step's key (fold_in(step_key, step))."""
@@ -260,18 +267,7 @@ def _batch_update(state: TrainState, levels, labels, key, *, score_fn, sde, opts
     x = dequantize(levels, n_levels, key=dq_key)
 
     def loss_fn(params):
-        dsm = dsm_loss(
-            score_fn,
-            params,
-            sde,
-            x,
-            labels,
-            key=loss_key,
-            weighting=opts.weighting,
-            importance_sampling=opts.importance_sampling,
-            eps=opts.eps,
-            reduce=opts.reduce,
-        )
+        dsm = _dsm(opts, score_fn, params, sde, x, labels, key=loss_key)
         if not opts.class_ce_weight:
             return dsm, {}
         r = opts.class_ce_rows
@@ -356,19 +352,7 @@ def _eval_loss(params, images, labels, mask, key, *, score_fn, sde, opts, n_leve
     images, labels, mask = _shard_batch(mesh, images, labels, mask)
     dq_key, loss_key = jax.random.split(key)
     x = dequantize(images, n_levels, key=dq_key)
-    mean = dsm_loss(
-        score_fn,
-        params,
-        sde,
-        x,
-        labels,
-        key=loss_key,
-        weighting=opts.weighting,
-        importance_sampling=opts.importance_sampling,
-        eps=opts.eps,
-        reduce=opts.reduce,
-        mask=mask,
-    )
+    mean = _dsm(opts, score_fn, params, sde, x, labels, key=loss_key, mask=mask)
     n = jnp.sum(mask)
     return mean * n, n
 
