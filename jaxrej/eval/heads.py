@@ -235,33 +235,30 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
         "base_accuracy": reject.accuracy(base_pred, yte),
         "sdim_logit_accuracy": reject.accuracy(sdim_pred, yte),
     }
-    per_class = {}
-    for p in o.percentiles:
-        th = reject.fit_thresholds(s_fit, y_fit, percentiles=(p,), accept_correct=())[
-            reject.threshold_key(p)
-        ]
-        pred, rej = reject.decide(s_test, th)
-        table[f"acc_left_{reject.threshold_key(p)}"] = reject.acc_left(pred, yte, rej)
-        table[f"rejection_rate_{reject.threshold_key(p)}"] = reject.rejection_rate(rej)
-        per_class[reject.threshold_key(p)] = {
-            "thresholds": np.asarray(th).tolist(),
-            "ood_rejection_rate": {
-                n: reject.rejection_rate(
-                    reject.decide(class_scores("sdim_logit", f"ood/{n}"), th)[1]
-                )
-                for n in ood
-            },
-        }
+
+    def per_class_rule(fit_scores, test_scores, row):
+        """{key: thresholds (C,)} of each percentile rule fitted on the fit rows; `row` gets
+        each rule's acc_left / rejection_rate on the test rows."""
+        out = {}
+        for p in o.percentiles:
+            k = reject.threshold_key(p)
+            th = reject.fit_thresholds(fit_scores, y_fit, percentiles=(p,), accept_correct=())[k]
+            pred, rej = reject.decide(test_scores, th)
+            row[f"acc_left_{k}"] = reject.acc_left(pred, yte, rej)
+            row[f"rejection_rate_{k}"] = reject.rejection_rate(rej)
+            out[k] = th
+        return out
+
+    per_class = {
+        k: {"thresholds": np.asarray(th).tolist(),
+            "ood_rejection_rate": {n: reject.rejection_rate(reject.decide(
+                class_scores("sdim_logit", f"ood/{n}"), th)[1]) for n in ood}}
+        for k, th in per_class_rule(s_fit, s_test, table).items()
+    }  # fmt: skip
     # the class-conditional GMM as a classifier with the same per-class rule
     cs_fit, cs_test = class_scores("gmm_cc", "fit"), class_scores("gmm_cc", "test")
     gmm_cc_table = {"accuracy": reject.accuracy(np.argmax(cs_test, 1), yte)}
-    for p in o.percentiles:
-        th = reject.fit_thresholds(cs_fit, y_fit, percentiles=(p,), accept_correct=())[
-            reject.threshold_key(p)
-        ]
-        pred, rej = reject.decide(cs_test, th)
-        gmm_cc_table[f"acc_left_{reject.threshold_key(p)}"] = reject.acc_left(pred, yte, rej)
-        gmm_cc_table[f"rejection_rate_{reject.threshold_key(p)}"] = reject.rejection_rate(rej)
+    per_class_rule(cs_fit, cs_test, gmm_cc_table)
 
     # every scorer -----------------------------------------------------------------------
     scorers = {}
