@@ -8,7 +8,7 @@ library's default solver and Rademacher divergence (1 probe; `--divergence exact
 trace), max_steps = 4096 (the default). For each batch size, tolerance and adjoint: the forward
 solve (`jaxrej.log_likelihood`) and the forward solve + input gradient, medians over `repeats`
 rounds after a compiling run, the forward and the three gradients timed in turn in each round (a
-drifting machine speed then moves them alike); the tolerances are traced.
+drifting machine speed then moves them alike); each tolerance compiles its own functions.
 Adjoints: jaxrej's "checkpoint" (recorded-grid discretise-then-optimise) and "backsolve"
 (continuous adjoint), via `jaxrej.autodiff.log_likelihood_and_grad`, and the reference a diffrax
 user would write: `jax.grad` through `diffrax.diffeqsolve` of the same augmented field with

@@ -61,7 +61,11 @@ def load_workload(workdir: str, n: int):
 def device_name() -> str:
     d = jax.devices()[0]
     cpu = f"{os.cpu_count()} cores" if d.platform == "cpu" else ""
-    return f"{d.platform.upper()} {d.device_kind} {cpu}".strip() + f" ({platform.machine()})"
+    name = f"{d.platform.upper()} {d.device_kind} {cpu}".strip() + f" ({platform.machine()})"
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if d.platform == "cpu" and 0 < len(allowed) < (os.cpu_count() or 0):  # e.g. under taskset
+        name += f", pinned to {len(allowed)} of them (CPU {', '.join(map(str, allowed))})"
+    return name
 
 
 def timed(fn, repeats: int):
