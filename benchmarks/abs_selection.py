@@ -1,7 +1,8 @@
 """ABS on MNIST: where the accuracy is lost, and which settings move it, on selection rows only.
 
     python -m benchmarks.abs_selection --runs base=runs/abs_base lat16=runs/abs_lat16 ... \
-        [--curve n4922=runs/abs_n4922 n12307=runs/abs_n12307]
+        [--curve n4922=runs/abs_n4922 n12307=runs/abs_n12307] [--rows validation] \
+        [--train-rows 1000] [--out abs_selection]
 
 Each RUN is a `jaxrej train --config configs/mnist_abs.py --workdir RUN [--config.X=V ...]` run
 (its config.json names the settings). Selection rows: the 8k MNIST test-set file's 1,000
@@ -12,6 +13,9 @@ and, for the first run, where its errors sit: each misclassified row's own-class
 percentile of the correctly classified rows of its class (an error of the rival decoder
 reconstructing too well sits high; one of the own decoder failing sits near 0). --curve runs
 (fewer training rows) give the accuracy against the number of training rows.
+--rows validation scores the 1,000 validation rows only and --train-rows N the first N of a
+run's training rows (for runs whose latent search is slow: the conv decoders); --out names the
+results files (keep the 6,000-row abs_selection files whole).
 A run's selection scores are cached in RUN/selection_scores.npz (recomputed when absent or of
 other rows).
 """
@@ -40,12 +44,13 @@ def _named(items):
     return out
 
 
-def selection_rows(cfg: dict):
-    """(x (6000, 28, 28, 1) in [0, 1], y): the eval file's validation then 'train' rows."""
+def selection_rows(cfg: dict, splits=("validation", "train")):
+    """(x (6000, 28, 28, 1) in [0, 1], y): the eval file's validation then 'train' rows (or the
+    `splits` named)."""
     from jaxrej.data.registry import load_dataset
 
     spec = cfg["data"]["eval_dataset"]
-    parts = [load_dataset(spec, s) for s in ("validation", "train")]
+    parts = [load_dataset(spec, s) for s in splits]
     x = np.concatenate([p.images for p in parts]).astype(np.float32) / 255.0
     return x, np.concatenate([p.labels for p in parts])
 
@@ -57,14 +62,16 @@ def _settings(cfg: dict) -> str:
     ]
     return (f"latent {m['latent_dim']}, {m.get('likelihood', 'gaussian')}"
             + (f" sigma {m['sigma']}" if m.get("likelihood", "gaussian") == "gaussian" else "")
-            + f", {t['n_iters']} steps" + (f", augment {', '.join(aug)}" if aug else ""))  # fmt: skip
+            + f", {t['n_iters']} steps" + (f", augment {', '.join(aug)}" if aug else "")
+            + (f", conv decoder {tuple(m.get('channels') or (32, 16, 8))}"
+               if m.get("decoder") == "conv" else ""))  # fmt: skip
 
 
-def measure(run: str, x, y, *, full: bool) -> dict:
+def measure(run: str, x, y, *, full: bool, train_rows: int = 1000) -> dict:
     from jaxrej.abs.run import class_scores
     from jaxrej.abs.scorer import load_scorer
     from jaxrej.data.registry import load_dataset
-    from jaxrej.training.workdir import read_config
+    from jaxrej.training.workdir import read_config, read_summary
 
     cfg = read_config(run)
     sc, step = load_scorer(run)
@@ -79,14 +86,16 @@ def measure(run: str, x, y, *, full: bool) -> dict:
     s, lj = cached["score"], cached.get("log_joint")
     d = cfg["data"]
     tr = load_dataset(d["dataset"], d.get("train_split", "train"))
-    xt = tr.images[:1000].astype(np.float32) / (d["n_levels"] - 1)
+    xt = tr.images[:train_rows].astype(np.float32) / (d["n_levels"] - 1)
     st = class_scores(sc, xt, batch_size=100, progress=False)
     ok = np.argmax(s, 1) == y
     acc = float(ok.mean())
     out = {"run": run, "step": step, "settings": _settings(cfg), "n_train": int(len(tr.labels)),
            "accuracy": acc, "se": float(np.sqrt(acc * (1 - acc) / len(y))), "n": int(len(y)),
            "accuracy_val1000": float(ok[:1000].mean()),
-           "train_accuracy_1000": float(np.mean(np.argmax(st, 1) == tr.labels[:1000]))}  # fmt: skip
+           "train_accuracy_1000": float(np.mean(np.argmax(st, 1) == tr.labels[:train_rows])),
+           "train_rows": int(train_rows), "_ok": ok, "_score": s,
+           "train_time_s": (read_summary(os.path.join(run, "train.json")) or {}).get("train_time_s")}  # fmt: skip
     if full:
         own = lj[np.arange(len(y)), y]
         wrong = ~ok
@@ -98,14 +107,51 @@ def measure(run: str, x, y, *, full: bool) -> dict:
     return out
 
 
+def paired(out: dict, y) -> None:
+    """Each later run against the first on the same rows (in place): the accuracy difference,
+    its paired standard error sd(ok_run - ok_first) / sqrt(n), and the discordant rows; with
+    several --runs, the accuracy of their summed class bounds."""
+    runs = list(out["runs"].values()) + list(out.get("curve", {}).values())
+    ref = runs[0]["_ok"]
+    if len(out["runs"]) > 1:  # the --runs' bounds summed: a product-of-likelihoods combination
+        total = sum(r["_score"] for r in out["runs"].values())
+        out["sum_of_bounds"] = {
+            "runs": list(out["runs"]),
+            "accuracy": float(np.mean(np.argmax(total, 1) == y)),
+        }
+    for r in runs:
+        r.pop("_score")
+        ok = r.pop("_ok")
+        if r is runs[0]:
+            continue
+        d = ok.astype(float) - ref
+        r["vs_first"] = {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+                         "only_this_right": int(np.sum(d > 0)),
+                         "only_first_right": int(np.sum(d < 0))}  # fmt: skip
+
+
 def to_markdown(out: dict) -> str:
+    nt = next(iter(out["runs"].values())).get("train_rows", 1000)
     lines = [f"Device: {out['device']}; written at commit {out['commit']}. Selection rows: {out['rows']}.",
              "", "| run | settings | training rows | selection accuracy (n) | its first 1,000 rows | "
-             "own training rows (first 1,000) |", "|---|---|---|---|---|---|"]  # fmt: skip
+             f"own training rows (first {nt:,}) | training time |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in {**out["runs"], **out.get("curve", {})}.items():
         lines.append(f"| {name} | {r['settings']} | {r['n_train']:,} | {100 * r['accuracy']:.2f}% "
-                     f"+- {100 * r['se']:.2f} | {100 * r['accuracy_val1000']:.1f}% | "
-                     f"{100 * r['train_accuracy_1000']:.1f}% |")  # fmt: skip
+                     f"+- {100 * r['se']:.2f} ({r['n']:,}) | {100 * r['accuracy_val1000']:.1f}% | "
+                     f"{100 * r['train_accuracy_1000']:.1f}% |"
+                     + (f" {r['train_time_s'] / 60:.1f} min |" if r.get("train_time_s") else " |"))  # fmt: skip
+    first_name = next(iter(out["runs"]))
+    for name, r in {**out["runs"], **out.get("curve", {})}.items():
+        v = r.get("vs_first")
+        if v:
+            lines += ["", f"`{name}` against `{first_name}` on the same rows: "
+                      f"{100 * v['diff']:+.2f} points (paired SE {100 * v['se']:.2f}); "
+                      f"{v['only_this_right']} rows only `{name}` gets right, "
+                      f"{v['only_first_right']} only `{first_name}`."]  # fmt: skip
+    sb = out.get("sum_of_bounds")
+    if sb:
+        lines += ["", f"The summed class bounds of {', '.join(f'`{n}`' for n in sb['runs'])} (a "
+                  f"product of their likelihoods): {100 * sb['accuracy']:.2f}% on the same rows."]  # fmt: skip
     fit = out.get("learning_curve")
     if fit:
         n1 = f"{fit['n_for_1pct']:,.0f}" if fit["n_for_1pct"] else "never"
@@ -177,6 +223,14 @@ def main(argv=None):
                    help="runs on fewer training rows (the learning curve)")  # fmt: skip
     p.add_argument("--device", default="", help="how the machine was loaded")
     p.add_argument("--out", default="abs_selection")
+    p.add_argument(
+        "--rows",
+        choices=("all", "validation"),
+        default="all",
+        help="selection rows: validation (1,000) and 'train' (5,000), or validation only",
+    )
+    p.add_argument("--train-rows", type=int, default=1000,
+                   help="a run's own training rows scored (its first N)")  # fmt: skip
     p.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     p.add_argument("--quick", action="store_true",
                    help="a 20-step digits ABS run measured on its own rows, into a temp folder")  # fmt: skip
@@ -206,15 +260,22 @@ def main(argv=None):
     if not runs:
         raise SystemExit("--runs: name at least one run")
     if not args.quick:
-        x, y = selection_rows(read_config(next(iter(runs.values()))))
-        rows = "the 8k file's validation (1,000) and 'train' (5,000) rows"
+        if args.rows == "validation":
+            x, y = selection_rows(read_config(next(iter(runs.values()))), ("validation",))
+            rows = "the 8k file's validation rows (1,000)"
+        else:
+            x, y = selection_rows(read_config(next(iter(runs.values()))))
+            rows = "the 8k file's validation (1,000) and 'train' (5,000) rows"
     out = {"device": args.device or str(jax.devices()), "rows": rows,
            "commit": subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip(),
-           "runs": {n: measure(r, x, y, full=i == 0) for i, (n, r) in enumerate(runs.items())},
-           "curve": {n: measure(r, x, y, full=False) for n, r in curve.items()}}  # fmt: skip
+           "runs": {n: measure(r, x, y, full=i == 0, train_rows=args.train_rows)
+                    for i, (n, r) in enumerate(runs.items())},
+           "curve": {n: measure(r, x, y, full=False, train_rows=args.train_rows)
+                     for n, r in curve.items()}}  # fmt: skip
+    paired(out, y)
     out["learning_curve"] = learning_curve(out)
-    write_report(args.out, out, args.results_dir, to_markdown, plot=plot)
+    write_report(args.out, out, args.results_dir, to_markdown, plot=plot if curve else None)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ def get_config():
     config.model = ml_collections.ConfigDict()
     config.model.name = "abs"
     config.model.latent_dim = 8
+    config.model.decoder = None  # None = 'mlp' (hidden widths) | 'conv' (jaxrej.abs.model)
     config.model.hidden = (64, 128)
+    config.model.channels = None  # decoder='conv': (c_0, ..., c_k); None = (32, 16, 8)
     config.model.encoder_hidden = (128, 64)
     config.model.sigma = 0.2  # the Gaussian likelihood's fixed pixel std (pixels in [0, 1])
     config.model.likelihood = "gaussian"  # gaussian | bernoulli (the pixels' cross-entropy)

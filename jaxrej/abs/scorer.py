@@ -43,14 +43,16 @@ class ABSScorer(struct.PyTreeNode):
 
 
 def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
-    """The ABSModel of a config dict's `model` section (ValueError naming a bad field)."""
-    m = dict(cfg["model"])
+    """The ABSModel of a config dict's `model` section (ValueError naming a bad field); a field
+    set to None (or absent) takes ABSModel's default."""
+    m = {k: v for k, v in dict(cfg["model"]).items() if v is not None}
     m.pop("name", None)
-    known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output", "likelihood"}
+    known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output", "likelihood",
+             "decoder", "channels"}  # fmt: skip
     unknown = set(m) - known
     if unknown:
         raise ValueError(f"model: unknown field(s) {sorted(unknown)} for name='abs'")
-    for k in ("hidden", "encoder_hidden"):
+    for k in ("hidden", "encoder_hidden", "channels"):
         if k in m:
             m[k] = tuple(int(v) for v in m[k])
     return ABSModel(num_classes=int(num_classes), event_shape=tuple(event_shape), **m)

@@ -1,5 +1,6 @@
 """Training of the ABS model: every class's VAE by its ELBO, on class-balanced batches, plus the
-E-ABS discriminative term (switchable). Python loop over ONE jitted step; orbax checkpoints every
+E-ABS discriminative term (switchable). Python loop over ONE jitted step (a conv decoder runs
+lax's convolutions here, one class at a time: `decode_class_rows`); orbax checkpoints every
 `checkpoint_every` steps and at the end; resumes bit-identically from the newest intact one
 (batches come from fold_in(key, step), so a resumed run sees the same batches).
 
@@ -33,7 +34,7 @@ import optax
 from flax import struct
 
 from jaxrej.abs import bound
-from jaxrej.abs.model import ABSModel, decode_raw, encode
+from jaxrej.abs.model import ABSModel, class_params, decode_raw, encode
 from jaxrej.data.augment import random_affine
 from jaxrej.io import atomic_write_text
 from jaxrej.training.checkpoint import (
@@ -140,7 +141,7 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
     own = lambda a: jax.vmap(lambda ac, c: ac[:, c])(a.reshape(C, n, C, -1), jnp.arange(C))  # noqa: E731
     m, lv = own(mu), own(logvar)  # (C, n, d)
     z = m + jnp.exp(0.5 * lv) * jax.random.normal(key, m.shape)
-    dec_rows = jax.vmap(jax.vmap(lambda p, zi: decode_raw(model, p, zi), in_axes=(None, 0)))
+    dec_rows = lambda dec, z: decode_class_rows(model, dec, z)  # noqa: E731
     rec_fn = jax.vmap(jax.vmap(lambda xi, hi: bound.log_likelihood(model, xi, hi)))
     rec = rec_fn(x, dec_rows(params["dec"], z))  # (C, n)
     kl = 0.5 * jnp.sum(jnp.exp(lv) + m * m - 1.0 - lv, axis=-1)
@@ -161,17 +162,32 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
     return jnp.mean(loss) / D, out
 
 
+def decode_class_rows(model: ABSModel, dec, z: jax.Array) -> jax.Array:
+    """Raw outputs (C, n, D) of every class's decoder (stacked params) on its own latents z
+    (C, n, d). An MLP decoder runs vmapped over the classes; a conv decoder runs lax's
+    convolutions class by class (a Python loop unrolled in the jitted step): vmapped over the
+    classes' kernels they would become one grouped convolution, which XLA:CPU runs far slower
+    than the matmul form, where ten plain ones run faster than it."""
+    if model.decoder != "conv":
+        return jax.vmap(jax.vmap(lambda p, zi: decode_raw(model, p, zi), in_axes=(None, 0)))(dec, z)
+    rows = lambda p, zc: jax.vmap(lambda zi: decode_raw(model, p, zi, conv_impl="lax"))(zc)  # noqa: E731
+    return jnp.stack([rows(class_params(dec, c), z[c]) for c in range(z.shape[0])])
+
+
 def _bank_latents(model, dec, flat, mc, opts, key):
     """Per row and class, the better (log joint) of the encoder's mean mc (C, R, d) and the best
     of opts.disc_bank fresh N(0, I) latents -> (C, R, d); no gradient flows through the choice."""
     dec = jax.lax.stop_gradient(dec)
     zb = jax.random.normal(jax.random.fold_in(key, 1), (opts.disc_bank, model.latent_dim))
-    h = jax.vmap(lambda p: jax.vmap(lambda z: decode_raw(model, p, z))(zb))(dec)  # (C, K, D)
+    if model.decoder == "conv":
+        h = decode_class_rows(model, dec, jnp.broadcast_to(zb, (model.num_classes, *zb.shape)))
+    else:
+        h = jax.vmap(lambda p: jax.vmap(lambda z: decode_raw(model, p, z))(zb))(dec)  # (C, K, D)
     lin, offset = bound.linear_terms(model, h)
     lj = jnp.einsum("ckd,rd->crk", lin, flat) + offset[:, None, :] - 0.5 * jnp.sum(zb**2, -1)
     best = jnp.argmax(lj, axis=-1)  # (C, R)
     zbest, lj_best = zb[best], jnp.max(lj, axis=-1)
-    h_enc = jax.vmap(jax.vmap(lambda p, z: decode_raw(model, p, z), in_axes=(None, 0)))(dec, mc)
+    h_enc = decode_class_rows(model, dec, mc)
     lin_e, offset_e = bound.linear_terms(model, h_enc)
     lj_enc = jnp.einsum("crd,rd->cr", lin_e, flat) + offset_e - 0.5 * jnp.sum(mc**2, -1)
     return jnp.where((lj_enc >= lj_best)[..., None], mc, zbest)
