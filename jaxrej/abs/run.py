@@ -176,16 +176,14 @@ def score_run(workdir: str, *, options):
               "ok": ok, "log_px": log_px}  # fmt: skip
     if labels is not None:
         arrays["labels"] = labels
-    ood_results, ood_arrays = {}, {}
-    for name, (spec, split, x_ood) in oods.items():
-        t1 = time.perf_counter()
-        ro, _ = score(x_ood, f"ood {name}")
+
+    def describe(ro):
         so = rs.summarize_scores(ro["score"], None)
-        ood_arrays[name] = {"class_logp": ro["score"], "log_px": so["log_px"], "ok": so["ok"]}
-        ood_results[name] = {**rs.ood_summary(spec, split, log_px, so["log_px"]),
-                             "n_failed": so["n_failed"],
-                             "bound_nats": rs.mean_ok(so["log_px"], so["ok"]),
-                             "time_s": round(time.perf_counter() - t1, 2)}  # fmt: skip
+        arr = {"class_logp": ro["score"], "log_px": so["log_px"], "ok": so["ok"]}
+        return so["log_px"], arr, {"n_failed": so["n_failed"],
+                                   "bound_nats": rs.mean_ok(so["log_px"], so["ok"])}  # fmt: skip
+
+    ood_results, ood_arrays = rs.score_ood_sets(oods, score, describe, log_px)
     summary = {
         "set": set_name,
         "scorer": "abs",

@@ -270,6 +270,21 @@ def ood_summary(spec: str, split: str, log_px, log_px_ood) -> dict:
             "fpr_at_95_tpr": det["fpr_at_95_tpr"], "aupr_in": det["aupr_in"]}  # fmt: skip
 
 
+def score_ood_sets(oods: dict, score, describe, log_px) -> tuple[dict, dict]:
+    """({name: summary}, {name: arrays}) of each OOD set {name: (spec, split, images)}:
+    score(images, desc) -> (result, batches); describe(result) -> (log_px_ood (M,), arrays,
+    extra summary fields); each summary is `ood_summary` against the scored set's log_px (N,),
+    the extra fields and its time."""
+    results, arrays = {}, {}
+    for name, (spec, split, images) in oods.items():
+        t1 = time.perf_counter()
+        r, _ = score(images, f"ood {name}")
+        lp, arrays[name], extra = describe(r)
+        results[name] = {**ood_summary(spec, split, log_px, lp), **extra,
+                         "time_s": round(time.perf_counter() - t1, 2)}  # fmt: skip
+    return results, arrays
+
+
 NO_OOD_NOTE = "no OOD set given (--ood [name=]SPEC): no OOD AUROC reported"
 
 
@@ -314,17 +329,14 @@ def score_run(workdir: str, *, options: ScoreOptions) -> ScoreReport:
               "refined": r["refined"], "covered": r["covered"], "consistent": r["consistent"]}  # fmt: skip
     if labels is not None:
         arrays["labels"] = labels
-    ood_results, ood_arrays = {}, {}
-    for name, (spec, split, x_ood) in oods.items():
-        t1 = time.perf_counter()
-        ro, _ = score(x_ood, f"ood {name}")
+
+    def describe(ro):
         so = summarize(ro["logp"], None, event_shape=shape, n_levels=levels)
-        ood_arrays[name] = {"class_logp": ro["logp"], "log_px": so["log_px"], "ok": so["ok"],
-                            "nfe": ro["nfe"], "refined": ro["refined"], "covered": ro["covered"],
-                            "consistent": ro["consistent"]}  # fmt: skip
-        ood_results[name] = {**ood_summary(spec, split, log_px, so["log_px"]),
-                             "n_failed": so["n_failed"], "bits_per_dim": so["bits_per_dim"],
-                             "time_s": round(time.perf_counter() - t1, 2)}  # fmt: skip
+        arr = {"class_logp": ro["logp"], "log_px": so["log_px"], "ok": so["ok"], "nfe": ro["nfe"],
+               "refined": ro["refined"], "covered": ro["covered"], "consistent": ro["consistent"]}  # fmt: skip
+        return so["log_px"], arr, {"n_failed": so["n_failed"], "bits_per_dim": so["bits_per_dim"]}
+
+    ood_results, ood_arrays = score_ood_sets(oods, score, describe, log_px)
     notes = [] if ood_results else [NO_OOD_NOTE]
     s["consistent_fraction"] = float(r["consistent"].mean())
     e = ev.to_dict()
