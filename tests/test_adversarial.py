@@ -254,6 +254,8 @@ def test_options_validate():
     with pytest.raises(ValueError, match="eps"):
         adv.AdversarialOptions(eps=())
     assert adv.AdversarialOptions(eps=(0.3, 0.1)).eps == (0.1, 0.3)
+    with pytest.raises(ValueError, match="eot_draws"):  # one draw would compare a run with itself
+        adv.AdversarialOptions(eps=(0.1,), eot_draws=1)
     sc = _fitted(_scorer(), np.random.default_rng(0))
     with pytest.raises(ValueError, match="rules"):
         adv.evaluate_scorer(sc, np.zeros((1, 2, 4, 1)), np.zeros(1, int), clean_scores=np.zeros((1, C)),

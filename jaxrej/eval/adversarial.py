@@ -149,8 +149,10 @@ class AdversarialOptions:
             raise ValueError(f"batch_size: expected an int >= 1, got {self.batch_size!r}")
         if self.judge not in ("every", "best"):
             raise ValueError(f"judge: expected 'every' or 'best', got {self.judge!r}")
-        if not (isinstance(self.eot_draws, int) and self.eot_draws >= 0):
-            raise ValueError(f"eot_draws: expected an int >= 0, got {self.eot_draws!r}")
+        if not (isinstance(self.eot_draws, int) and self.eot_draws != 1 and self.eot_draws >= 0):
+            raise ValueError(
+                f"eot_draws: expected 0 (no check) or an int >= 2, got {self.eot_draws!r}"
+            )
 
 
 # ---------------------------------------------------------------- pure per-example arithmetic
@@ -395,7 +397,7 @@ def masking_checks(scorer, x, y, *, records, clean_level, independent, suite, op
     stochastic = any(r.get("stochastic") for r in records.values())  # the view, as attacked
     if n and o.eot_draws and first and stochastic:
         out.append(_eot_check(scorer, x, y, clean_level=clean_level, independent=independent,
-                              suite=suite, options=o, key=key, rule=rule))  # fmt: skip
+                              spec=first, options=o, key=key, rule=rule))  # fmt: skip
     if len(o.eps) >= 3:
         out.append(masking.monotone(o.eps, [np.maximum(clean_level, lv) >= WRONG_REJECTED
                                             for lv in independent]))  # fmt: skip
@@ -437,16 +439,15 @@ def masking_checks(scorer, x, y, *, records, clean_level, independent, suite, op
     return out
 
 
-def _eot_check(scorer, x, y, *, clean_level, independent, suite, options, key, rule):
-    """The `eot` masking check of a stochastic attack view: the suite's first gradient attack
-    (no reject-aware loss) run on every row twice at one radius -- with one fresh draw per step
+def _eot_check(scorer, x, y, *, clean_level, independent, spec, options, key, rule):
+    """The `eot` masking check of a stochastic attack view: `spec` (the suite's first gradient
+    attack without the reject-aware loss) run on every row twice at one radius -- with one fresh draw per step
     and with options.eot_draws draws averaged per gradient (EOT) -- each input judged; success =
     wrong (level >= 2, with the clean level). The radius: the one whose independent runs were
     wrong most nearly half the time (a saturated radius would hide any difference)."""
     from jaxrej.eval import masking
 
     o = options
-    spec = next(a for a in suite if not a.gradient_free and not a.reject_aware)  # one exists
     wrong = [np.mean(np.maximum(clean_level, lv) >= WRONG_REJECTED) for lv in independent]
     i = int(np.argmin(np.abs(np.asarray(wrong) - 0.5)))
     eps = o.eps[i]
