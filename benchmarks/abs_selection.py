@@ -260,12 +260,11 @@ def main(argv=None):
     if not runs:
         raise SystemExit("--runs: name at least one run")
     if not args.quick:
-        if args.rows == "validation":
-            x, y = selection_rows(read_config(next(iter(runs.values()))), ("validation",))
-            rows = "the 8k file's validation rows (1,000)"
-        else:
-            x, y = selection_rows(read_config(next(iter(runs.values()))))
-            rows = "the 8k file's validation (1,000) and 'train' (5,000) rows"
+        only_val = args.rows == "validation"
+        splits = ("validation",) if only_val else ("validation", "train")
+        x, y = selection_rows(read_config(next(iter(runs.values()))), splits)
+        rows = ("the 8k file's validation rows (1,000)" if only_val
+                else "the 8k file's validation (1,000) and 'train' (5,000) rows")  # fmt: skip
     out = {"device": args.device or str(jax.devices()), "rows": rows,
            "commit": subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
                                     capture_output=True, text=True).stdout.strip(),

@@ -136,7 +136,7 @@ def render(out) -> str:
         f"(shared CPU); medians of {out['repeats']}.",
     ]
     if out["batch"]:
-        d = out.get("default_solve", dict(solver="dopri5", rtol=1e-4))  # older results: 1e-4
+        d = out["default_solve"]
         lines += ["", f"Batch size (digits model, true class, Rademacher, library default "
                   f"{d['solver'].capitalize()} {d['rtol']:g}):", "",
                   "| batch | s | examples / s | NFE mean (max) |", "|---|---|---|---|"]  # fmt: skip

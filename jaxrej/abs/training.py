@@ -141,9 +141,8 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
     own = lambda a: jax.vmap(lambda ac, c: ac[:, c])(a.reshape(C, n, C, -1), jnp.arange(C))  # noqa: E731
     m, lv = own(mu), own(logvar)  # (C, n, d)
     z = m + jnp.exp(0.5 * lv) * jax.random.normal(key, m.shape)
-    dec_rows = lambda dec, z: decode_class_rows(model, dec, z)  # noqa: E731
     rec_fn = jax.vmap(jax.vmap(lambda xi, hi: bound.log_likelihood(model, xi, hi)))
-    rec = rec_fn(x, dec_rows(params["dec"], z))  # (C, n)
+    rec = rec_fn(x, decode_class_rows(model, params["dec"], z))  # (C, n)
     kl = 0.5 * jnp.sum(jnp.exp(lv) + m * m - 1.0 - lv, axis=-1)
     loss = -(rec - opts.beta * kl)
     out = {"elbo": jnp.mean(rec - kl)}
@@ -152,7 +151,7 @@ def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
         if opts.disc_latent == "bank":
             mc = jax.lax.stop_gradient(_bank_latents(model, params["dec"], flat, mc, opts, key))
         s = jax.vmap(jax.vmap(lambda xi, hi, zi: bound.log_joint(model, xi, hi, zi)),
-                     in_axes=(None, 0, 0))(flat, dec_rows(params["dec"], mc), mc)  # fmt: skip
+                     in_axes=(None, 0, 0))(flat, decode_class_rows(model, params["dec"], mc), mc)  # fmt: skip
         s = s.T.reshape(C, n, C)  # [c, i, c']: row (c, i) scored by class c'
         own_s = own(s[..., None])[..., 0]
         other = jnp.max(jnp.where(jnp.eye(C, dtype=bool)[:, None, :], -jnp.inf, s), axis=-1)
@@ -179,10 +178,9 @@ def _bank_latents(model, dec, flat, mc, opts, key):
     of opts.disc_bank fresh N(0, I) latents -> (C, R, d); no gradient flows through the choice."""
     dec = jax.lax.stop_gradient(dec)
     zb = jax.random.normal(jax.random.fold_in(key, 1), (opts.disc_bank, model.latent_dim))
-    if model.decoder == "conv":
-        h = decode_class_rows(model, dec, jnp.broadcast_to(zb, (model.num_classes, *zb.shape)))
-    else:
-        h = jax.vmap(lambda p: jax.vmap(lambda z: decode_raw(model, p, z))(zb))(dec)  # (C, K, D)
+    h = decode_class_rows(
+        model, dec, jnp.broadcast_to(zb, (model.num_classes, *zb.shape))
+    )  # (C, K, D)
     lin, offset = bound.linear_terms(model, h)
     lj = jnp.einsum("ckd,rd->crk", lin, flat) + offset[:, None, :] - 0.5 * jnp.sum(zb**2, -1)
     best = jnp.argmax(lj, axis=-1)  # (C, R)

@@ -451,11 +451,10 @@ def _eot_check(scorer, x, y, *, clean_level, independent, spec, options, key, ru
     wrong = [np.mean(np.maximum(clean_level, lv) >= WRONG_REJECTED) for lv in independent]
     i = int(np.argmin(np.abs(np.asarray(wrong) - 0.5)))
     eps = o.eps[i]
-    hits = []
+    hits, view = [], scorer.for_attack
     for j, n_eot in enumerate((1, o.eot_draws)):
-        view = scorer.for_attack
 
-        def eot_view(labels, view=view, n_eot=n_eot):
+        def eot_view(labels, n_eot=n_eot):
             return view(labels=labels)._replace(n_eot=n_eot)
 
         res = run_attack(spec, dataclasses.replace(scorer, view=eot_view), x, y, eps=eps,
