@@ -131,8 +131,8 @@ def main(argv=None):
     groups = {}
     for name, imgs in (("test", test.images[rows]), ("fashion", fash)):
         x = imgs.astype(np.float32) / unit
-        s, _, z = class_scores(sc, x, batch_size=len(x), progress=False, full=True)
-        groups[name] = (x, z, s)
+        r = class_scores(sc, x, batch_size=len(x), progress=False, full=True)
+        groups[name] = (x, r["z"], r["score"], r["member"])
     if args.adv_eps > 0:  # the first clean rows moved by APGD-CE (L2) through the latent search
         from jaxrej.attacks import apgd
 
@@ -141,8 +141,8 @@ def main(argv=None):
                    key=jax.random.key(0), eps=args.adv_eps, norm="l2", steps=args.adv_steps,
                    loop="python")  # fmt: skip
         xa = np.asarray(adv.x_adv)
-        s, _, z = class_scores(sc, xa, batch_size=len(xa), progress=False, full=True)
-        groups = {"test": groups["test"], f"L2 {args.adv_eps:g} adv.": (xa, z, s),
+        r = class_scores(sc, xa, batch_size=len(xa), progress=False, full=True)
+        groups = {"test": groups["test"], f"L2 {args.adv_eps:g} adv.": (xa, r["z"], r["score"], r["member"]),
                   "fashion": groups["fashion"]}  # fmt: skip
     os.makedirs(os.path.dirname(figure), exist_ok=True)
     reconstruction_grid(groups, sc.model, sc.params, figure,

@@ -80,8 +80,8 @@ def measure(run: str, x, y, *, full: bool, train_rows: int = 1000) -> dict:
     if cached.get("score", np.zeros(0)).shape[:1] != (len(y),) or (
         full and "log_joint" not in cached
     ):
-        s, lj, _ = class_scores(sc, x, batch_size=100, desc=f"select {run}", full=True)
-        cached = {"score": s, "log_joint": lj}
+        r = class_scores(sc, x, batch_size=100, desc=f"select {run}", full=True)
+        cached = {k: r[k] for k in ("score", "log_joint", "decoder_score")}
         np.savez(path, **cached)
     s, lj = cached["score"], cached.get("log_joint")
     d = cfg["data"]

@@ -32,6 +32,7 @@ def get_config():
     config.model.sigma = 0.2  # the Gaussian likelihood's fixed pixel std (pixels in [0, 1])
     config.model.likelihood = "gaussian"  # gaussian | bernoulli (the pixels' cross-entropy)
     config.model.encoder = True  # E-ABS shared encoder
+    config.model.members = 1  # decoders per class (a mixture of M; jaxrej.abs.model)
 
     config.training = ml_collections.ConfigDict()
     config.training.n_iters = 3000

@@ -138,13 +138,16 @@ def test_scores_are_differentiable_through_the_unrolled_search(x64):
     assert abs(float(fd) - float(jnp.vdot(g, v))) / float(jnp.linalg.norm(g)) < 1e-4
 
 
-def test_training_resumes_bit_identically_after_a_kill(tmp_path):
-    model, params = _small_model()
+@pytest.mark.parametrize("members", [1, 2])
+def test_training_resumes_bit_identically_after_a_kill(tmp_path, members):
+    model = A.ABSModel(num_classes=3, event_shape=(4, 4, 1), latent_dim=2, hidden=(8,),
+                       encoder_hidden=(8,), sigma=0.3, members=members)  # fmt: skip
+    params = A.init_params(model, key=jax.random.key(0))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(30, 4, 4, 1)).astype(np.uint8)
     labels = np.arange(30) % 3
     opts = A.ABSTrainOptions(n_iters=6, per_class=4, checkpoint_every=2, log_every=1,
-                             disc_weight=1.0, margin=5.0)  # fmt: skip
+                             disc_weight=1.0 if members == 1 else 0.0, margin=5.0)  # fmt: skip
     kw = dict(model=model, init_params=params, images=images, labels=labels, opts=opts,
               key=jax.random.key(3), progress=False)  # fmt: skip
     (tmp_path / "a").mkdir()

@@ -1,9 +1,9 @@
 """The picture of what an ABS classifier "sees": every class's reconstruction of each input.
 
-    reconstruction_grid({"clean": (x, z, scores), "fashion": (...)}, model, params, path)
+    reconstruction_grid({"clean": (x, z, scores, member), "fashion": (...)}, model, params, path)
 
 One row per input: the input, then the C class reconstructions G_c(z_c*) at the latents the
-search found, each titled with its bound relative to the best class (0 = the prediction, framed).
+search found (by the class's best member), each titled with its bound relative to the best class (0 = the prediction, framed).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from jaxrej.io import save_png
 
 
 def reconstruction_grid(
-    groups: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], model: ABSModel, params: dict,
+    groups: Mapping[str, tuple], model: ABSModel, params: dict,
     path: str, *, title: str = "ABS: per-class reconstructions",
 ) -> str:  # fmt: skip
-    """groups: name -> (x (N, *event) in [0, 1], z (N, C, d), scores (N, C)); writes `path`."""
+    """groups: name -> (x (N, *event) in [0, 1], z (N, C, d), scores (N, C), member (N, C) or
+    None); writes `path`."""
     import jax.numpy as jnp
 
     plt = _pyplot()
@@ -31,8 +32,8 @@ def reconstruction_grid(
     fig, axes = plt.subplots(n_rows, C + 1, figsize=(0.9 * (C + 1), 1.0 * n_rows + 0.4))
     axes = np.atleast_2d(axes)
     r = 0
-    for name, (x, z, s) in groups.items():
-        rec = np.asarray(reconstructions(model, params, jnp.asarray(z)))
+    for name, (x, z, s, member) in groups.items():
+        rec = np.asarray(reconstructions(model, params, jnp.asarray(z), member))
         for i in range(len(x)):
             ax = axes[r, 0]
             ax.imshow(np.asarray(x[i])[..., 0], cmap="gray", vmin=0, vmax=1)

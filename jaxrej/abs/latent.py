@@ -6,7 +6,11 @@ every (class, start) at once (one lax.scan); keep each class's best; add the Lap
 
     bank = latent_bank(model, params, n=1000, key=key)
     res = class_bounds(model, params, bank, x, options=LatentOptions())   # x (B, H, W, ch) in [0, 1]
-    res.score (B, C), res.log_joint (B, C), res.z (B, C, d)
+    res.score (B, C), res.log_joint (B, C), res.z (B, C, d), res.member (B, C)
+
+With M members per class (`ABSModel.members`) every decoder gets its own bound b_{c,m} and the
+class score is the mixture's bound logsumexp_m b_{c,m} - log M (<= log 1/M sum_m p_m(x | c), as
+each b_{c,m} <= log p_m(x | c)); log_joint, z and member are those of the class's best member.
 
 One example, then vmap: a row's scores never depend on its batch neighbours. The whole result is
 differentiable in x through the unrolled Adam steps (the start selection is piecewise constant).
@@ -22,7 +26,7 @@ import optax
 from flax import struct
 
 from jaxrej.abs import bound
-from jaxrej.abs.model import ABSModel, decode_classes, decode_raw, encode
+from jaxrej.abs.model import ABSModel, class_params, decode, decode_classes, decode_raw, encode
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,15 +61,19 @@ class LatentBank(struct.PyTreeNode):
 
 
 class BoundResult(struct.PyTreeNode):
-    """score (B, C): the class bound (log joint + correction); log_joint (B, C); z (B, C, d)."""
+    """score (B, C): the class bound (log joint + correction; with members, the mixture's);
+    log_joint (B, C), z (B, C, d), member (B, C) int32: those of each class's best member;
+    decoder_score (B, C M): every decoder's own bound (class-major; = score with one member)."""
 
     score: jax.Array
     log_joint: jax.Array
     z: jax.Array
+    member: jax.Array
+    decoder_score: jax.Array
 
 
 def latent_bank(model: ABSModel, params: dict, *, n: int, key: jax.Array) -> LatentBank:
-    """K = n random latents and every class's decoder outputs at them, as linear terms."""
+    """K = n random latents and every decoder's outputs at them, as linear terms."""
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"n: expected an int >= 1, got {n!r}")
     z = jax.random.normal(key, (n, model.latent_dim), jnp.float32)
@@ -75,7 +83,7 @@ def latent_bank(model: ABSModel, params: dict, *, n: int, key: jax.Array) -> Lat
 
 
 def _starts(model, params, bank, x, options):
-    """Starting latents (C, S, d) of one example x (D,)."""
+    """Starting latents (C M, S, d) of one example x (D,)."""
     # log joint up to a term of x alone: <x, lin> + offset - ||z||^2 / 2
     lj = jnp.einsum("ckd,d->ck", bank.lin, x) + bank.offset
     lj = lj - 0.5 * jnp.sum(bank.z**2, axis=-1)[None, :]
@@ -88,7 +96,7 @@ def _starts(model, params, bank, x, options):
 
 
 def _class_log_joint(model, dec, x, z):
-    """log joint of every (class, start): z (C, S, d) -> (C, S)."""
+    """log joint of every (decoder, start): z (C M, S, d) -> (C M, S)."""
 
     def per_class(p, zc):
         return jax.vmap(lambda zz: bound.log_joint(model, x, decode_raw(model, p, zz), zz))(zc)
@@ -98,11 +106,11 @@ def _class_log_joint(model, dec, x, z):
 
 def optimise_one(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, *,
                  options: LatentOptions) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    """One example x (D,) -> (score (C,), log joint (C,), best z (C, d)) (module doc)."""
+    """One example x (D,) -> per decoder (score (C M,), log joint (C M,), best z (C M, d))."""
     dec = params["dec"]
     z = _starts(model, params, bank, x, options)
     opt = optax.adam(options.lr)
-    # the per-(class, start) objectives are separate, so the gradient of their sum is each one's
+    # the per-(decoder, start) objectives are separate, so the gradient of their sum is each one's
     loss = lambda z: -jnp.sum(_class_log_joint(model, dec, x, z)) / model.dim  # noqa: E731
 
     def step(carry, _):
@@ -115,7 +123,7 @@ def optimise_one(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, 
         (z, _), _ = jax.lax.scan(step, (z, opt.init(z)), None, length=options.steps)
     lj = _class_log_joint(model, dec, x, z)  # (C, S)
     best = jnp.argmax(lj, axis=1)
-    z_best = jnp.take_along_axis(z, best[:, None, None], axis=1)[:, 0]  # (C, d)
+    z_best = jnp.take_along_axis(z, best[:, None, None], axis=1)[:, 0]  # (C M, d)
     lj_best = jnp.max(lj, axis=1)
     if not options.correction:
         return lj_best, lj_best, z_best
@@ -136,10 +144,33 @@ def class_bounds(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, 
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         flat = flat.astype(jnp.float32)
     s, lj, z = jax.vmap(lambda xi: optimise_one(model, params, bank, xi, options=options))(flat)
-    return BoundResult(score=s, log_joint=lj, z=z)
+    return mixture(model, s, lj, z)
 
 
-def reconstructions(model: ABSModel, params: dict, z: jax.Array) -> jax.Array:
-    """Every class's reconstruction at its latent: z (B, C, d) -> (B, C, *event_shape)."""
-    imgs = jax.vmap(lambda zb: decode_classes(model, params["dec"], zb))(z)
+def mixture(model: ABSModel, s: jax.Array, lj: jax.Array, z: jax.Array) -> BoundResult:
+    """Per-decoder results (s, lj (B, C M), z (B, C M, d)) -> the classes' (module doc); with one
+    member the scores pass through unchanged."""
+    B, C, M = s.shape[0], model.num_classes, model.members
+    per_decoder = s
+    s, lj, z = s.reshape(B, C, M), lj.reshape(B, C, M), z.reshape(B, C, M, -1)
+    member = jnp.argmax(s, axis=-1)
+    pick = lambda a: jnp.take_along_axis(a, member[..., None], axis=2)[:, :, 0]  # noqa: E731
+    score = s[..., 0] if M == 1 else jax.nn.logsumexp(s, axis=-1) - jnp.log(M)
+    z_best = jnp.take_along_axis(z, member[..., None, None], axis=2)[:, :, 0]
+    return BoundResult(score=score, log_joint=pick(lj), z=z_best, member=member.astype(jnp.int32),
+                       decoder_score=per_decoder)  # fmt: skip
+
+
+def reconstructions(model: ABSModel, params: dict, z: jax.Array,
+                    member: jax.Array | None = None) -> jax.Array:  # fmt: skip
+    """Every class's reconstruction at its latent: z (B, C, d), by each class's member `member`
+    (B, C) (None: member 0) -> (B, C, *event_shape)."""
+    B, C, M = z.shape[0], model.num_classes, model.members
+    m = jnp.zeros((B, C), jnp.int32) if member is None else jnp.asarray(member)
+    if M == 1:
+        imgs = jax.vmap(lambda zb: decode_classes(model, params["dec"], zb))(z)
+    else:
+        idx = jnp.arange(C)[None, :] * M + m  # (B, C) decoder indices
+        one = lambda i, zi: decode(model, class_params(params["dec"], i), zi)  # noqa: E731
+        imgs = jax.vmap(jax.vmap(one))(idx, z)
     return imgs.reshape(z.shape[:2] + tuple(model.event_shape))

@@ -3,6 +3,11 @@ applied with vmap) and, for E-ABS, one shared encoder that proposes a latent per
 
     p(z) = N(0, I_d),   p(x | z, y) = N(x; G_y(z), sigma^2 I_D),   x in [0, 1]^D (flattened pixels)
 
+With members = M > 1 each class is a mixture of M such models (decoders trained independently
+on the class's rows): p(x | y) = 1/M sum_m p_m(x | y). The decoders are stacked on one axis of
+C M, class-major (decoder i is member i % M of class i // M); everything per decoder (the encoder's
+proposals, the latent bank, the search) runs over that axis.
+
 G_y: z (d,) -> sigmoid(H_y(z)) (D,); with likelihood='bernoulli', p(x | z, y) is the pixels'
 cross-entropy against the logits H_y(z) (`bound`). Encoder: x (D,) -> means and log-variances (C, d) of
 q(z | x, y) for every class y at once.
@@ -40,7 +45,8 @@ class ABSModel(struct.PyTreeNode):
     module doc; H and W divisible by 2^k), encoder hidden widths, sigma (the fixed pixel std of the
     Gaussian likelihood), encoder (E-ABS shared encoder on/off), output: 'sigmoid' (pixels in
     (0, 1)) or 'linear' (with hidden=() the decoder is G(z) = W z + b: the closed-form case);
-    likelihood: 'gaussian' (fixed sigma) or 'bernoulli' (logits; needs output='sigmoid')."""
+    likelihood: 'gaussian' (fixed sigma) or 'bernoulli' (logits; needs output='sigmoid');
+    members: M decoders per class (module doc)."""
 
     num_classes: int = struct.field(pytree_node=False, default=10)
     event_shape: tuple = struct.field(pytree_node=False, default=(28, 28, 1))
@@ -53,10 +59,15 @@ class ABSModel(struct.PyTreeNode):
     likelihood: str = struct.field(pytree_node=False, default="gaussian")
     decoder: str = struct.field(pytree_node=False, default="mlp")
     channels: tuple = struct.field(pytree_node=False, default=(32, 16, 8))
+    members: int = struct.field(pytree_node=False, default=1)
 
     def __post_init__(self):
         if not (isinstance(self.num_classes, int) and self.num_classes >= 2):
             raise ValueError(f"num_classes: expected an int >= 2, got {self.num_classes!r}")
+        if isinstance(self.members, bool) or not (
+            isinstance(self.members, int) and self.members >= 1
+        ):
+            raise ValueError(f"members: expected an int >= 1, got {self.members!r}")
         if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
             raise ValueError(f"latent_dim: expected an int >= 1, got {self.latent_dim!r}")
         if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
@@ -83,6 +94,11 @@ class ABSModel(struct.PyTreeNode):
     @property
     def dim(self) -> int:
         return int(math.prod(self.event_shape))
+
+    @property
+    def n_decoders(self) -> int:
+        """C M: the decoders on the stacked axis (module doc)."""
+        return self.num_classes * self.members
 
 
 class _MLP(nn.Module):
@@ -175,14 +191,14 @@ def _decoder(model: ABSModel, conv_impl: str = "matmul") -> nn.Module:
 
 
 def _encoder(model: ABSModel) -> _MLP:
-    return _MLP(tuple(model.encoder_hidden), 2 * model.num_classes * model.latent_dim)
+    return _MLP(tuple(model.encoder_hidden), 2 * model.n_decoders * model.latent_dim)
 
 
 def init_params(model: ABSModel, *, key: jax.Array) -> dict:
-    """{'dec': stacked decoder params (leading axis C), 'enc': encoder params or {}}."""
+    """{'dec': stacked decoder params (leading axis C M), 'enc': encoder params or {}}."""
     k_dec, k_enc = jax.random.split(key)
     z = jnp.zeros((model.latent_dim,), jnp.float32)
-    keys = jax.random.split(k_dec, model.num_classes)
+    keys = jax.random.split(k_dec, model.n_decoders)
     dec = jax.vmap(lambda k: _decoder(model).init(k, z))(keys)
     enc = {}
     if model.encoder:
@@ -206,18 +222,19 @@ def decode(model: ABSModel, dec_params: Any, z: jax.Array) -> jax.Array:
 
 
 def decode_classes(model: ABSModel, dec: Any, z: jax.Array) -> jax.Array:
-    """Every class's decoder on its own latent: stacked params, z (C, d) -> (C, D)."""
+    """Every decoder on its own latent: stacked params, z (C M, d) -> (C M, D)."""
     return jax.vmap(lambda p, zc: decode(model, p, zc))(dec, z)
 
 
 def class_params(dec: Any, c) -> Any:
-    """Class c's decoder params out of the stacked ones."""
+    """Decoder c's params out of the stacked ones."""
     return jax.tree_util.tree_map(lambda a: a[c], dec)
 
 
 def encode(model: ABSModel, enc: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Shared encoder (E-ABS): x (D,) -> (mean (C, d), log-variance (C, d)) of q(z | x, y)."""
+    """Shared encoder (E-ABS): x (D,) -> (mean (C M, d), log-variance (C M, d)) of q(z | x, y),
+    one per decoder."""
     if not model.encoder:
         raise ValueError("model.encoder: the model has no encoder (encoder=False)")
-    out = _encoder(model).apply(enc, x).reshape(2, model.num_classes, model.latent_dim)
+    out = _encoder(model).apply(enc, x).reshape(2, model.n_decoders, model.latent_dim)
     return out[0], jnp.clip(out[1], -12.0, 4.0)

@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = ["ABSRun", "prepare", "train_run", "class_scores", "score_run"]
 
-RESULT_FIELDS = ("score", "log_joint", "z")  # of `latent.BoundResult`
+RESULT_FIELDS = ("score", "log_joint", "z", "member", "decoder_score")  # `latent.BoundResult`
 
 
 class ABSRun(NamedTuple):
@@ -130,13 +130,13 @@ def class_scores(scorer, x: np.ndarray, *, batch_size: int, progress: bool = Tru
                  desc: str = "score abs", full: bool = False):  # fmt: skip
     """Class bounds (N, C) of pixels x (N, *event) in [0, 1] by an `ABSScorer`, in padded
     batches of one shape (`jaxrej.eval.run_scores.result_batches`: one compilation per scorer
-    setting); full=True returns (scores, log_joint, z)."""
+    setting); full=True returns {field: (N, ...)} of every `RESULT_FIELDS` field."""
     from jaxrej.eval.run_scores import result_batches
 
     x = np.asarray(x, np.float32)
     r, _ = result_batches(scorer, x, names=RESULT_FIELDS, batch_size=batch_size,
                           progress=progress, desc=desc)  # fmt: skip
-    return tuple(r[k] for k in RESULT_FIELDS) if full else r["score"]
+    return r if full else r["score"]
 
 
 def score_run(workdir: str, *, options):
@@ -146,7 +146,8 @@ def score_run(workdir: str, *, options):
     `run_scores.summarize_scores` and `warnings_for` (accuracy, n_failed, label_dependence, ...)
     and the ABS ones: bound_nats (the mean class-marginal bound), bound_nats_conditional (the
     label's), model "abs", score / ood_score (what was scored); arrays: class_logp (N, C),
-    log_joint (N, C), z (N, C, d), pred, ok, log_px, labels where known; per OOD set class_logp,
+    log_joint (N, C), z (N, C, d), member (N, C), decoder_score (N, C M), pred, ok, log_px,
+    labels where known; per OOD set class_logp,
     log_px, ok."""
     from jaxrej.abs.scorer import load_scorer
     from jaxrej.data.preprocessing import to_unit_interval
@@ -172,8 +173,9 @@ def score_run(workdir: str, *, options):
     pred, ok, log_px, cond = s.pop("pred"), s.pop("ok"), s.pop("log_px"), s.pop("cond")
     s["bound_nats"] = rs.mean_ok(log_px, ok)
     s["bound_nats_conditional"] = None if cond is None else rs.mean_ok(cond, ok)
-    arrays = {"class_logp": r["score"], "log_joint": r["log_joint"], "z": r["z"], "pred": pred,
-              "ok": ok, "log_px": log_px}  # fmt: skip
+    arrays = {"class_logp": r["score"], "log_joint": r["log_joint"], "z": r["z"],
+              "member": r["member"], "decoder_score": r["decoder_score"], "pred": pred, "ok": ok,
+              "log_px": log_px}  # fmt: skip
     if labels is not None:
         arrays["labels"] = labels
 

@@ -48,7 +48,7 @@ def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
     m = {k: v for k, v in dict(cfg["model"]).items() if v is not None}
     m.pop("name", None)
     known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output", "likelihood",
-             "decoder", "channels"}  # fmt: skip
+             "decoder", "channels", "members"}  # fmt: skip
     unknown = set(m) - known
     if unknown:
         raise ValueError(f"model: unknown field(s) {sorted(unknown)} for name='abs'")

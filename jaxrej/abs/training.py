@@ -4,7 +4,8 @@ lax's convolutions here, one class at a time: `decode_class_rows`); orbax checkp
 `checkpoint_every` steps and at the end; resumes bit-identically from the newest intact one
 (batches come from fold_in(key, step), so a resumed run sees the same batches).
 
-Per step, a batch of `per_class` rows of every class (C * per_class rows, pixels x in [0, 1]):
+Per step, a batch of `per_class` rows of every class for every decoder (C M per_class rows,
+pixels x in [0, 1]; with M members per class, each member draws its own rows of its class):
 
     elbo(x, y) = E_{q(z|x,y)} log p(x | H_y(z)) - KL(q(z|x,y) || N(0, I))   (one sample; `bound`)
     s_c(x)     = log_joint(x, H_c(m_c), m_c),  m_c = the encoder's mean for class c   (every class)
@@ -133,8 +134,8 @@ def optimizer(opts: ABSTrainOptions) -> optax.GradientTransformation:
 
 def batch_loss(model: ABSModel, params: dict, x: jax.Array, *, key: jax.Array,
                opts: ABSTrainOptions) -> tuple[jax.Array, dict]:  # fmt: skip
-    """Mean loss (module doc, per pixel) of a class-major batch x (C, n, D): row x[c, i] is of
-    class c, so each class's decoder runs as one matmul chain on its own rows."""
+    """Mean loss (module doc, per pixel) of a decoder-major batch x (C M, n, D): row x[i, j] is
+    of decoder i's class, so each decoder runs as one matmul chain on its own rows."""
     C, n, D = x.shape
     flat = x.reshape(C * n, D)
     mu, logvar = jax.vmap(lambda xi: encode(model, params["enc"], xi))(flat)  # (C n, C, d)
@@ -179,7 +180,7 @@ def _bank_latents(model, dec, flat, mc, opts, key):
     dec = jax.lax.stop_gradient(dec)
     zb = jax.random.normal(jax.random.fold_in(key, 1), (opts.disc_bank, model.latent_dim))
     h = decode_class_rows(
-        model, dec, jnp.broadcast_to(zb, (model.num_classes, *zb.shape))
+        model, dec, jnp.broadcast_to(zb, (model.n_decoders, *zb.shape))
     )  # (C, K, D)
     lin, offset = bound.linear_terms(model, h)
     lj = jnp.einsum("ckd,rd->crk", lin, flat) + offset[:, None, :] - 0.5 * jnp.sum(zb**2, -1)
@@ -192,8 +193,9 @@ def _bank_latents(model, dec, flat, mc, opts, key):
 
 
 def _batch(images, table, counts, per_class, key, n_levels):
-    """Class-balanced rows: images (N, D) integer levels on device, table (C, max_n) row indices of each
-    class, counts (C,) -> x (C, per_class, D) in [0, 1] (row [c, i] of class c)."""
+    """Class-balanced rows: images (N, D) integer levels on device, table (C M, max_n) row indices
+    of each decoder's class, counts (C M,) -> x (C M, per_class, D) in [0, 1] (row [i, j] of
+    decoder i's class)."""
     u = jax.random.uniform(key, (table.shape[0], per_class))
     j = jnp.minimum((u * counts[:, None]).astype(jnp.int32), counts[:, None] - 1)
     rows = jnp.take_along_axis(table, j, axis=1)  # (C, per_class)
@@ -228,7 +230,9 @@ def make_step(model: ABSModel, opts: ABSTrainOptions, tx: optax.GradientTransfor
     return jax.jit(step)
 
 
-def _class_table(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _class_table(labels: np.ndarray, num_classes: int,
+                 members: int = 1) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(table (C M, max_n) of each decoder's class's row indices, counts (C M,))."""
     counts = np.bincount(labels, minlength=num_classes)
     if counts.min() < 1:
         raise ValueError(f"labels: every class needs training rows, counts {counts.tolist()}")
@@ -236,7 +240,7 @@ def _class_table(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.n
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)
         table[c, : len(idx)] = idx
-    return table, counts.astype(np.int32)
+    return np.repeat(table, members, axis=0), np.repeat(counts, members).astype(np.int32)
 
 
 def _read_metrics(path: str) -> list[dict]:
@@ -263,7 +267,10 @@ def train(*, workdir: str, model: ABSModel, init_params: dict, images: np.ndarra
                          f"{images.dtype} {images.shape}")  # fmt: skip
     if labels.shape != images.shape[:1]:
         raise ValueError(f"labels: expected ({images.shape[0]},), got {labels.shape}")
-    table, counts = _class_table(labels, model.num_classes)
+    if model.members > 1 and opts.disc_weight > 0:
+        raise ValueError("training.disc_weight: the discriminative term is not defined for "
+                         f"model.members = {model.members} > 1 (a class's members are not rivals)")  # fmt: skip
+    table, counts = _class_table(labels, model.num_classes, model.members)
     tx = optimizer(opts)
     state = ABSTrainState(step=jnp.asarray(0, jnp.int32), params=init_params,
                           opt_state=tx.init(init_params))  # fmt: skip
