@@ -15,7 +15,8 @@ reconstructing too well sits high; one of the own decoder failing sits near 0). 
 (fewer training rows) give the accuracy against the number of training rows.
 --rows validation scores the 1,000 validation rows only and --train-rows N the first N of a
 run's training rows (for runs whose latent search is slow: the conv decoders); --out names the
-results files (keep the 6,000-row abs_selection files whole).
+results files (keep the 6,000-row abs_selection files whole). A run with several members per class
+(`--config.model.members=M`) also gets the accuracy of its first k members, k = 1..M.
 A run's selection scores are cached in RUN/selection_scores.npz (recomputed when absent or of
 other rows).
 """
@@ -64,7 +65,8 @@ def _settings(cfg: dict) -> str:
             + (f" sigma {m['sigma']}" if m.get("likelihood", "gaussian") == "gaussian" else "")
             + f", {t['n_iters']} steps" + (f", augment {', '.join(aug)}" if aug else "")
             + (f", conv decoder {tuple(m.get('channels') or (32, 16, 8))}"
-               if m.get("decoder") == "conv" else ""))  # fmt: skip
+               if m.get("decoder") == "conv" else "")
+            + (f", {m['members']} members per class" if (m.get("members") or 1) > 1 else ""))  # fmt: skip
 
 
 def measure(run: str, x, y, *, full: bool, train_rows: int = 1000) -> dict:
@@ -96,6 +98,9 @@ def measure(run: str, x, y, *, full: bool, train_rows: int = 1000) -> dict:
            "train_accuracy_1000": float(np.mean(np.argmax(st, 1) == tr.labels[:train_rows])),
            "train_rows": int(train_rows), "_ok": ok, "_score": s,
            "train_time_s": (read_summary(os.path.join(run, "train.json")) or {}).get("train_time_s")}  # fmt: skip
+    ds = cached.get("decoder_score")
+    if ds is not None and ds.shape[1] > s.shape[1]:
+        out["members"] = sub_ensembles(ds, y, s.shape[1])
     if full:
         own = lj[np.arange(len(y)), y]
         wrong = ~ok
@@ -105,6 +110,29 @@ def measure(run: str, x, y, *, full: bool, train_rows: int = 1000) -> dict:
                          "confusions": np.bincount(y[wrong] * 10 + np.argmax(s, 1)[wrong],
                                                    minlength=100).reshape(10, 10).tolist()}  # fmt: skip
     return out
+
+
+def sub_ensembles(decoder_score: np.ndarray, y: np.ndarray, num_classes: int) -> list[dict]:
+    """A run with M members per class (`ABSModel.members`), decoder_score (N, C M): for k = 1..M
+    the accuracy of its first k members as the mixture (logsumexp of their bounds - log k, the
+    run's own class score at k = M) and as the mean of their bounds (a product of their
+    likelihoods), with standard errors and the paired difference to k = 1."""
+    n, M = len(y), decoder_score.shape[1] // num_classes
+    b = decoder_score.reshape(n, num_classes, M)
+    from scipy.special import logsumexp
+
+    rows, ref = [], None
+    for k in range(1, M + 1):
+        row = {"k": k}
+        for name, score in (("mixture", logsumexp(b[..., :k], axis=-1) - np.log(k)),
+                            ("mean", b[..., :k].mean(-1))):  # fmt: skip
+            ok = (np.argmax(score, 1) == y).astype(float)
+            ref = ok if ref is None else ref
+            d = ok - ref
+            row[name] = {"accuracy": float(ok.mean()), "se": float(ok.std() / np.sqrt(n)),
+                         "vs_one": float(d.mean()), "vs_one_se": float(d.std(ddof=1) / np.sqrt(n))}  # fmt: skip
+        rows.append(row)
+    return rows
 
 
 def paired(out: dict, y) -> None:
@@ -148,6 +176,19 @@ def to_markdown(out: dict) -> str:
                       f"{100 * v['diff']:+.2f} points (paired SE {100 * v['se']:.2f}); "
                       f"{v['only_this_right']} rows only `{name}` gets right, "
                       f"{v['only_first_right']} only `{first_name}`."]  # fmt: skip
+    for name, r in out["runs"].items():
+        if r.get("members"):
+            lines += ["", f"`{name}`'s first k members per class (`ABSModel.members`; k = 1 is one "
+                      "plain ABS model), on the same rows: the mixture is the run's class score "
+                      "(logsumexp of the members' bounds - log k), the mean of bounds a product of "
+                      "their likelihoods; difference to k = 1 with its paired SE.", "",
+                      "| k | mixture | vs k = 1 | mean of bounds | vs k = 1 |", "|---|---|---|---|---|"]  # fmt: skip
+            for m in r["members"]:
+                a, b = m["mixture"], m["mean"]
+                lines.append(f"| {m['k']} | {100 * a['accuracy']:.2f}% +- {100 * a['se']:.2f} | "
+                             f"{100 * a['vs_one']:+.2f} ({100 * a['vs_one_se']:.2f}) | "
+                             f"{100 * b['accuracy']:.2f}% +- {100 * b['se']:.2f} | "
+                             f"{100 * b['vs_one']:+.2f} ({100 * b['vs_one_se']:.2f}) |")  # fmt: skip
     sb = out.get("sum_of_bounds")
     if sb:
         lines += ["", f"The summed class bounds of {', '.join(f'`{n}`' for n in sb['runs'])} (a "
@@ -233,7 +274,8 @@ def main(argv=None):
                    help="a run's own training rows scored (its first N)")  # fmt: skip
     p.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     p.add_argument("--quick", action="store_true",
-                   help="a 20-step digits ABS run measured on its own rows, into a temp folder")  # fmt: skip
+                   help="a 20-step digits ABS run (2 members per class) measured on its own "
+                   "rows, into a temp folder")  # fmt: skip
     args = p.parse_args(argv)
     import subprocess
 
@@ -250,7 +292,7 @@ def main(argv=None):
         wd = os.path.join(tmp, "run")
         config = os.path.join(os.path.dirname(HERE), "configs", "digits_abs.py")
         assert jaxrej(["train", "--config", config, "--workdir", wd, "--no-progress",
-                       "--config.training.n_iters=20"]) == 0  # fmt: skip
+                       "--config.training.n_iters=20", "--config.model.members=2"]) == 0  # fmt: skip
         args.runs, args.results_dir = [f"toy={wd}"], tmp
         from jaxrej.data.registry import load_dataset
 
