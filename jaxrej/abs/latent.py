@@ -12,6 +12,10 @@ With M members per class (`ABSModel.members`) every decoder gets its own bound b
 class score is the mixture's bound logsumexp_m b_{c,m} - log M (<= log 1/M sum_m p_m(x | c), as
 each b_{c,m} <= log p_m(x | c)); log_joint, z and member are those of the class's best member.
 
+A binary model (`ABSModel.binarize`) scores the thresholded input; with straight_through=True
+(the attack view) its gradient passes the threshold as if it were the identity (BPDA, Athalye et
+al. 2018); the scores are the same either way.
+
 One example, then vmap: a row's scores never depend on its batch neighbours. The whole result is
 differentiable in x through the unrolled Adam steps (the start selection is piecewise constant).
 """
@@ -135,14 +139,23 @@ def optimise_one(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, 
     return lj_best + jax.vmap(corr)(dec, z_best), lj_best, z_best
 
 
+def binarize(x: jax.Array, threshold: float, *, straight_through: bool = False) -> jax.Array:
+    """[x > threshold] as floats; its gradient is 0, or with straight_through the identity's."""
+    hard = (x > threshold).astype(x.dtype)
+    return x + jax.lax.stop_gradient(hard - x) if straight_through else jax.lax.stop_gradient(hard)
+
+
 def class_bounds(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, *,
-                 options: LatentOptions) -> BoundResult:  # fmt: skip
-    """Class bounds of a batch x (B, *event_shape) in [0, 1] (module doc), vmapped over rows."""
+                 options: LatentOptions, straight_through: bool = False) -> BoundResult:  # fmt: skip
+    """Class bounds of a batch x (B, *event_shape) in [0, 1] (module doc), vmapped over rows;
+    straight_through: how a binary model's threshold is differentiated (module doc)."""
     if tuple(x.shape[1:]) != tuple(model.event_shape):
         raise ValueError(f"x: expected (B, {tuple(model.event_shape)}), got {tuple(x.shape)}")
     flat = x.reshape(x.shape[0], -1)
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         flat = flat.astype(jnp.float32)
+    if model.binarize is not None:
+        flat = binarize(flat, model.binarize, straight_through=straight_through)
     s, lj, z = jax.vmap(lambda xi: optimise_one(model, params, bank, xi, options=options))(flat)
     return mixture(model, s, lj, z)
 

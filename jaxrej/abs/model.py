@@ -8,6 +8,11 @@ on the class's rows): p(x | y) = 1/M sum_m p_m(x | y). The decoders are stacked 
 C M, class-major (decoder i is member i % M of class i // M); everything per decoder (the encoder's
 proposals, the latent bank, the search) runs over that axis.
 
+With binarize = t (binary ABS, Schott et al. 2019) every input is thresholded, x -> [x > t], before
+it is scored or trained on: a pixel moves only when a perturbation carries it across t, so an
+L-inf radius below t can change only the pixels within it of t. The threshold has no gradient;
+attacks differentiate through it straight through (`latent.binarize`).
+
 G_y: z (d,) -> sigmoid(H_y(z)) (D,); with likelihood='bernoulli', p(x | z, y) is the pixels'
 cross-entropy against the logits H_y(z) (`bound`). Encoder: x (D,) -> means and log-variances (C, d) of
 q(z | x, y) for every class y at once.
@@ -46,7 +51,8 @@ class ABSModel(struct.PyTreeNode):
     Gaussian likelihood), encoder (E-ABS shared encoder on/off), output: 'sigmoid' (pixels in
     (0, 1)) or 'linear' (with hidden=() the decoder is G(z) = W z + b: the closed-form case);
     likelihood: 'gaussian' (fixed sigma) or 'bernoulli' (logits; needs output='sigmoid');
-    members: M decoders per class (module doc)."""
+    members: M decoders per class; binarize: None or the threshold t in (0, 1) of binary ABS
+    (module doc)."""
 
     num_classes: int = struct.field(pytree_node=False, default=10)
     event_shape: tuple = struct.field(pytree_node=False, default=(28, 28, 1))
@@ -60,6 +66,7 @@ class ABSModel(struct.PyTreeNode):
     decoder: str = struct.field(pytree_node=False, default="mlp")
     channels: tuple = struct.field(pytree_node=False, default=(32, 16, 8))
     members: int = struct.field(pytree_node=False, default=1)
+    binarize: float | None = struct.field(pytree_node=False, default=None)
 
     def __post_init__(self):
         if not (isinstance(self.num_classes, int) and self.num_classes >= 2):
@@ -68,6 +75,13 @@ class ABSModel(struct.PyTreeNode):
             isinstance(self.members, int) and self.members >= 1
         ):
             raise ValueError(f"members: expected an int >= 1, got {self.members!r}")
+        if self.binarize is not None and not (
+            isinstance(self.binarize, (int, float)) and not isinstance(self.binarize, bool)
+            and 0 < self.binarize < 1
+        ):  # fmt: skip
+            raise ValueError(
+                f"binarize: expected None or a threshold in (0, 1), got {self.binarize!r}"
+            )
         if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
             raise ValueError(f"latent_dim: expected an int >= 1, got {self.latent_dim!r}")
         if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):

@@ -26,20 +26,24 @@ BANK_SEED_OFFSET = 7  # the bank's key: key(seed + BANK_SEED_OFFSET)
 
 class ABSScorer(struct.PyTreeNode):
     """Pixels (B, *event) in [0, 1] -> class bounds (B, C). labels: accepted and ignored (the
-    scorer is label-blind); key: ignored (the latent search is deterministic)."""
+    scorer is label-blind); key: ignored (the latent search is deterministic); straight_through:
+    a binary model's threshold differentiated as the identity (the attack view,
+    `latent.binarize`; the same scores)."""
 
     params: Any
     bank: LatentBank
     labels: Any = None
     model: ABSModel = struct.field(pytree_node=False, default=None)
     options: LatentOptions = struct.field(pytree_node=False, default=LatentOptions())
+    straight_through: bool = struct.field(pytree_node=False, default=False)
 
     def __call__(self, x, key=None):
-        return class_bounds(self.model, self.params, self.bank, x, options=self.options).score
+        return self.result(x).score
 
     def result(self, x):
         """The full `latent.BoundResult` (scores, log joints, latents) of x."""
-        return class_bounds(self.model, self.params, self.bank, x, options=self.options)
+        return class_bounds(self.model, self.params, self.bank, x, options=self.options,
+                            straight_through=self.straight_through)  # fmt: skip
 
 
 def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
@@ -48,7 +52,7 @@ def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
     m = {k: v for k, v in dict(cfg["model"]).items() if v is not None}
     m.pop("name", None)
     known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output", "likelihood",
-             "decoder", "channels", "members"}  # fmt: skip
+             "decoder", "channels", "members", "binarize"}  # fmt: skip
     unknown = set(m) - known
     if unknown:
         raise ValueError(f"model: unknown field(s) {sorted(unknown)} for name='abs'")

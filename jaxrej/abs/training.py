@@ -216,6 +216,8 @@ def make_step(model: ABSModel, opts: ABSTrainOptions, tx: optax.GradientTransfor
                                  max_rotate=opts.augment_rotate, max_scale=opts.augment_scale,
                                  max_shift=opts.augment_shift)  # fmt: skip
             x = imgs.reshape(x.shape)
+        if model.binarize is not None:  # binary ABS trains on what it scores
+            x = (x > model.binarize).astype(x.dtype)
 
         def loss_fn(params):
             return batch_loss(model, params, x, key=k_noise, opts=opts)

@@ -114,12 +114,16 @@ def load(workdir: str, name: str, *, batch_size: int | None = None, **options):
 
 def abs_scorer(run_dir: str, *, batch_size: int, name: str = "abs"):
     """The ABS run's class bounds (`jaxrej.abs.ABSScorer`, the run's eval settings) as a Scorer:
-    label-blind and deterministic; its attack view is itself."""
+    label-blind and deterministic; its attack view is itself, for a binary model (`model.binarize`)
+    with the threshold differentiated straight through (the same scores, a nonzero gradient)."""
     from jaxrej.abs.scorer import load_scorer
-    from jaxrej.scorers.base import Scorer
+    from jaxrej.scorers.base import AttackView, Scorer
 
     sc, step = load_scorer(run_dir)
     settings = json.dumps({"run": os.path.abspath(run_dir), "step": step, "options": repr(sc.options),
                            "model": repr(sc.model), "batch_size": batch_size})  # fmt: skip
+    view = None
+    if sc.model.binarize is not None:
+        view = lambda labels: AttackView(sc.replace(straight_through=True))  # noqa: E731
     return Scorer(name=name, fn=sc, num_classes=sc.model.num_classes, batch_size=batch_size,
-                  settings=settings)  # fmt: skip
+                  settings=settings, view=view)  # fmt: skip
