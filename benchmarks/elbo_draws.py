@@ -30,14 +30,13 @@ def measure(workdir: str, rows: int, reps: int) -> dict:
     import numpy as np
 
     from benchmarks.mnist_sbgc_run import validation_rows
-    from jaxrej.config import RunEval
     from jaxrej.elbo import class_elbos
     from jaxrej.training.workdir import load_trained
 
     tm = load_trained(workdir)
-    d, e = tm.config["data"], RunEval.from_dict(tm.config["eval"])
-    levels, n_classes, n = int(d["n_levels"]), int(d["num_classes"]), e.elbo_n_times
-    x, y, _ = validation_rows(tm.config, rows)
+    d, e = tm.run.data, tm.run.eval
+    levels, n_classes, n = d.n_levels, d.num_classes, e.elbo_n_times
+    x, y, _ = validation_rows(d, rows)
     bound = jax.jit(lambda xb, k: class_elbos(
         tm.score_fn, tm.params, tm.sde, xb, num_classes=n_classes, key=k, n_times=n,
         time_sampling=e.elbo_time_sampling, eps=float(e.eps),

@@ -56,10 +56,10 @@ def load_workload(workdir, dataset, split, n, data_dir=None):
     from jaxrej.data.registry import load_dataset
     from jaxrej.training import load_trained
 
-    score_fn, params, sde, config, step, _ = load_trained(workdir)
-    spec = dataset or config["data"]["dataset"]
+    score_fn, params, sde, run, step, _ = load_trained(workdir)
+    spec = dataset or run.data.dataset
     data = load_dataset(spec, split, data_dir=data_dir)
-    c = int(config["data"]["num_classes"])
+    c = run.data.num_classes
     per = max(1, n // c)
     idx = np.sort(np.concatenate([np.flatnonzero(data.labels == k)[:per] for k in range(c)]))
     images, labels = np.asarray(data.images)[idx], np.asarray(data.labels)[idx]
@@ -68,7 +68,7 @@ def load_workload(workdir, dataset, split, n, data_dir=None):
     key = jax.random.key(0)
     sets = {k: dequantize(jnp.asarray(v), levels, key=jax.random.fold_in(key, i))
             for i, (k, v) in enumerate(sets.items())}  # fmt: skip
-    return score_fn, params, sde, config, step, sets, labels, levels, c, spec
+    return score_fn, params, sde, run.config, step, sets, labels, levels, c, spec
 
 
 def make_scorers(score_fn, params, sde, c, times, divergence="exact"):

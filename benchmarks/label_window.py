@@ -39,14 +39,13 @@ def residuals(workdir: str, rows: int, draws: int, step: int | None):
     import numpy as np
 
     from benchmarks.mnist_sbgc_run import validation_rows
-    from jaxrej.config import RunEval
     from jaxrej.elbo import draws as elbo_draws
     from jaxrej.elbo import residual
     from jaxrej.training.workdir import load_trained
 
     tm = load_trained(workdir, step=step)
-    e, n_classes = RunEval.from_dict(tm.config["eval"]), int(tm.config["data"]["num_classes"])
-    x, y, _ = validation_rows(tm.config, rows)
+    e, n_classes = tm.run.eval, tm.run.data.num_classes
+    x, y, _ = validation_rows(tm.run.data, rows)
     t0 = tm.label_cutoff or float(e.eps)
 
     @jax.jit

@@ -64,14 +64,14 @@ def measure(workdir: str, rows: int, draws: int, per_interval: int) -> dict:
     from jaxrej.training.workdir import load_trained
 
     tm = load_trained(workdir)
-    sde, d = tm.sde, tm.config["data"]
-    train = load_dataset(d["dataset"], d.get("train_split", "train"))
-    levels = int(d["n_levels"])
+    sde, d = tm.sde, tm.run.data
+    train = load_dataset(d.dataset, d.train_split)
+    levels = d.n_levels
     flat = train.images.reshape(len(train.images), -1)
     counts = np.stack([(flat == k).sum(0) for k in range(levels)], -1) + 0.5
     pi = counts / counts.sum(-1, keepdims=True)
     eps_hist = histogram_eps_fn(jnp.asarray(np.log(pi), jnp.float32))
-    x, y_val, img = validation_rows(tm.config, rows)
+    x, y_val, img = validation_rows(d, rows)
     event = img.shape[1:]
     lv = img.reshape(len(img), -1)
     exact = float(-np.mean(np.log(levels * pi[np.arange(lv.shape[1]), lv]).sum(1)))
@@ -93,7 +93,7 @@ def measure(workdir: str, rows: int, draws: int, per_interval: int) -> dict:
                        "se": float(bpd.std() / math.sqrt(len(bpd)))})  # fmt: skip
         print(bounds[-1], flush=True)
 
-    eps0 = float(tm.config["eval"]["eps"])
+    eps0 = float(tm.run.eval.eps)
     edges = np.geomspace(eps0, sde.T, 17)
     masks = [lv == 0, lv >= 250, (lv > 0) & (lv < 250)]
     y = jnp.asarray(y_val)

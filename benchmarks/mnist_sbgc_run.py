@@ -58,20 +58,19 @@ def quick_dirs(name: str, results_dir: str) -> tuple[str, str]:
     return workdir, results_dir
 
 
-def validation_rows(config: dict, rows: int):
+def validation_rows(data, rows: int):
     """(x (N, *event) float32 in [0, 1), y (N,), images (N, *event) int) of the first `rows`
-    validation rows of a run's eval set (`config`: the run's stored config), dequantized once
+    validation rows of a run's eval set (`data`: the run's `jaxrej.config.RunData`), dequantized once
     with uniform noise of seed 0 (x = (image + u) / n_levels), as the MNIST benchmarks read them."""
     import jax.numpy as jnp
     import numpy as np
 
     from jaxrej.data.registry import load_dataset
 
-    d = config["data"]
-    val = load_dataset(d["eval_dataset"] or d["dataset"], "validation")
+    val = load_dataset(data.eval_spec, "validation")
     img, y = val.images[:rows], np.asarray(val.labels[:rows])
     u = np.random.default_rng(0).uniform(size=img.shape)
-    return jnp.asarray((img + u) / int(d["n_levels"]), jnp.float32), y, img
+    return jnp.asarray((img + u) / data.n_levels, jnp.float32), y, img
 
 
 def collect(workdir: str, device: str) -> dict:

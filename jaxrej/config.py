@@ -269,11 +269,174 @@ class ABSEval:
         return dataclasses.asdict(self)
 
 
-def run_eval_options(config: dict, overrides: Sequence[str] = ()) -> tuple[RunEval | ABSEval, dict]:
-    """(the eval options of a run's config dict with --config.eval.* `overrides` applied: RunEval,
-    or ABSEval where model.name is 'abs'; {field: value} of the fields an override set off the
+def run_eval_options(run: RunSpec, overrides: Sequence[str] = ()) -> tuple[RunEval | ABSEval, dict]:
+    """(the eval options of a run (`RunSpec`, `load_run`) with --config.eval.* `overrides` applied:
+    RunEval, or ABSEval for an ABS run; {field: value} of the fields an override set off the
     run's own, the tags of `jaxrej score`'s file names). ValueError naming a bad field."""
-    kind = ABSEval if (config.get("model") or {}).get("name") == "abs" else RunEval
-    own = kind.from_dict(dict(config["eval"])).to_dict()  # with the defaults older configs lack
-    ev = kind.from_dict(apply_overrides({"eval": dict(own)}, overrides, sections=("eval",))["eval"])
+    own = run.eval.to_dict()  # with the defaults older configs lack
+    ev = type(run.eval).from_dict(
+        apply_overrides({"eval": dict(own)}, overrides, sections=("eval",))["eval"]
+    )
     return ev, {k: v for k, v in ev.to_dict().items() if v != own[k]}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunData:
+    """A trained run's `data` section as options: the dataset strings ('' in a config: None),
+    the training split, the eval rows' dataset (None: `dataset`) and split, the validation
+    hold-out and the tfds data_dir; and what `jaxrej train` stored from the data: num_classes,
+    n_levels, event_shape (None in a config not yet trained). `from_dict` names an unknown or
+    missing field."""
+
+    dataset: str
+    num_classes: int | None = None
+    n_levels: int | None = None
+    event_shape: tuple[int, ...] | None = None
+    train_split: str = "train"
+    eval_dataset: str | None = None
+    eval_split: str | None = None
+    val_fraction: float | None = None
+    data_dir: str | None = None
+
+    @property
+    def eval_spec(self) -> str:
+        """The dataset string of the run's eval rows (eval_dataset, else dataset)."""
+        return self.eval_dataset or self.dataset
+
+    @classmethod
+    def from_dict(cls, d: dict, *, trained: bool = True) -> RunData:
+        """The data section `d` of a trained run's config (trained=False: of a config to train,
+        whose num_classes, n_levels and event_shape come from the data)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"data: unknown field(s) {unknown}; known: {sorted(known)}")
+        derived = ("num_classes", "n_levels", "event_shape")
+        missing = sorted({"dataset", *(derived if trained else ())} - set(d))
+        if missing:
+            raise ValueError(f"data: missing field(s) {missing} (not a trained run's config)")
+        d = {**d, **{k: d.get(k) or None for k in ("eval_dataset", "data_dir")}}
+        if trained:
+            d |= {"num_classes": int(d["num_classes"]), "n_levels": int(d["n_levels"]),
+                  "event_shape": tuple(int(n) for n in d["event_shape"])}  # fmt: skip
+        return cls(**d)
+
+
+def run_kind(config: dict) -> str:
+    """'abs' for a run whose config's model.name is 'abs' (analysis by synthesis), else 'score'
+    (read without validating the rest: how `jaxrej.scorers.find_runs` sorts folders)."""
+    return "abs" if (config.get("model") or {}).get("name") == "abs" else "score"
+
+
+def run_scorer(config: dict) -> str:
+    """A score-model run's default scorer, its eval.scorer ("ode" where absent; `run_kind`'s
+    light read)."""
+    return (config.get("eval") or {}).get("scorer", "ode")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """A trained run's config.json as options, built once (`load_run`) and handed to the library:
+    kind ('score' | 'abs', `run_kind`), seed, data (`RunData`) and eval (`RunEval`, or `ABSEval`
+    for an ABS run); a score model's also net (its flax module, `training.workdir.build_net`),
+    sde (VPSDE | SubVPSDE | VESDE) and training (`training.loop.TrainOptions`, num_classes from
+    the data). config: the stored JSON itself, for records (a results file's provenance) and the
+    ABS loaders, which still read their sections from it."""
+
+    kind: str
+    seed: int
+    data: RunData
+    eval: RunEval | ABSEval
+    net: object = None
+    sde: object = None
+    training: object = None
+    config: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+
+def run_spec(config: dict) -> RunSpec:
+    """The `RunSpec` of a run's stored config dict (config.json); ValueError naming a missing
+    section or a bad field."""
+    kind = run_kind(config)
+    need = ("data", "model", "training", "eval") + (("sde",) if kind == "score" else ())
+    for section in need:
+        if section not in config:
+            raise ValueError(f"config: missing section {section!r}")
+    seed = config.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an int, got {seed!r}")
+    data = RunData.from_dict(dict(config["data"]))
+    if kind == "abs":
+        return RunSpec(kind=kind, seed=seed, data=data, eval=ABSEval.from_dict(dict(config["eval"])),
+                       config=config)  # fmt: skip
+    from jaxrej.training.loop import TrainOptions
+    from jaxrej.training.workdir import build_net, build_sde
+
+    model, sde = dict(config["model"]), dict(config["sde"])
+    return RunSpec(kind=kind, seed=seed, data=data, eval=RunEval.from_dict(dict(config["eval"])),
+                   net=build_net(model.pop("name"), num_classes=data.num_classes, **model),
+                   sde=build_sde(sde.pop("name"), **sde),
+                   training=TrainOptions(**{**config["training"], "num_classes": data.num_classes}),
+                   config=config)  # fmt: skip
+
+
+def load_run(workdir: str) -> RunSpec:
+    """The `RunSpec` of the trained run in `workdir` (its config.json); ValueError for a missing
+    workdir or config, or a bad field (named)."""
+    from jaxrej.training.workdir import read_config
+
+    return run_spec(read_config(workdir))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """A config dict to train (`new_run`) as options, before its data is loaded: kind ('score' |
+    'abs'), seed, config (its JSON form); for a score model also data (`RunData` without the
+    data's fields), sde and eval (`RunEval`), its training section checked (`TrainOptions`).
+    `spec` turns it into the trained run's `RunSpec` (net, training) once the data is known. An
+    ABS config is checked by `jaxrej.abs.run.prepare`."""
+
+    kind: str
+    seed: int = 0
+    config: dict = dataclasses.field(default_factory=dict)
+    data: RunData | None = None
+    sde: object = None
+    eval: RunEval | None = None
+
+    def spec(self, *, num_classes: int, n_levels: int, event_shape) -> RunSpec:
+        """The `RunSpec` of this run trained on data of `num_classes` classes, `n_levels` pixel
+        levels and `event_shape`; its config is what config.json stores (the data's fields
+        added). ValueError naming a model field the architecture lacks."""
+        data = {**self.config["data"], "num_classes": int(num_classes), "n_levels": int(n_levels),
+                "event_shape": [int(n) for n in event_shape]}  # fmt: skip
+        return run_spec(json_form({**self.config, "data": data}))
+
+
+def new_run(config: dict) -> NewRun:
+    """A config dict to train (`ConfigDict.to_dict()`) as a `NewRun`; ValueError naming a missing
+    section or a bad field before any data is loaded (the model's fields: `NewRun.spec`)."""
+    import copy
+
+    cfg = json_form(copy.deepcopy(dict(config)))
+    if run_kind(cfg) == "abs":
+        return NewRun(kind="abs", config=cfg)
+    from jaxrej.training.loop import TrainOptions
+    from jaxrej.training.workdir import build_sde
+
+    for section in ("data", "sde", "model", "training", "eval"):
+        if section not in cfg:
+            raise ValueError(f"config: missing section {section!r}")
+    t = cfg["training"]
+    unknown = set(t) - {f.name for f in dataclasses.fields(TrainOptions)}
+    if unknown:
+        raise ValueError(f"training: unknown field(s) {sorted(unknown)}")
+    if "num_classes" in t:
+        raise ValueError("training.num_classes: set from the data, not the config")
+    TrainOptions(**{**t, "class_ce_weight": 0.0})  # names a bad value early
+    ev = RunEval.from_dict(cfg["eval"])  # names a bad eval.* value before training
+    sde = dict(cfg["sde"])
+    sde = build_sde(sde.pop("name"), **sde)
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an int, got {seed!r}")
+    return NewRun(kind="score", seed=seed, config=cfg, sde=sde, eval=ev,
+                  data=RunData.from_dict(cfg["data"], trained=False))  # fmt: skip

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def run_demo(workdir: str, *, sbgc_config: Mapping[str, Any], heads: Mapping[str, Any],
-             evaluate: Mapping[str, Any], progress: bool = True) -> dict:  # fmt: skip
-    """Run the three steps (module doc) in `workdir`: sbgc_config, the score model's config dict
-    (`train_run`); heads, `run_heads` keywords (data, options, seed, config); evaluate,
+def run_demo(workdir: str, *, sbgc, heads: Mapping[str, Any], evaluate: Mapping[str, Any],
+             progress: bool = True) -> dict:  # fmt: skip
+    """Run the three steps (module doc) in `workdir`: sbgc, the score model's run to train
+    (`jaxrej.config.NewRun`, `train_run`); heads, `run_heads` keywords (data, options, seed, config); evaluate,
     `evaluate_workdir` keywords. Returns the evaluation's summary with the seconds per step."""
     import dataclasses
 
@@ -30,7 +30,7 @@ def run_demo(workdir: str, *, sbgc_config: Mapping[str, Any], heads: Mapping[str
     t0 = time.time()
     times = {}
     print("jaxrej demo: 1/3 score-based classifier (jaxrej train)", file=sys.stderr)
-    train_run(dict(sbgc_config), os.path.join(workdir, "sbgc"), progress=progress)
+    train_run(sbgc, os.path.join(workdir, "sbgc"), progress=progress)
     times["train_s"] = time.time() - t0
     hdir = os.path.join(workdir, "heads")
     if os.path.isfile(os.path.join(hdir, HEADS_FILE)) and os.path.isfile(

@@ -287,7 +287,9 @@ def _check_elbo_file(wd, images, class_logp, *, n_times):
     from jaxrej.data.preprocessing import row_ids
     from jaxrej.training.workdir import load_trained
 
-    score_fn, params, sde, cfg, _, cutoff = load_trained(wd)
+    score_fn, params, sde, _, _, cutoff = load_trained(wd)
+    with open(os.path.join(wd, "config.json")) as f:  # the stored settings, read independently
+        cfg = json.load(f)
     dq_key, draw_key = jax.random.split(jax.random.key(cfg["seed"] + 1))
     ids = row_ids(jnp.asarray(images, jnp.float32) / 16)
     for i in range(len(images)):

@@ -53,7 +53,7 @@ def test_unpacked_wheel_runs_help_and_loads_the_demo_configs(wheel, tmp_path):
         "p = argparse.ArgumentParser()\n"
         "demo.add_arguments(p)\n"
         "kw = demo.options(p.parse_args([]), d)  # what `jaxrej demo` hands jaxrej.demo.run_demo\n"
-        "assert kw['sbgc_config']['data']['dataset'] == 'digits', kw['sbgc_config']\n"
+        "assert kw['sbgc'].data.dataset == 'digits', kw['sbgc']\n"
         "assert kw['heads']['data']['dataset'] == 'digits', kw['heads']\n"
         "import jaxrej.demo\n"
         "assert jaxrej.demo.__file__.startswith(sys.path[0]), jaxrej.demo.__file__\n"

@@ -59,7 +59,7 @@ def configs_dir(given: str | None) -> str:
 
 def options(args, configs: str) -> dict:
     """The demo's flags and configs as `jaxrej.demo.run_demo` keywords."""
-    from jaxrej.config import heads_settings, load_config
+    from jaxrej.config import heads_settings, load_config, new_run
     from jaxrej.corruptions import CORRUPTIONS
     from jaxrej.eval.protocol import EvalOptions
     from jaxrej.eval.runs import AttackRunOptions
@@ -77,7 +77,7 @@ def options(args, configs: str) -> dict:
                                    model_attacks=DEMO_SBGC_SUITE),
         "sbgc_batch": 20,
     }  # fmt: skip
-    return {"sbgc_config": sbgc.to_dict(), "evaluate": evaluate,
+    return {"sbgc": new_run(sbgc.to_dict()), "evaluate": evaluate,
             "heads": {"data": data, "options": heads_options, "seed": seed,
                       "config": heads.to_dict()}}  # fmt: skip
 

@@ -66,19 +66,19 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> dict:
-    from jaxrej.config import run_eval_options
+    from jaxrej.config import load_run, run_eval_options
     from jaxrej.eval.run_scores import ScoreOptions, score_run
     from jaxrej.io import atomic_save_npz, atomic_write_json
-    from jaxrej.training.workdir import read_config, score_stem
+    from jaxrej.training.workdir import score_stem
 
-    cfg = read_config(args.workdir)  # ValueError for a missing workdir / config
+    run = load_run(args.workdir)  # ValueError for a missing workdir / config, or a bad field
     # the run's eval options (an ABS run's: jaxrej.config.ABSEval); the fields an override
     # changed tag the files' names: no run overwrites another's results
-    ev, changed = run_eval_options(cfg, args.overrides)
+    ev, changed = run_eval_options(run, args.overrides)
     options = ScoreOptions(run_eval=ev, scorer=args.scorer, split=args.split, test=args.test,
                            ood=tuple(args.ood or ()), limit=args.limit, step=args.step,
                            ema=not args.raw_params, progress=not args.no_progress)  # fmt: skip
-    rep = score_run(args.workdir, options=options)
+    rep = score_run(args.workdir, options=options, run=run)
 
     def path(set_name, ext):
         stem = score_stem(set_name, args.limit, options.kind, args.step, changed)

@@ -13,7 +13,7 @@ DIR/init_from.json.
 
 from __future__ import annotations
 
-from jaxrej.config import load_config
+from jaxrej.config import load_config, new_run
 
 
 def add_arguments(parser) -> None:
@@ -30,5 +30,5 @@ def run(args) -> dict:
     from jaxrej.training.run import train_run
 
     config = load_config(args.config, args.overrides)
-    return train_run(config.to_dict(), args.workdir, init_from=getattr(args, "init_from", None),
+    return train_run(new_run(config.to_dict()), args.workdir, init_from=getattr(args, "init_from", None),
                      progress=not args.no_progress)  # fmt: skip

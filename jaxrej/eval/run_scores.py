@@ -181,16 +181,15 @@ def warnings_for(summary: dict) -> list[str]:
     return out
 
 
-def baseline_bits_per_dim(d: dict, images) -> float:
+def baseline_bits_per_dim(d, images) -> float:
     """Mean bits/dim of `images` under the independent per-pixel histogram of the run's training
-    rows (d: its data settings; `jaxrej.likelihood.pixel_histogram_bits_per_dim`): the trivial
-    density to beat."""
+    rows (d: its `jaxrej.config.RunData`; `jaxrej.likelihood.pixel_histogram_bits_per_dim`): the
+    trivial density to beat."""
     from jaxrej.data.registry import load_dataset
     from jaxrej.likelihood import pixel_histogram_bits_per_dim
 
-    train = load_dataset(d["dataset"], d.get("train_split", "train"),
-                         data_dir=d.get("data_dir") or None)  # fmt: skip
-    bpd = pixel_histogram_bits_per_dim(train.images, images, n_levels=d["n_levels"])
+    train = load_dataset(d.dataset, d.train_split, data_dir=d.data_dir)
+    bpd = pixel_histogram_bits_per_dim(train.images, images, n_levels=d.n_levels)
     return float(np.mean(bpd))
 
 
@@ -238,20 +237,23 @@ def score_images(judge, images, *, n_levels: int, batch_size: int, progress: boo
                           batch_size=batch_size, progress=progress, desc=desc)  # fmt: skip
 
 
-def load_sets(options: ScoreOptions, data: dict):
+def load_sets(options: ScoreOptions, data):
     """(set_name, dataset string, images, labels or None, {name: (spec, split, images)}) of the
-    scored set and the OOD sets of `options` (module doc), checked against a run's data section
-    (`training.workdir.load_run_set`)."""
+    scored set and the OOD sets of `options` (module doc), checked against a run's data options
+    (`jaxrej.config.RunData`; `training.workdir.load_run_set`)."""
+    from jaxrej.config import RunData
     from jaxrej.data.registry import is_local, parse_named
     from jaxrej.training.workdir import load_run_set
 
+    if isinstance(data, dict):  # TODO(issue 24): jaxrej.abs.run.score_run still passes its dict
+        data = RunData.from_dict(data)
     o = options
     if o.test:
         test_name, spec = parse_named(o.test)
         set_name = test_name if o.split == "test" else f"{test_name}_{o.split}"
         images, labels = load_run_set("--test", spec, o.split, data, o.limit)
     else:
-        spec, set_name = data.get("eval_dataset") or data["dataset"], o.split
+        spec, set_name = data.eval_spec, o.split
         images, labels = load_run_set("--split", spec, o.split, data, o.limit)
     oods = {}
     for name, ospec in (parse_named(s) for s in o.ood):
@@ -288,17 +290,19 @@ def score_ood_sets(oods: dict, score, describe, log_px) -> tuple[dict, dict]:
 NO_OOD_NOTE = "no OOD set given (--ood [name=]SPEC): no OOD AUROC reported"
 
 
-def score_run(workdir: str, *, options: ScoreOptions) -> ScoreReport:
+def score_run(workdir: str, *, options: ScoreOptions, run=None) -> ScoreReport:
     """`jaxrej score` of a trained run (module doc): its judge's class scores of the scored set
-    and the OOD sets, with the summary; an ABS run (options.run_eval a `jaxrej.config.ABSEval`)
-    is scored by `jaxrej.abs.run.score_run`. ValueError for a missing run, set or checkpoint
-    (named), or eval options of the other kind of run."""
-    from jaxrej.config import ABSEval
+    and the OOD sets, with the summary; run: its `jaxrej.config.RunSpec` (None: `load_run`); an
+    ABS run (options.run_eval a `jaxrej.config.ABSEval`) is scored by `jaxrej.abs.run.score_run`.
+    ValueError for a missing run, set or checkpoint (named), or eval options of the other kind
+    of run."""
+    from jaxrej.config import ABSEval, load_run
     from jaxrej.scorers.sbgc import run_judge
-    from jaxrej.training.workdir import load_trained, read_config
+    from jaxrej.training.workdir import load_trained
 
     o, ev = options, options.run_eval
-    is_abs = (read_config(workdir).get("model") or {}).get("name") == "abs"
+    run = load_run(workdir) if run is None else run
+    is_abs = run.kind == "abs"
     if is_abs != isinstance(ev, ABSEval):
         raise ValueError(f"options.run_eval: {type(ev).__name__} for "
                          f"{'an ABS' if is_abs else 'a score-model'} run {workdir!r}")  # fmt: skip
@@ -307,12 +311,12 @@ def score_run(workdir: str, *, options: ScoreOptions) -> ScoreReport:
 
         return score_abs(workdir, options=o)
     scorer = o.kind
-    tm = load_trained(workdir, ema=o.ema, step=o.step)
-    d = tm.config["data"]
+    tm = load_trained(workdir, ema=o.ema, step=o.step, run=run)
+    d = run.data
     set_name, test_spec, images, labels, oods = load_sets(o, d)
 
     judge = run_judge(tm, ev, scorer)
-    shape, levels = tuple(d["event_shape"]), int(d["n_levels"])
+    shape, levels = d.event_shape, d.n_levels
 
     def score(x, desc):
         return score_images(judge, x, n_levels=levels, batch_size=ev.batch_size,

@@ -35,7 +35,7 @@ def _kinds(found: dict[str, str]) -> dict[str, list[str]]:
 def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
     """The runs' data settings {'dataset', 'val_fraction', 'seed', 'ood'} (heads run first),
     and notes; ValueError when the runs disagree on the dataset."""
-    from jaxrej.training.workdir import read_config
+    from jaxrej.config import load_run
 
     notes: list[str] = []
     cands = []
@@ -46,15 +46,14 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
                                    "val_fraction": c["data"]["val_fraction"], "seed": c["seed"],
                                    "ood": tuple(c.get("ood", {}).get("datasets", ()))}))  # fmt: skip
     for d in found["sbgc"][:1]:  # on its eval_dataset where it has one (held out of training)
-        c = read_config(d)
-        held_out = c["data"].get("eval_dataset")
-        vf = None if held_out else c["data"].get("val_fraction")
-        cands.append(("sbgc", d, {"dataset": held_out or c["data"]["dataset"], "val_fraction": vf,
-                                  "seed": c.get("seed", 0), "ood": ()}))  # fmt: skip
+        run = load_run(d)
+        vf = None if run.data.eval_dataset else run.data.val_fraction
+        cands.append(("sbgc", d, {"dataset": run.data.eval_spec, "val_fraction": vf,
+                                  "seed": run.seed, "ood": ()}))  # fmt: skip
     for d in found.get("abs", [])[:1]:  # evaluated on its eval_dataset (held out of training)
-        c = read_config(d)
-        cands.append(("abs", d, {"dataset": c["data"].get("eval_dataset") or c["data"]["dataset"],
-                                 "val_fraction": None, "seed": c.get("seed", 0), "ood": ()}))  # fmt: skip
+        run = load_run(d)
+        cands.append(("abs", d, {"dataset": run.data.eval_spec, "val_fraction": None,
+                                 "seed": run.seed, "ood": ()}))  # fmt: skip
     first = cands[0][2]
     for kind, d, s in cands[1:]:
         if s["dataset"] != first["dataset"]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+from jaxrej.config import run_kind, run_scorer
 from jaxrej.scorers.heads import HEAD_SCORERS, HEADS_FILE
 
 __all__ = ["NAMES", "BATCH_SIZES", "find_runs", "load"]
@@ -39,7 +40,7 @@ def _kind(d: str) -> str | None:
     cfg = _config(d)
     if cfg is None or not os.path.isdir(os.path.join(d, "checkpoints")):
         return None
-    return "abs" if (cfg.get("model") or {}).get("name") == "abs" else "score"
+    return run_kind(cfg)
 
 
 def find_runs(workdir: str) -> dict[str, str]:
@@ -62,8 +63,7 @@ def find_runs(workdir: str) -> dict[str, str]:
         elif kind == "abs":
             out.setdefault("abs", d)
         elif kind == "score":
-            scorer = (_config(d).get("eval") or {}).get("scorer", "ode")
-            out.setdefault("elbo" if scorer == "elbo" else "sbgc", d)
+            out.setdefault("elbo" if run_scorer(_config(d)) == "elbo" else "sbgc", d)
     if not out:
         raise ValueError(
             f"--workdir: {workdir!r} holds no trained score model (config.json + checkpoints/, "

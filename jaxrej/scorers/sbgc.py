@@ -188,11 +188,11 @@ def run_judge(tm, run_eval, scorer: str = "ode", *, solve=None) -> SBGCScorer | 
     run_eval its eval options (`jaxrej.config.RunEval`, overrides applied), scorer "ode" (an
     SBGCScorer: the solve -- or `solve`, a FlowSolve --, screen and chunk_size of run_eval) or
     "elbo" (an ELBOScorer: the elbo_* settings, split at the net's label_cutoff); inputs
-    dequantised by run_eval.dequantize, per-row keys from key(seed + 1)."""
-    e, d = run_eval, tm.config["data"]
-    key = jax.random.key(tm.config.get("seed", 0) + 1)
+    dequantised by run_eval.dequantize, per-row keys from key(seed + 1) (tm.run's seed)."""
+    e, d = run_eval, tm.run.data
+    key = jax.random.key(tm.run.seed + 1)
     base = dict(params=tm.params, key=key, score_fn=tm.score_fn, sde=tm.sde,
-                num_classes=int(d["num_classes"]), n_levels=int(d["n_levels"]),
+                num_classes=d.num_classes, n_levels=d.n_levels,
                 dequantize=e.dequantize, row_keys=True)  # fmt: skip
     if scorer == "elbo":
         return ELBOScorer(n_times=e.elbo_n_times, time_sampling=e.elbo_time_sampling,
@@ -213,13 +213,12 @@ def sbgc_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
     with the run's eval settings (run_eval: other `RunEval` options; solve: another FlowSolve),
     the attack view of `view` (module doc). trained: the run's `load_trained` result, if
     already loaded."""
-    from jaxrej.config import RunEval
     from jaxrej.flow import FlowSolve
     from jaxrej.scoring import TopK
     from jaxrej.training.workdir import load_trained
 
     tm = trained or load_trained(run_dir)
-    e = run_eval or RunEval.from_dict(tm.config["eval"])
+    e = run_eval or tm.run.eval
     judge = run_judge(tm, e, "ode", solve=solve)
     base = dict(params=tm.params, score_fn=tm.score_fn, sde=tm.sde, key=judge.key,
                 num_classes=judge.num_classes, n_levels=judge.n_levels)  # fmt: skip
@@ -247,11 +246,10 @@ def elbo_scorer(run_dir: str, *, batch_size: int, view: ViewOptions = ViewOption
     eval.elbo_* settings (`jaxrej.config.RunEval`'s defaults where absent, or run_eval),
     split at the net's label_cutoff; the attack view with view.n_times draws, bin-centre inputs
     and positional draws (label-blind: every class is scored at once)."""
-    from jaxrej.config import RunEval
     from jaxrej.training.workdir import load_trained
 
     tm = trained or load_trained(run_dir)
-    e = run_eval or RunEval.from_dict(tm.config["eval"])
+    e = run_eval or tm.run.eval
     judge = run_judge(tm, e, "elbo")
     cheap = judge.replace(n_times=min(view.n_times, e.elbo_n_times), dequantize="center",
                           row_keys=False)  # fmt: skip

@@ -1,5 +1,6 @@
-"""Train a run in a folder: a config dict in, DIR/config.json, checkpoints/, metrics.jsonl and
-train.json out (`jaxrej train` and `jaxrej demo` call `train_run`). A score model (DSM, on the
+"""Train a run in a folder: a config (`jaxrej.config.NewRun`, `new_run` of a config dict) in,
+DIR/config.json, checkpoints/, metrics.jsonl and train.json out (`jaxrej train` and `jaxrej
+demo` call `train_run`). A score model (DSM, on the
 train split less `data.val_fraction` of each class when set) resumes from DIR's newest intact
 checkpoint when DIR holds the same run (`workdir.check_run_workdir`); `init_from` starts a new run
 from another run's checkpoint (`workdir.check_init_from`); model.name == 'abs' hands the run to
@@ -8,73 +9,41 @@ from another run's checkpoint (`workdir.check_init_from`); model.name == 'abs' h
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import sys
 
 
-def prepare(cfg: dict) -> dict:
-    """Validate a score-model run's config (a plain dict, `ConfigDict.to_dict()`) into the
-    objects it trains: {"cfg": the JSON form stored as config.json, with the data's num_classes,
-    n_levels and event_shape; "opts": TrainOptions; "train" / "eval": the Datasets; "net";
-    "sde"}. ValueError naming a missing section or a bad field before anything is trained."""
-    from jaxrej.config import RunEval, json_form
+def prepare(new) -> dict:
+    """A score-model run to train (`jaxrej.config.NewRun`, `new_run`) with its data loaded:
+    {"run": its `RunSpec` (run.config: the JSON form stored as config.json, with the data's
+    num_classes, n_levels and event_shape); "train" / "eval": the Datasets}. ValueError naming a
+    bad field before anything is trained."""
     from jaxrej.data.registry import is_local, load_train_and_eval
-    from jaxrej.training.loop import TrainOptions
-    from jaxrej.training.workdir import build_net, build_sde
 
-    cfg = copy.deepcopy(dict(cfg))
-    for section in ("data", "sde", "model", "training", "eval"):
-        if section not in cfg:
-            raise ValueError(f"config: missing section {section!r}")
-    known = {f.name for f in dataclasses.fields(TrainOptions)}
-    unknown = set(cfg["training"]) - known
-    if unknown:
-        raise ValueError(f"training: unknown field(s) {sorted(unknown)}")
-    if "num_classes" in cfg["training"]:
-        raise ValueError("training.num_classes: set from the data, not the config")
-    TrainOptions(**{**cfg["training"], "class_ce_weight": 0.0})  # names a bad value early
-    RunEval.from_dict(cfg["eval"])  # names a bad eval.* value before training
-    sde_cfg = dict(cfg["sde"])
-    sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
-    d = cfg["data"]
-    train, evals = load_train_and_eval(d["dataset"], d.get("train_split", "train"),
-                                       d.get("eval_dataset"), d.get("eval_split"),
-                                       data_dir=d.get("data_dir") or None)  # fmt: skip
-    vf = d.get("val_fraction")
-    if vf and not is_local(d["dataset"]):  # hold out the reject thresholds' validation rows
+    d = new.data
+    train, evals = load_train_and_eval(d.dataset, d.train_split, d.eval_dataset, d.eval_split,
+                                       data_dir=d.data_dir)  # fmt: skip
+    vf = d.val_fraction
+    if vf and not is_local(d.dataset):  # hold out the reject thresholds' validation rows
         from jaxrej.eval.heads import split_validation
 
         if not 0.0 < vf < 1.0:
             raise ValueError(f"data.val_fraction: expected a number in (0, 1), got {vf!r}")
-        fit_idx, _ = split_validation(train.labels, vf, seed=cfg.get("seed", 0))
+        fit_idx, _ = split_validation(train.labels, vf, seed=new.seed)
         train = dataclasses.replace(
             train, images=train.images[fit_idx], labels=train.labels[fit_idx]
         )
-    d["num_classes"] = int(train.num_classes)
-    opts = TrainOptions(**cfg["training"], num_classes=int(train.num_classes))
-    d["n_levels"] = int(train.n_levels)
-    d["event_shape"] = list(train.images.shape[1:])
-    model = dict(cfg["model"])
-    net = build_net(model.pop("name"), num_classes=train.num_classes, **model)
-    if not isinstance(cfg.get("seed", 0), int):
-        raise ValueError(f"seed: expected an int, got {cfg.get('seed')!r}")
-    return {
-        "cfg": json_form(cfg),
-        "opts": opts,
-        "train": train,
-        "eval": evals,
-        "net": net,
-        "sde": sde,
-    }
+    run = new.spec(num_classes=train.num_classes, n_levels=train.n_levels,
+                   event_shape=train.images.shape[1:])  # fmt: skip
+    return {"run": run, "train": train, "eval": evals}
 
 
-def train_run(cfg: dict, workdir: str, *, init_from: str | None = None,
+def train_run(new, workdir: str, *, init_from: str | None = None,
               progress: bool = True) -> dict:  # fmt: skip
-    """Train (or resume) the run of config dict `cfg` in `workdir` and return its train.json
-    summary (module doc); a run already trained to training.n_iters keeps its train.json, which
-    is returned again. `init_from`: "RUN" or "RUN@STEP" (a fine-tune: the data, sde and model
+    """Train (or resume) the run `new` (`jaxrej.config.NewRun`, `new_run` of a config dict) in
+    `workdir` and return its train.json summary (module doc); a run already trained to
+    training.n_iters keeps its train.json, which is returned again. `init_from`: "RUN" or "RUN@STEP" (a fine-tune: the data, sde and model
     sections must match). ValueError, nothing written, for a bad config or a workdir holding
     another run."""
     import jax
@@ -93,14 +62,15 @@ def train_run(cfg: dict, workdir: str, *, init_from: str | None = None,
         seed_from_run,
     )
 
-    if cfg.get("model", {}).get("name") == "abs":  # analysis by synthesis
+    if new.kind == "abs":  # analysis by synthesis
         from jaxrej.abs.run import train_run as train_abs
 
         if init_from:
             raise ValueError("--init-from: not supported for model.name='abs'")
-        return train_abs(cfg, workdir, progress=progress)
-    p = prepare(cfg)
-    cfg, opts = p["cfg"], p["opts"]
+        return train_abs(new.config, workdir, progress=progress)
+    p = prepare(new)
+    run = p["run"]
+    cfg, opts = run.config, run.training
     cfg_path = os.path.join(workdir, CONFIG_FILE)
     check_run_workdir(workdir, cfg)  # ValueError: another run, nothing changed
     init = None
@@ -114,9 +84,9 @@ def train_run(cfg: dict, workdir: str, *, init_from: str | None = None,
     if init is not None:
         seed_from_run(workdir, *init)
 
-    key = jax.random.key(cfg.get("seed", 0))
+    key = jax.random.key(run.seed)
     init_key, train_key = jax.random.split(key)
-    net, sde, data, evals = p["net"], p["sde"], p["train"], p["eval"]
+    net, sde, data, evals = run.net, run.sde, p["train"], p["eval"]
     params = init_params(net, data.images.shape[1:], key=init_key)
     n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
     state, summary = train(

@@ -7,9 +7,9 @@ workdir/metrics.jsonl      JSON lines: step, loss, grad_norm, eval_loss_ema, tim
 workdir/init_from.json     where a run started by `jaxrej train --init-from` took its first checkpoint
 workdir/<command>.json     each command's summary (train.json, score_<set>[_limit<N>].json, heads*.json)
 
-score_fn, params, sde, config = load_score_model("runs/digits")
-score_fn(params, x, t, y)   # ONE example; params are the EMA params of the newest intact checkpoint
-load_trained("runs/digits").step   # ... and which checkpoint that was
+tm = load_trained("runs/digits")   # run: jaxrej.config.load_run("runs/digits"), the config as options
+tm.score_fn(tm.params, x, t, y)    # ONE example; the EMA params of the newest intact checkpoint
+tm.step, tm.run.data.num_classes   # which checkpoint that was; the run's settings
 """
 
 from __future__ import annotations
@@ -179,79 +179,78 @@ def score_stem(set_name: str, limit: int, scorer: str = "ode", step: int | None 
             + ("" if step is None else f"_step{step}") + tags)  # fmt: skip
 
 
-def load_run_set(field: str, spec: str, split: str, data: dict, limit: int = 0):
+def load_run_set(field: str, spec: str, split: str, data, limit: int = 0):
     """(images, labels or None) of split `split` of dataset string `spec`, checked against a
-    run's data section `data` (event_shape, n_levels, num_classes): its first `limit` rows (0:
-    all). ValueError naming `field` (the flag that gave the set) for a set the run cannot score."""
+    run's data options `data` (`jaxrej.config.RunData`: event_shape, n_levels, num_classes): its
+    first `limit` rows (0: all). ValueError naming `field` (the flag that gave the set) for a set
+    the run cannot score."""
     from jaxrej.data.registry import load_dataset
 
     try:
-        ds = load_dataset(spec, split, data_dir=data.get("data_dir") or None)
+        ds = load_dataset(spec, split, data_dir=data.data_dir)
     except ValueError as e:
         raise ValueError(f"{field}: {e}") from e
-    if tuple(ds.images.shape[1:]) != tuple(data["event_shape"]):
+    if tuple(ds.images.shape[1:]) != data.event_shape:
         raise ValueError(
             f"{field}: {spec!r} images {ds.images.shape[1:]} differ from the run's "
-            f"{tuple(data['event_shape'])}"
+            f"{data.event_shape}"
         )
     images, labels = ds.images, ds.labels
-    if images.size and images.max() >= data["n_levels"]:
+    if images.size and images.max() >= data.n_levels:
         raise ValueError(
             f"{field}: {spec!r} has pixel levels up to {images.max()}, the run's data has "
-            f"{data['n_levels']} levels"
+            f"{data.n_levels} levels"
         )
     if limit:
         images, labels = images[:limit], None if labels is None else labels[:limit]
-    if labels is not None and labels.size and labels.max() >= data["num_classes"]:
-        raise ValueError(f"{field}: labels up to {labels.max()}, expected < {data['num_classes']}")
+    if labels is not None and labels.size and labels.max() >= data.num_classes:
+        raise ValueError(f"{field}: labels up to {labels.max()}, expected < {data.num_classes}")
     return images, labels
 
 
-def model_from_config(config: dict):
-    """(net, sde, event_shape, num_classes, n_levels) from a run's config dict."""
-    d = config["data"]
-    model = dict(config["model"])
-    net = build_net(model.pop("name"), num_classes=int(d["num_classes"]), **model)
-    sde_cfg = dict(config["sde"])
-    sde = build_sde(sde_cfg.pop("name"), **sde_cfg)
-    return net, sde, tuple(d["event_shape"]), int(d["num_classes"]), int(d["n_levels"])
-
-
 class TrainedModel(NamedTuple):
-    """A trained run: score_fn (ONE example), params, sde, config (dict), the checkpoint step and
-    label_cutoff, the time below which its net ignores the label (0.0: it never does)."""
+    """A trained run: score_fn (ONE example), params, sde, run (its `jaxrej.config.RunSpec`), the
+    checkpoint step and label_cutoff, the time below which its net ignores the label (0.0: it
+    never does)."""
 
     score_fn: Callable
     params: object
     sde: object
-    config: dict
+    run: object
     step: int
     label_cutoff: float
 
 
-def load_trained(workdir: str, *, ema: bool = True, step: int | None = None) -> TrainedModel:
+def load_trained(workdir: str, *, ema: bool = True, step: int | None = None,
+                 run=None) -> TrainedModel:  # fmt: skip
     """The EMA params (or raw, ema=False) of checkpoint `step` of a trained run, or of its newest
-    intact checkpoint (an unreadable newer one is skipped with a warning; restore_checkpoint)."""
+    intact checkpoint (an unreadable newer one is skipped with a warning; restore_checkpoint).
+    run: the run's `jaxrej.config.RunSpec` (None: `jaxrej.config.load_run(workdir)`)."""
+    from jaxrej.config import load_run
     from jaxrej.models.score import init_params, make_score_fn
     from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
     from jaxrej.training.loop import init_train_state, make_optimizer
 
-    config = read_config(workdir)
-    net, sde, event_shape, _, _ = model_from_config(config)
-    t = config["training"]
-    params = init_params(net, event_shape, key=jax.random.key(0))
-    opt = make_optimizer(lr=t["lr"], warmup=t["warmup"], grad_clip=t["grad_clip"],
-                         weight_decay=t.get("weight_decay", 0.0))  # fmt: skip
+    run = load_run(workdir) if run is None else run
+    if run.kind != "score":
+        raise ValueError(f"workdir: {workdir!r} is an ABS run, not a score model "
+                         "(jaxrej.abs.scorer.load_scorer loads it)")  # fmt: skip
+    net, t = run.net, run.training
+    params = init_params(net, run.data.event_shape, key=jax.random.key(0))
+    opt = make_optimizer(lr=t.lr, warmup=t.warmup, grad_clip=t.grad_clip,
+                         weight_decay=t.weight_decay)  # fmt: skip
     target = init_train_state(params, opt)
     state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
     params = state.ema_params if ema else state.params
     cutoff = float(getattr(net, "label_cutoff", 0.0))
-    return TrainedModel(make_score_fn(net, sde), params, sde, config, int(step), cutoff)
+    return TrainedModel(make_score_fn(net, run.sde), params, run.sde, run, int(step), cutoff)
 
 
 def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None):
-    """(score_fn, params, sde, config) of a trained run: `load_trained` without the step."""
-    return load_trained(workdir, ema=ema, step=step)[:4]
+    """(score_fn, params, sde, config) of a trained run: `load_trained` without the step; config
+    is the run's stored config.json (`RunSpec.config`, for the caller's records)."""
+    tm = load_trained(workdir, ema=ema, step=step)
+    return tm.score_fn, tm.params, tm.sde, tm.run.config
 
 
 INIT_FILE = "init_from.json"
