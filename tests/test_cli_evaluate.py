@@ -4,6 +4,7 @@ other sets written beside, never over, the full run."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -84,13 +85,20 @@ def test_adversarial_tables_are_judged_by_the_clean_tables_scorer(workdir, capsy
     """Heads attacked on all 24 test rows (L-inf and L2): each row's clean accuracy and clean
     rejection equal the clean table's (the same judge and thresholds, all rows); every rate is
     monotone in eps; every row has n and an interval; the clean tables print before the first
-    adversarial row."""
+    adversarial row. The score model is in the clean tables only (--attack-sbgc-n 0): its clean
+    scores are the fixture run's (the same judge, validation, test and OOD rows), handed over
+    in its score cache (`jaxrej.eval.cache`: keyed by the images and the scorer's settings),
+    not solved again."""
+    out = workdir / "evaluate_limit24_corrupt-none_atksbgc0_linf0.05-0.3_l21"
+    cache = out / "scores" / "sbgc"
+    shutil.copytree(workdir / f"evaluate_limit24{TAGS}" / "scores" / "sbgc", cache)
+    stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
     argv = ["evaluate", "--workdir", str(workdir), "--no-progress", "--corruptions", "none",
             "--limit", "24", "--attack-sbgc-n", "0", "--linf-eps", "0.05,0.3", "--l2-eps", "1"]  # fmt: skip
     assert cli.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")} == stamps  # read, not rescored
     err = capsys.readouterr().err
     assert err.index("### Clean test set") < err.index("| msp | p1 | 0.05 | 24 |")
-    out = workdir / "evaluate_limit24_corrupt-none_atksbgc0_linf0.05-0.3_l21"
     rep = json.loads((out / "evaluate.json").read_text())
     adv = rep["adversarial"]
     assert set(adv) == {"linf", "l2"} and "sbgc" not in adv["linf"]

@@ -9,6 +9,7 @@ so the score is  s_theta(x, t, y) = -eps_theta(x, t, y) / std(t)   (Song et al. 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -32,6 +33,11 @@ def make_noise_fn(net: nn.Module) -> ScoreFn:
 def make_score_fn(net: nn.Module, sde) -> ScoreFn:
     """score_fn(params, x, t, y) = -eps(x, t, y) / sde.std(t), for ONE example (vmap to batch).
 
+    One function per equal (net, sde) pair (a flax module and an SDE compare and hash by their
+    fields): a computation jitted with the score function static (a scorer's solve, the training
+    step) compiles once per process however often a run is loaded (`jaxrej demo`, a resumed
+    run, evaluate's scorers); an unhashable net gets a new function each call.
+
     eps = net(x, t, y), or, for a net with `precondition` set, the net's output F on a rescaled
     input added to the best linear prediction for data of per-dimension mean mu and std s
     (net.data_mean, net.data_std; the noise-prediction form of Karras et al. 2022's
@@ -54,6 +60,19 @@ def make_score_fn(net: nn.Module, sde) -> ScoreFn:
     prediction above. The closed form resolves the bins at any noise level, which a network of
     the scaled input cannot: its inputs differ by std / s there.
     """
+    try:
+        return _cached_score_fn(net, sde)
+    except TypeError:  # a field that does not hash
+        return _score_fn(net, sde)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_score_fn(net: nn.Module, sde) -> ScoreFn:
+    return _score_fn(net, sde)
+
+
+def _score_fn(net: nn.Module, sde) -> ScoreFn:
+    """`make_score_fn`'s function, built anew."""
     eps_fn = make_noise_fn(net)
     if not getattr(net, "precondition", False):
 

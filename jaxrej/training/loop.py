@@ -197,6 +197,18 @@ def batch_indices(step: jax.Array, n: int, batch_size: int, *, key: jax.Array) -
     return jax.lax.dynamic_slice(perm, ((step % per_epoch) * batch_size,), (batch_size,))
 
 
+# TrainOptions fields only the loop reads (not a step): left out of a compiled step's key
+LOOP_FIELDS = ("n_iters", "log_every", "eval_every", "checkpoint_every", "max_to_keep",
+               "data_parallel", "label_gap_rows")  # fmt: skip
+
+
+def step_options(opts: TrainOptions) -> TrainOptions:
+    """`opts` with the `LOOP_FIELDS` at their defaults: the static key of the compiled step and
+    eval loss, so that runs differing only there (a resumed run given more steps) share them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    return dataclasses.replace(opts, **{k: defaults[k] for k in LOOP_FIELDS})
+
+
 def optimizer_from_options(opts: TrainOptions) -> optax.GradientTransformation:
     return make_optimizer(
         lr=opts.lr, warmup=opts.warmup, grad_clip=opts.grad_clip, weight_decay=opts.weight_decay
@@ -325,9 +337,10 @@ def make_train_step(
     loss and updates the EMA:  ema <- decay * ema + (1 - decay) * params.
     mesh (`data_mesh`): shard the batch over the mesh's "batch" axis, everything else
     replicated (inputs are placed so; `replicate` them once to avoid a copy per step).
-    One compilation is shared by every call with the same (score_fn, sde, opts, n_levels, mesh).
+    One compilation is shared by every call with the same (score_fn, sde, opts, n_levels, mesh),
+    opts compared without its `LOOP_FIELDS` (`step_options`).
     """
-    static = dict(score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+    static = dict(score_fn=score_fn, sde=sde, opts=step_options(opts), n_levels=n_levels)
     if mesh is None:
         return functools.partial(_train_step, mesh=None, **static)
     return _jit_on_mesh(_step, mesh, False, **static)
@@ -341,7 +354,7 @@ def make_batch_train_step(
     levels and labels may be global arrays sharded over "batch" (the multi-host recipe in the
     module doc); the result equals make_train_step's when given its batch and
     fold_in(step_key, step)."""
-    static = dict(score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels)
+    static = dict(score_fn=score_fn, sde=sde, opts=step_options(opts), n_levels=n_levels)
     if mesh is None:
         return jax.jit(functools.partial(_batch_update, mesh=None, **static), donate_argnums=(0,))
     return _jit_on_mesh(_batch_update, mesh, True, **static)
@@ -362,8 +375,8 @@ def make_eval_loss(
 ) -> Callable:
     """jitted (params, images, labels, mask, key) -> (sum of per-example DSM losses, count),
     the training objective (same weighting/sampling) on dequantized inputs."""
-    return functools.partial(_eval_loss, score_fn=score_fn, sde=sde, opts=opts, n_levels=n_levels,
-                             mesh=mesh)  # fmt: skip
+    return functools.partial(_eval_loss, score_fn=score_fn, sde=sde, opts=step_options(opts),
+                             n_levels=n_levels, mesh=mesh)  # fmt: skip
 
 
 def evaluate_loss(eval_fn, params, images, labels, *, batch_size: int, key: jax.Array) -> float:
