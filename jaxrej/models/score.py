@@ -165,6 +165,17 @@ def check_atoms(value) -> tuple:
 
 
 def init_params(net: nn.Module, event_shape, *, key: jax.Array):
-    """Parameters of `net` for inputs of `event_shape` (initialised on a batch of one)."""
+    """Parameters of `net` for inputs of `event_shape` (initialised on a batch of one); compiled
+    once per equal net and shape in a process (a run trained, then loaded to score)."""
     x = jnp.zeros((1, *tuple(event_shape)), jnp.float32)
-    return jax.jit(net.init)(key, x, jnp.full((1,), 0.5, jnp.float32), jnp.zeros((1,), jnp.int32))
+    args = (key, x, jnp.full((1,), 0.5, jnp.float32), jnp.zeros((1,), jnp.int32))
+    try:
+        hash(net)
+    except TypeError:  # a field that does not hash
+        return jax.jit(net.init)(*args)
+    return _init(net, *args)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(net: nn.Module, key, x, t, y):
+    return net.init(key, x, t, y)
