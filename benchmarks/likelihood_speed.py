@@ -23,6 +23,7 @@ Writes benchmarks/results/likelihood_speed.json and .md; prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import time
@@ -260,8 +261,17 @@ def main(argv=None):
     # 16 probes shared by an example's classes: the class-gap error is a few nats on this model
     # (benchmarks/hutchinson.py, "RMS of margin error"), so 10 nats is several RMS
     rademacher16 = jaxrej.Screen(margin=10.0, n_probes=16, rtol=1e-3, atol=1e-3)
+
+    def in_t(screens):  # the same screens, solved in t instead of u = sqrt(t)
+        return tuple(jaxrej.TopK(k=s.k, margin=s.margin, spare=s.spare,
+                                 solve=dataclasses.replace(s.solve, time_change="none"))
+                     for s in screens)  # fmt: skip
+
     variants = {
         "jaxrej default: class_log_likelihoods(divergence='exact')": dict(),
+        "jaxrej default in t (time_change='none': the engine before the square time)": dict(
+            time_change="none", screen=in_t(jaxrej.scoring.DEFAULT_SCREEN)
+        ),
         "jaxrej, TopK(k=2) screen": dict(screen=jaxrej.TopK(k=2)),
         "jaxrej, cascade: Rademacher 1e-2 (margin 40) -> exact": dict(screens=[rademacher]),
         "jaxrej, cascade: Rademacher 1e-2 (40) -> exact 1e-3 (10) -> exact": dict(

@@ -23,7 +23,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from jaxrej.flow.field import field_vjp
+from jaxrej.flow.field import change_time, field_vjp
 from jaxrej.flow.options import FlowSolve
 from jaxrej.flow.rk import step_vjp
 from jaxrej.flow.solve import controller, forward, log_density, rms_norm
@@ -161,6 +161,7 @@ ADJOINTS = {"checkpoint": checkpoint, "backsolve": backsolve, "direct": direct}
 def example_log_likelihood(score_fn, sde, solve: FlowSolve, params, x, y, probes):
     """(logp, nfe, ok) for ONE example x (event shape) and label y, differentiable by
     `solve.adjoint`; a non-finite input or a failed solve gives ok=False and logp NaN."""
+    score_fn, sde, solve = change_time(score_fn, sde, solve)
     finite = jnp.all(jnp.isfinite(x))
     x = jnp.where(finite, x, jnp.zeros_like(x))  # a NaN input gets a cheap dummy solve
     logp, nfe, success = ADJOINTS[solve.adjoint](score_fn, sde, solve, params, x, y, probes)

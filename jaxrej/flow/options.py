@@ -19,6 +19,7 @@ import numpy as np
 
 DIVERGENCES = ("exact", "rademacher", "gaussian")
 ADJOINTS = ("checkpoint", "backsolve", "direct")
+TIME_CHANGES = ("none", "square")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,9 @@ class FlowSolve:
         the accepted steps; stores max_steps x D floats per example), "backsolve" (the continuous
         adjoint; gradients w.r.t. x only, memory independent of the steps), "direct" (autodiff
         through diffrax; supports forward-over-reverse, e.g. Hessian-vector products).
+    time_change: the solver's time: "none" (t) or "square" (u with t = u^2, from sqrt(eps) to
+        sqrt(T); the same ODE, fewer steps near t = eps; jaxrej.flow.field.change_time).
+        n_steps fixed steps are then uniform in u.
     """
 
     divergence: str = "rademacher"
@@ -136,6 +140,7 @@ class FlowSolve:
     adjoint: str = "checkpoint"
     max_steps: int = 4096
     n_steps: int | None = None
+    time_change: str = "square"
 
     def __post_init__(self):
         if self.divergence not in DIVERGENCES:
@@ -149,6 +154,8 @@ class FlowSolve:
                 _fail(name, "a positive finite number (a static Python float)", getattr(self, name))
         if not (_positive_float(self.eps) and float(self.eps) < 1.0):
             _fail("eps", "a start time in (0, T) = (0, 1)", self.eps)
+        if self.time_change not in TIME_CHANGES:
+            _fail("time_change", f"one of {TIME_CHANGES}", self.time_change)
         if self.adjoint not in ADJOINTS:
             _fail("adjoint", f"one of {ADJOINTS}", self.adjoint)
         if not _positive_int(self.max_steps):
