@@ -322,6 +322,35 @@ class RunData:
         return cls(**d)
 
 
+def abs_model(section: dict, *, num_classes: int, event_shape):
+    """The `jaxrej.abs.ABSModel` of an ABS config's `model` section (ValueError naming an unknown
+    or bad field); a field set to None (or absent) takes ABSModel's default."""
+    from jaxrej.abs.model import ABSModel
+
+    m = {k: v for k, v in dict(section).items() if v is not None}
+    m.pop("name", None)
+    known = {f for f in ABSModel.__dataclass_fields__ if f not in ("num_classes", "event_shape")}
+    unknown = set(m) - known
+    if unknown:
+        raise ValueError(f"model: unknown field(s) {sorted(unknown)} for name='abs'")
+    for k in ("hidden", "encoder_hidden", "channels"):
+        if k in m:
+            m[k] = tuple(int(v) for v in m[k])
+    return ABSModel(num_classes=int(num_classes), event_shape=tuple(event_shape), **m)
+
+
+def abs_training(section: dict):
+    """The `jaxrej.abs.ABSTrainOptions` of an ABS config's `training` section (ValueError naming an
+    unknown or bad field)."""
+    from jaxrej.abs.training import ABSTrainOptions
+
+    t = dict(section)
+    unknown = set(t) - {f.name for f in dataclasses.fields(ABSTrainOptions)}
+    if unknown:
+        raise ValueError(f"training: unknown field(s) {sorted(unknown)} for model.name='abs'")
+    return ABSTrainOptions(**t)
+
+
 def run_kind(config: dict) -> str:
     """'abs' for a run whose config's model.name is 'abs' (analysis by synthesis), else 'score'
     (read without validating the rest: how `jaxrej.scorers.find_runs` sorts folders)."""
@@ -338,10 +367,10 @@ def run_scorer(config: dict) -> str:
 class RunSpec:
     """A trained run's config.json as options, built once (`load_run`) and handed to the library:
     kind ('score' | 'abs', `run_kind`), seed, data (`RunData`) and eval (`RunEval`, or `ABSEval`
-    for an ABS run); a score model's also net (its flax module, `training.workdir.build_net`),
-    sde (VPSDE | SubVPSDE | VESDE) and training (`training.loop.TrainOptions`, num_classes from
-    the data). config: the stored JSON itself, for records (a results file's provenance) and the
-    ABS loaders, which still read their sections from it."""
+    for an ABS run); net: a score model's flax module (`training.workdir.build_net`), an ABS
+    run's `ABSModel` (`abs_model`); training: `training.loop.TrainOptions` (num_classes from the
+    data) or `ABSTrainOptions` (`abs_training`); sde: a score model's (VPSDE | SubVPSDE | VESDE).
+    config: the stored JSON itself, for records (a results file's provenance)."""
 
     kind: str
     seed: int
@@ -361,13 +390,13 @@ def run_spec(config: dict) -> RunSpec:
     for section in need:
         if section not in config:
             raise ValueError(f"config: missing section {section!r}")
-    seed = config.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an int, got {seed!r}")
+    seed = _seed(config)
     data = RunData.from_dict(dict(config["data"]))
     if kind == "abs":
         return RunSpec(kind=kind, seed=seed, data=data, eval=ABSEval.from_dict(dict(config["eval"])),
-                       config=config)  # fmt: skip
+                       net=abs_model(config["model"], num_classes=data.num_classes,
+                                     event_shape=data.event_shape),
+                       training=abs_training(config["training"]), config=config)  # fmt: skip
     from jaxrej.training.loop import TrainOptions
     from jaxrej.training.workdir import build_net, build_sde
 
@@ -390,17 +419,16 @@ def load_run(workdir: str) -> RunSpec:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NewRun:
     """A config dict to train (`new_run`) as options, before its data is loaded: kind ('score' |
-    'abs'), seed, config (its JSON form); for a score model also data (`RunData` without the
-    data's fields), sde and eval (`RunEval`), its training section checked (`TrainOptions`).
-    `spec` turns it into the trained run's `RunSpec` (net, training) once the data is known. An
-    ABS config is checked by `jaxrej.abs.run.prepare`."""
+    'abs'), seed, config (its JSON form), data (`RunData` without the data's fields), eval
+    (`RunEval` | `ABSEval`), its training section checked; a score model's sde. `spec` turns it
+    into the trained run's `RunSpec` (net, training) once the data is known."""
 
     kind: str
     seed: int = 0
     config: dict = dataclasses.field(default_factory=dict)
     data: RunData | None = None
     sde: object = None
-    eval: RunEval | None = None
+    eval: RunEval | ABSEval | None = None
 
     def spec(self, *, num_classes: int, n_levels: int, event_shape) -> RunSpec:
         """The `RunSpec` of this run trained on data of `num_classes` classes, `n_levels` pixel
@@ -411,6 +439,13 @@ class NewRun:
         return run_spec(json_form({**self.config, "data": data}))
 
 
+def _seed(cfg: dict) -> int:
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an int, got {seed!r}")
+    return seed
+
+
 def new_run(config: dict) -> NewRun:
     """A config dict to train (`ConfigDict.to_dict()`) as a `NewRun`; ValueError naming a missing
     section or a bad field before any data is loaded (the model's fields: `NewRun.spec`)."""
@@ -418,7 +453,12 @@ def new_run(config: dict) -> NewRun:
 
     cfg = json_form(copy.deepcopy(dict(config)))
     if run_kind(cfg) == "abs":
-        return NewRun(kind="abs", config=cfg)
+        for section in ("data", "model", "training", "eval"):
+            if section not in cfg:
+                raise ValueError(f"config: missing section {section!r}")
+        abs_training(cfg["training"])  # names a bad training.* value before any data is loaded
+        return NewRun(kind="abs", seed=_seed(cfg), config=cfg, eval=ABSEval.from_dict(cfg["eval"]),
+                      data=RunData.from_dict(cfg["data"], trained=False))  # fmt: skip
     from jaxrej.training.loop import TrainOptions
     from jaxrej.training.workdir import build_sde
 
@@ -435,8 +475,5 @@ def new_run(config: dict) -> NewRun:
     ev = RunEval.from_dict(cfg["eval"])  # names a bad eval.* value before training
     sde = dict(cfg["sde"])
     sde = build_sde(sde.pop("name"), **sde)
-    seed = cfg.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an int, got {seed!r}")
-    return NewRun(kind="score", seed=seed, config=cfg, sde=sde, eval=ev,
+    return NewRun(kind="score", seed=_seed(cfg), config=cfg, sde=sde, eval=ev,
                   data=RunData.from_dict(cfg["data"], trained=False))  # fmt: skip

@@ -274,3 +274,23 @@ def test_score_and_evaluate_give_an_abs_row_the_same_scores(abs_run, tmp_path, c
     assert s["accuracy"] == pytest.approx(np.mean(got.argmax(1) == data.test[1]))
     lse = np.log(np.exp(got - got.max(1, keepdims=True)).sum(1)) + got.max(1) - np.log(10)
     assert s["bound_nats"] == pytest.approx(lse.mean(), abs=1e-4)
+
+
+def test_an_abs_config_becomes_options_at_the_boundary():
+    """jaxrej.config turns an ABS config into ABSModel / ABSTrainOptions / ABSEval once; a bad
+    field is named before any data is loaded (training) or once the data is known (model)."""
+    from jaxrej.config import load_config, new_run
+
+    cfg = load_config(str(CONFIGS / "digits_abs.py"), ["--config.model.members=2"]).to_dict()
+    new = new_run(cfg)
+    run = new.spec(num_classes=10, n_levels=17, event_shape=(8, 8, 1))
+    assert run.kind == "abs" and run.net.members == 2 and run.net.event_shape == (8, 8, 1)
+    assert (
+        run.training.n_iters == cfg["training"]["n_iters"]
+        and run.eval.steps == cfg["eval"]["steps"]
+    )
+    with pytest.raises(ValueError, match=r"training: unknown field\(s\) \['n_iter'\]"):
+        new_run({**cfg, "training": {**cfg["training"], "n_iter": 3}})
+    bad = new_run({**cfg, "model": {**cfg["model"], "width": 3}})
+    with pytest.raises(ValueError, match=r"model: unknown field\(s\) \['width'\]"):
+        bad.spec(num_classes=10, n_levels=17, event_shape=(8, 8, 1))

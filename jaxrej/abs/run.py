@@ -1,12 +1,13 @@
-"""An ABS run in a folder: `train_run` (a config dict with model.name == 'abs' in, the run's files
-out; `jaxrej.training.run.train_run` hands such a config here) and `score_run` (the ABS half of
+"""An ABS run in a folder: `train_run` (a `jaxrej.config.NewRun` of kind 'abs' in, the run's files
+out; `jaxrej.training.run.train_run` hands such a run here) and `score_run` (the ABS half of
 `jaxrej score`'s library, `jaxrej.eval.run_scores.score_run`: the same `ScoreOptions` in, the
 same `ScoreReport` out).
 
 Config sections (configs/mnist_abs.py): data (dataset, train_split, eval_dataset, eval_split,
-data_dir), model (name='abs', latent_dim, hidden, encoder_hidden, sigma, encoder), training
-(`ABSTrainOptions`), eval (`jaxrej.config.ABSEval`: `LatentOptions` fields + bank_size,
-batch_size). `prepare` turns the dict into these objects once; nothing below it reads the dict.
+data_dir), model (name='abs' and the `ABSModel` fields), training (`ABSTrainOptions`), eval
+(`jaxrej.config.ABSEval`: `LatentOptions` fields + bank_size, batch_size). `jaxrej.config`
+turns them into these objects (`new_run`, `load_run`: `abs_model`, `abs_training`); nothing
+here reads the dict.
 
 Files: DIR/config.json, checkpoints/, metrics.jsonl, train.json (train); `jaxrej score` writes
 DIR/score_<set>[_limit<N>][_step<S>][_<field><value>...].json / .npz and
@@ -32,54 +33,33 @@ RESULT_FIELDS = ("score", "log_joint", "z", "member", "decoder_score")  # `laten
 
 
 class ABSRun(NamedTuple):
-    """A validated ABS config: cfg (the JSON form stored as config.json, with the data's
-    num_classes, n_levels and event_shape), model (`ABSModel`), opts (`ABSTrainOptions`), eval
-    (`jaxrej.config.ABSEval`), train / evals (Datasets; evals None without an evaluation set),
-    seed."""
+    """A validated ABS run with its data: run (the `jaxrej.config.RunSpec`: net the `ABSModel`,
+    training the `ABSTrainOptions`, eval the `ABSEval`, config the JSON form stored as
+    config.json, with the data's num_classes, n_levels and event_shape), train / evals
+    (Datasets; evals None without an evaluation set)."""
 
-    cfg: dict
-    model: Any
-    opts: Any
-    eval: Any
+    run: Any
     train: Any
     evals: Any
-    seed: int
 
 
-def prepare(cfg: dict) -> ABSRun:
-    """The objects of an ABS run's config dict (module doc); ValueError naming a missing section
-    or a bad field before anything is trained or written."""
-    import copy
-
-    from jaxrej.abs.scorer import model_from_config
-    from jaxrej.abs.training import options_from_config
-    from jaxrej.config import ABSEval, json_form
+def prepare(new) -> ABSRun:
+    """The run of a `jaxrej.config.NewRun` of kind 'abs' and its data (module doc); ValueError
+    naming a bad field before anything is trained or written."""
     from jaxrej.data.registry import load_train_and_eval
 
-    cfg = copy.deepcopy(dict(cfg))
-    for section in ("data", "model", "training", "eval"):
-        if section not in cfg:
-            raise ValueError(f"config: missing section {section!r}")
-    seed = cfg.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an int, got {seed!r}")
-    opts = options_from_config(cfg)
-    ev = ABSEval.from_dict(cfg["eval"])
-    d = cfg["data"]
-    train, evals = load_train_and_eval(d["dataset"], d.get("train_split", "train"),
-                                       d.get("eval_dataset"), d.get("eval_split"),
-                                       data_dir=d.get("data_dir") or None)  # fmt: skip
-    d |= {"num_classes": int(train.num_classes), "n_levels": int(train.n_levels),
-          "event_shape": list(train.images.shape[1:])}  # fmt: skip
-    cfg = json_form(cfg)
-    model = model_from_config(cfg, num_classes=train.num_classes,
-                              event_shape=train.images.shape[1:])  # fmt: skip
-    return ABSRun(cfg=cfg, model=model, opts=opts, eval=ev, train=train, evals=evals, seed=seed)
+    d = new.data
+    train, evals = load_train_and_eval(d.dataset, d.train_split, d.eval_dataset, d.eval_split,
+                                       data_dir=d.data_dir)  # fmt: skip
+    run = new.spec(num_classes=train.num_classes, n_levels=train.n_levels,
+                   event_shape=train.images.shape[1:])  # fmt: skip
+    return ABSRun(run=run, train=train, evals=evals)
 
 
-def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
-    """Train (or resume) the ABS run of config dict `cfg` in `workdir` and return its train.json
-    summary (module doc); a run already trained to training.n_iters keeps its train.json."""
+def train_run(new, workdir: str, *, progress: bool = True) -> dict:
+    """Train (or resume) the ABS run of `new` (a `jaxrej.config.NewRun`) in `workdir` and return
+    its train.json summary (module doc); a run already trained to training.n_iters keeps its
+    train.json."""
     import jax
 
     from jaxrej.abs import scorer as sc
@@ -89,20 +69,21 @@ def train_run(cfg: dict, workdir: str, *, progress: bool = True) -> dict:
     from jaxrej.io import atomic_write_json
     from jaxrej.training.workdir import CONFIG_FILE, TRAIN_FILE, check_run_workdir, read_summary
 
-    run = prepare(cfg)
-    model, opts, ev, data, seed = run.model, run.opts, run.eval, run.train, run.seed
+    p = prepare(new)
+    run, data = p.run, p.train
+    model, opts, ev, seed = run.net, run.training, run.eval, run.seed
     cfg_path = os.path.join(workdir, CONFIG_FILE)
-    check_run_workdir(workdir, run.cfg)  # ValueError: another run, nothing changed
+    check_run_workdir(workdir, run.config)  # ValueError: another run, nothing changed
     os.makedirs(workdir, exist_ok=True)
     if not os.path.isfile(cfg_path):
-        atomic_write_json(cfg_path, run.cfg)
+        atomic_write_json(cfg_path, run.config)
     init_key, train_key = jax.random.split(jax.random.key(seed))
     params = init_params(model, key=init_key)
     evaluate = None
-    if run.evals is not None and opts.eval_rows and opts.eval_every:
-        n = min(opts.eval_rows, len(run.evals.labels))
-        xe = to_unit_interval(run.evals.images[:n], data.n_levels)
-        ye = run.evals.labels[:n]
+    if p.evals is not None and opts.eval_rows and opts.eval_every:
+        n = min(opts.eval_rows, len(p.evals.labels))
+        xe = to_unit_interval(p.evals.images[:n], data.n_levels)
+        ye = p.evals.labels[:n]
 
         def evaluate(p):
             s = sc.build_scorer(model, p, bank_size=ev.bank_size, seed=seed, options=ev.latent)
@@ -139,10 +120,11 @@ def class_scores(scorer, x: np.ndarray, *, batch_size: int, progress: bool = Tru
     return r if full else r["score"]
 
 
-def score_run(workdir: str, *, options):
+def score_run(workdir: str, *, options, run=None):
     """`jaxrej score` of an ABS run (module doc): a `run_scores.ScoreReport` of the scored set and
     the OOD sets under `options` (`run_scores.ScoreOptions` whose run_eval is the run's
-    `jaxrej.config.ABSEval`, overrides applied). Summary: the shared keys of
+    `jaxrej.config.ABSEval`, overrides applied; run: its `jaxrej.config.RunSpec`, None:
+    `load_run`). Summary: the shared keys of
     `run_scores.summarize_scores` and `warnings_for` (accuracy, n_failed, label_dependence, ...)
     and the ABS ones: bound_nats (the mean class-marginal bound), bound_nats_conditional (the
     label's), model "abs", score / ood_score (what was scored); arrays: class_logp (N, C),
@@ -150,15 +132,15 @@ def score_run(workdir: str, *, options):
     labels where known; per OOD set class_logp,
     log_px, ok."""
     from jaxrej.abs.scorer import load_scorer
+    from jaxrej.config import load_run
     from jaxrej.data.preprocessing import to_unit_interval
     from jaxrej.eval import run_scores as rs
-    from jaxrej.training.workdir import read_config
 
     o, ev = options, options.run_eval
-    d = read_config(workdir)["data"]
-    set_name, test_spec, images, labels, oods = rs.load_sets(o, d)
-    scorer, step = load_scorer(workdir, step=o.step, options=ev)
-    levels = int(d["n_levels"])
+    run = load_run(workdir) if run is None else run
+    set_name, test_spec, images, labels, oods = rs.load_sets(o, run.data)
+    scorer, step = load_scorer(workdir, step=o.step, options=ev, run=run)
+    levels = run.data.n_levels
 
     def score(images, desc):
         x = to_unit_interval(np.asarray(images), levels)

@@ -46,47 +46,31 @@ class ABSScorer(struct.PyTreeNode):
                             straight_through=self.straight_through)  # fmt: skip
 
 
-def model_from_config(cfg: dict, *, num_classes: int, event_shape) -> ABSModel:
-    """The ABSModel of a config dict's `model` section (ValueError naming a bad field); a field
-    set to None (or absent) takes ABSModel's default."""
-    m = {k: v for k, v in dict(cfg["model"]).items() if v is not None}
-    m.pop("name", None)
-    known = {"latent_dim", "hidden", "encoder_hidden", "sigma", "encoder", "output", "likelihood",
-             "decoder", "channels", "members", "binarize"}  # fmt: skip
-    unknown = set(m) - known
-    if unknown:
-        raise ValueError(f"model: unknown field(s) {sorted(unknown)} for name='abs'")
-    for k in ("hidden", "encoder_hidden", "channels"):
-        if k in m:
-            m[k] = tuple(int(v) for v in m[k])
-    return ABSModel(num_classes=int(num_classes), event_shape=tuple(event_shape), **m)
-
-
 def build_scorer(model: ABSModel, params, *, bank_size: int, seed: int,
                  options: LatentOptions) -> ABSScorer:  # fmt: skip
     bank = latent_bank(model, params, n=bank_size, key=jax.random.key(seed + BANK_SEED_OFFSET))
     return ABSScorer(params=params, bank=bank, model=model, options=options)
 
 
-def load_scorer(workdir: str, *, step: int | None = None, options=None) -> tuple[ABSScorer, int]:
+def load_scorer(workdir: str, *, step: int | None = None, options=None,
+                run=None) -> tuple[ABSScorer, int]:  # fmt: skip
     """(ABSScorer, checkpoint step) of a trained run (`jaxrej train` with model.name = 'abs'):
-    its config's model, params of checkpoint `step` (None: the newest intact one), the latent
-    search and bank of `options` (`jaxrej.config.ABSEval`; None: the run's own eval section).
-    `jaxrej score` and `jaxrej evaluate` both load a run's scorer here."""
+    its model, params of checkpoint `step` (None: the newest intact one), the latent search and
+    bank of `options` (`jaxrej.config.ABSEval`; None: the run's own). run: the run's
+    `jaxrej.config.RunSpec` (None: `load_run(workdir)`). `jaxrej score` and `jaxrej evaluate`
+    both load a run's scorer here."""
     from jaxrej.abs.model import init_params
-    from jaxrej.abs.training import ABSTrainState, optimizer, options_from_config
-    from jaxrej.config import ABSEval
+    from jaxrej.abs.training import ABSTrainState, optimizer
+    from jaxrej.config import load_run
     from jaxrej.training.checkpoint import CHECKPOINT_DIR, restore_checkpoint
-    from jaxrej.training.workdir import read_config
 
-    cfg = read_config(workdir)
-    d = cfg["data"]
-    model = model_from_config(cfg, num_classes=d["num_classes"], event_shape=d["event_shape"])
+    run = load_run(workdir) if run is None else run
+    model = run.net
     params = init_params(model, key=jax.random.key(0))
-    tx = optimizer(options_from_config(cfg))
+    tx = optimizer(run.training)
     target = ABSTrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params))
     state, step = restore_checkpoint(os.path.join(workdir, CHECKPOINT_DIR), target, step=step)
-    ev = ABSEval.from_dict(cfg["eval"]) if options is None else options
-    sc = build_scorer(model, state.params, bank_size=ev.bank_size, seed=int(cfg.get("seed", 0)),
+    ev = run.eval if options is None else options
+    sc = build_scorer(model, state.params, bank_size=ev.bank_size, seed=run.seed,
                       options=ev.latent)  # fmt: skip
     return sc, step

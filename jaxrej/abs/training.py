@@ -340,13 +340,3 @@ def train(*, workdir: str, model: ABSModel, init_params: dict, images: np.ndarra
     summary |= {"final_step": int(state.step), "train_time_s": round(time.perf_counter() - t0, 2),
                 "last_metrics": last}  # fmt: skip
     return state, summary
-
-
-def options_from_config(cfg: dict) -> ABSTrainOptions:
-    """ABSTrainOptions of a config dict's `training` section (ValueError naming unknown fields)."""
-    t = dict(cfg["training"])
-    known = {f.name for f in dataclasses.fields(ABSTrainOptions)}
-    unknown = set(t) - known
-    if unknown:
-        raise ValueError(f"training: unknown field(s) {sorted(unknown)} for model.name='abs'")
-    return ABSTrainOptions(**t)

@@ -241,12 +241,9 @@ def load_sets(options: ScoreOptions, data):
     """(set_name, dataset string, images, labels or None, {name: (spec, split, images)}) of the
     scored set and the OOD sets of `options` (module doc), checked against a run's data options
     (`jaxrej.config.RunData`; `training.workdir.load_run_set`)."""
-    from jaxrej.config import RunData
     from jaxrej.data.registry import is_local, parse_named
     from jaxrej.training.workdir import load_run_set
 
-    if isinstance(data, dict):  # TODO(issue 24): jaxrej.abs.run.score_run still passes its dict
-        data = RunData.from_dict(data)
     o = options
     if o.test:
         test_name, spec = parse_named(o.test)
@@ -309,7 +306,7 @@ def score_run(workdir: str, *, options: ScoreOptions, run=None) -> ScoreReport:
     if is_abs:
         from jaxrej.abs.run import score_run as score_abs
 
-        return score_abs(workdir, options=o)
+        return score_abs(workdir, options=o, run=run)
     scorer = o.kind
     tm = load_trained(workdir, ema=o.ema, step=o.step, run=run)
     d = run.data

@@ -67,7 +67,7 @@ def train_run(new, workdir: str, *, init_from: str | None = None,
 
         if init_from:
             raise ValueError("--init-from: not supported for model.name='abs'")
-        return train_abs(new.config, workdir, progress=progress)
+        return train_abs(new, workdir, progress=progress)
     p = prepare(new)
     run = p["run"]
     cfg, opts = run.config, run.training
