@@ -125,7 +125,7 @@ def optimise_one(model: ABSModel, params: dict, bank: LatentBank, x: jax.Array, 
 
     if options.steps:
         (z, _), _ = jax.lax.scan(step, (z, opt.init(z)), None, length=options.steps)
-    lj = _class_log_joint(model, dec, x, z)  # (C, S)
+    lj = _class_log_joint(model, dec, x, z)  # (C M, S)
     best = jnp.argmax(lj, axis=1)
     z_best = jnp.take_along_axis(z, best[:, None, None], axis=1)[:, 0]  # (C M, d)
     lj_best = jnp.max(lj, axis=1)
