@@ -380,6 +380,8 @@ def run_heads(workdir: str, *, data: Mapping[str, Any], options: HeadsOptions, s
     report, scores, fitted = evaluate_heads(loaded, options=options, key=jax.random.key(seed))
     report = {
         "config": dict(config),
+        "data": {k: data.get(k) for k in ("dataset", "ood", "val_fraction", "data_dir")},
+        "seed": int(seed),
         "sets": dict(loaded.sources),
         "ood_positive": "in-distribution (AUROC of the confidence, in-distribution test = 1)",
         "notes": notes,

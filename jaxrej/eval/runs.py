@@ -40,11 +40,11 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
     notes: list[str] = []
     cands = []
     for d in found["heads"][:1]:
-        with open(os.path.join(d, "heads.json")) as f:
-            c = json.load(f)["config"]
-        cands.append(("heads", d, {"dataset": c["data"]["dataset"],
-                                   "val_fraction": c["data"]["val_fraction"], "seed": c["seed"],
-                                   "ood": tuple(c.get("ood", {}).get("datasets", ()))}))  # fmt: skip
+        with open(os.path.join(d, "heads.json")) as f:  # the data options `jaxrej heads` used
+            h = json.load(f)
+        cands.append(("heads", d, {"dataset": h["data"]["dataset"],
+                                   "val_fraction": h["data"]["val_fraction"], "seed": h["seed"],
+                                   "ood": tuple(h["data"]["ood"] or ())}))  # fmt: skip
     for d in found["sbgc"][:1]:  # on its eval_dataset where it has one (held out of training)
         run = load_run(d)
         vf = None if run.data.eval_dataset else run.data.val_fraction
