@@ -52,11 +52,11 @@ def load_workload(workdir: str, n: int):
     from jaxrej.data.preprocessing import dequantize
     from jaxrej.training.workdir import load_score_model
 
-    score_fn, params, sde, config = load_score_model(ensure_trained(workdir))
+    score_fn, params, sde, run = load_score_model(ensure_trained(workdir))
     images, labels = digits.load("test")
     idx = np.linspace(0, len(labels) - 1, n).round().astype(int)
     x = dequantize(jnp.asarray(images[idx]), digits.N_LEVELS, key=jax.random.key(0))
-    return score_fn, params, sde, x, labels[idx], int(config["data"]["num_classes"])
+    return score_fn, params, sde, x, labels[idx], run.data.num_classes
 
 
 def device_name() -> str:

@@ -86,11 +86,11 @@ def digits_workload(workdir: str, split: str, n: int, key: int = 0):
     from jaxrej.data.preprocessing import dequantize
     from jaxrej.training.workdir import load_score_model
 
-    score_fn, params, sde, config = load_score_model(ensure_trained(workdir))
+    score_fn, params, sde, run = load_score_model(ensure_trained(workdir))
     images, labels = digits.load(split)
     idx = np.linspace(0, len(labels) - 1, n).round().astype(int)
     x = dequantize(jnp.asarray(images[idx]), digits.N_LEVELS, key=jax.random.key(key))
-    return score_fn, params, sde, x, np.asarray(labels[idx]), int(config["data"]["num_classes"])
+    return score_fn, params, sde, x, np.asarray(labels[idx]), run.data.num_classes
 
 
 def example_probes(key, x, n_probes: int = 1, kind: str = "rademacher") -> np.ndarray:

@@ -247,10 +247,10 @@ def load_trained(workdir: str, *, ema: bool = True, step: int | None = None,
 
 
 def load_score_model(workdir: str, *, ema: bool = True, step: int | None = None):
-    """(score_fn, params, sde, config) of a trained run: `load_trained` without the step; config
-    is the run's stored config.json (`RunSpec.config`, for the caller's records)."""
+    """(score_fn, params, sde, run) of a trained run: `load_trained` without the step; run is its
+    `jaxrej.config.RunSpec` (run.data.num_classes, run.eval, ...; run.config for records)."""
     tm = load_trained(workdir, ema=ema, step=step)
-    return tm.score_fn, tm.params, tm.sde, tm.run.config
+    return tm.score_fn, tm.params, tm.sde, tm.run
 
 
 INIT_FILE = "init_from.json"
