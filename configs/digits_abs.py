@@ -33,7 +33,7 @@ def get_config():
     config.model.likelihood = "gaussian"  # gaussian | bernoulli (the pixels' cross-entropy)
     config.model.encoder = True  # E-ABS shared encoder
     config.model.members = 1  # decoders per class (a mixture of M; jaxrej.abs.model)
-    config.model.binarize = None  # None | a threshold t: binary ABS scores [x > t] (jaxrej.abs.model)
+    config.model.binarize = None  # None | t: binary ABS scores [x > t] (jaxrej.abs.model)
 
     config.training = ml_collections.ConfigDict()
     config.training.n_iters = 3000

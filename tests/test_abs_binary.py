@@ -68,9 +68,12 @@ def test_training_on_gray_rows_is_training_on_their_thresholded_copies(tmp_path)
     state, _ = A.train(workdir=str(tmp_path / "g"), model=plain, init_params=params, images=gray,
                        labels=labels, opts=opts, key=jax.random.key(3), progress=False)  # fmt: skip
     out.append(jax.tree_util.tree_leaves(state.params))
-    gap = lambda a, b: max(
-        float(np.abs(np.asarray(u) - np.asarray(v)).max()) for u, v in zip(a, b, strict=True)
-    )  # noqa: E731
+
+    def gap(a, b):
+        return max(
+            float(np.abs(np.asarray(u) - np.asarray(v)).max()) for u, v in zip(a, b, strict=True)
+        )
+
     assert gap(out[0], out[1]) < 1e-6 < 1e-3 < gap(out[0], out[2])  # equal up to rounding
 
 
