@@ -164,14 +164,17 @@ def mixture(model: ABSModel, s: jax.Array, lj: jax.Array, z: jax.Array) -> Bound
     """Per-decoder results (s, lj (B, C M), z (B, C M, d)) -> the classes' (module doc); with one
     member the scores pass through unchanged."""
     B, C, M = s.shape[0], model.num_classes, model.members
-    per_decoder = s
-    s, lj, z = s.reshape(B, C, M), lj.reshape(B, C, M), z.reshape(B, C, M, -1)
-    member = jnp.argmax(s, axis=-1)
-    pick = lambda a: jnp.take_along_axis(a, member[..., None], axis=2)[:, :, 0]  # noqa: E731
-    score = s[..., 0] if M == 1 else jax.nn.logsumexp(s, axis=-1) - jnp.log(M)
-    z_best = jnp.take_along_axis(z, member[..., None, None], axis=2)[:, :, 0]
-    return BoundResult(score=score, log_joint=pick(lj), z=z_best, member=member.astype(jnp.int32),
-                       decoder_score=per_decoder)  # fmt: skip
+    by_class = s.reshape(B, C, M)
+    member = jnp.argmax(by_class, axis=-1)
+
+    def pick(a):  # the best member's entry of a (B, C M, ...) -> (B, C, ...)
+        a = a.reshape(B, C, M, *a.shape[2:])
+        idx = member.reshape(B, C, 1, *(1,) * (a.ndim - 3))
+        return jnp.take_along_axis(a, idx, axis=2)[:, :, 0]
+
+    score = by_class[..., 0] if M == 1 else jax.nn.logsumexp(by_class, axis=-1) - jnp.log(M)
+    return BoundResult(score=score, log_joint=pick(lj), z=pick(z), member=member.astype(jnp.int32),
+                       decoder_score=s)  # fmt: skip
 
 
 def reconstructions(model: ABSModel, params: dict, z: jax.Array,

@@ -35,6 +35,7 @@ import optax
 from flax import struct
 
 from jaxrej.abs import bound
+from jaxrej.abs.latent import binarize
 from jaxrej.abs.model import ABSModel, class_params, decode_raw, encode
 from jaxrej.data.augment import random_affine
 from jaxrej.io import atomic_write_text
@@ -217,7 +218,7 @@ def make_step(model: ABSModel, opts: ABSTrainOptions, tx: optax.GradientTransfor
                                  max_shift=opts.augment_shift)  # fmt: skip
             x = imgs.reshape(x.shape)
         if model.binarize is not None:  # binary ABS trains on what it scores
-            x = (x > model.binarize).astype(x.dtype)
+            x = binarize(x, model.binarize)
 
         def loss_fn(params):
             return batch_loss(model, params, x, key=k_noise, opts=opts)
