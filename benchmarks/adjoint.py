@@ -47,16 +47,19 @@ SOLVER = jaxrej.FlowSolve().solver
 def diffrax_grad(score_fn, params, sde, x, y, probes, tol, *, solver, max_steps=4096):
     """(logp (B,), d logp / dx (B, *event)): jax.grad through diffeqsolve with diffrax's default
     RecursiveCheckpointAdjoint, diffrax's own solver and the plain field, under jaxrej's error
-    norm -- the reference for "checkpoint" (the same discrete map)."""
+    norm and in jaxrej's solver time (`FlowSolve.time_change`) -- the reference for "checkpoint"
+    (the same discrete map)."""
     from jaxrej.flow import SOLVERS
-    from jaxrej.flow.field import velocity_and_divergence
+    from jaxrej.flow.field import change_time, velocity_and_divergence
     from jaxrej.flow.solve import augmented_norm  # jaxrej's step-size control: the same steps
+
+    score_fn, sde, solve = change_time(score_fn, sde, jaxrej.FlowSolve(solver=solver))
 
     def one(xi, yi, pi):
         field = velocity_and_divergence(score_fn, sde, params, yi, pi)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(lambda t, s, args: field(t, s[0])), SOLVERS[solver].make(),
-            t0=jnp.asarray(1e-5, xi.dtype), t1=jnp.asarray(sde.T, xi.dtype), dt0=None,
+            t0=jnp.asarray(solve.eps, xi.dtype), t1=jnp.asarray(sde.T, xi.dtype), dt0=None,
             y0=(xi, jnp.zeros((), xi.dtype)), max_steps=max_steps, throw=False,
             stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol, norm=augmented_norm),
         )  # fmt: skip

@@ -88,7 +88,10 @@ def test_pgd_equals_foolbox_pgd_on_a_flax_mlp(norm):
 def test_attack_gradient_through_the_ode_matches_finite_differences():
     """The margin-loss gradient an attack uses, through class_log_likelihoods (TopK(k=2) screen
     keeping the label, exact divergence, 1e-6), against central differences of the same loss
-    computed from the closed-form Gaussian ODE likelihood in float64 (norm-relative error)."""
+    computed from the closed-form Gaussian ODE likelihood in float64 (norm-relative error).
+    The screen's solve is the exact trace at 1e-3: with the default one Rademacher probe its
+    estimate in 3 dimensions errs by ~1 nat and may drop the true rival (then the loss is a
+    different class's margin, not a wrong gradient)."""
     c, d, b = 3, 3, 4
     mus, covs = make_params(c, d, seed=7, scale=1.5)
     rng = np.random.default_rng(8)
@@ -100,8 +103,10 @@ def test_attack_gradient_through_the_ode_matches_finite_differences():
 
     def f(z):
         return jaxrej.class_log_likelihoods(score_fn, params, sde, z, num_classes=c, key=KEY,
-                                            screen=jaxrej.TopK(k=2), labels=jnp.asarray(y),
-                                            divergence="exact", rtol=1e-6, atol=1e-6)  # fmt: skip
+                                            screen=jaxrej.TopK(k=2, divergence="exact", rtol=1e-3,
+                                                               atol=1e-3),
+                                            labels=jnp.asarray(y), divergence="exact", rtol=1e-6,
+                                            atol=1e-6)  # fmt: skip
 
     _, g, _ = jax.jit(lambda z: eot.loss_and_grad(f, z, jnp.asarray(y), KEY, stochastic=False,
                       n_eot=1, loss="margin", targeted=False, thresholds=None))(

