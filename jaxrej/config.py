@@ -117,6 +117,7 @@ def heads_settings(config):
     """A heads config (configs/digits_heads.py) as plain values: (`jaxrej.eval.heads.load_heads_data`
     keywords, `HeadsOptions`, seed); ValueError naming a missing or malformed field."""
     from jaxrej.eval.heads import HeadsOptions
+    from jaxrej.heads.gmm import EMOptions
 
     c = config
     try:
@@ -126,6 +127,9 @@ def heads_settings(config):
             "val_fraction": float(c.data.val_fraction),
             "data_dir": str(c.data.get("data_dir", "")) or None,
         }
+        em = {"covariance_type": str(c.gmm.covariance_type), "reg_covar": float(c.gmm.reg_covar),
+              "tol": float(c.gmm.tol), "max_iter": int(c.gmm.max_iter),
+              "n_init": int(c.gmm.n_init)}  # fmt: skip
         options = HeadsOptions(
             model=str(c.model.name),
             model_kwargs={
@@ -134,7 +138,8 @@ def heads_settings(config):
             },
             train=dict(c.train),
             sdim=dict(c.sdim),
-            gmm=dict(c.gmm),
+            gmm=EMOptions(n_components=int(c.gmm.n_components), **em),
+            gmm_cc=EMOptions(n_components=int(c.gmm.n_components_per_class), **em),
             percentiles=tuple(float(p) for p in c.reject.percentiles),
             tpr=float(c.reject.tpr),
         )

@@ -1,4 +1,4 @@
-"""The reject module every scorer uses: thresholds, decisions, and (re-exported) metrics.
+"""The reject module every scorer uses: thresholds and decisions (the metrics: `jaxrej.metrics`).
 
 A scorer gives either class scores `(N, C)` (higher = more likely, e.g. log p(x | y) or an
 SDIM-logit class log-likelihood) or one confidence score `(N,)` per example (e.g. a GMM's
@@ -17,8 +17,6 @@ log p(features), the maximum softmax probability). Two threshold rules:
 A failed likelihood solve shows up as NaN (the likelihood engine returns NaN for a failed
 solve): any non-finite class score in a row makes that row rejected, and such rows never
 enter a threshold fit.
-
-Metrics live in `jaxrej.metrics` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -29,21 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrej.metrics import (  # noqa: F401  (re-exported: one import site for every scorer)
-    acc_left,
-    accuracy,
-    aupr_in,
-    aupr_out,
-    aurc,
-    auroc,
-    average_precision,
-    fpr_at_tpr,
-    mann_whitney_u,
-    rejection_rate,
-    risk_coverage,
-    summarize,
-)
-
 __all__ = [
     "predict",
     "fit_class_thresholds",
@@ -53,18 +36,6 @@ __all__ = [
     "decide",
     "fit_global_threshold",
     "reject_below",
-    "accuracy",
-    "acc_left",
-    "rejection_rate",
-    "auroc",
-    "average_precision",
-    "aupr_in",
-    "aupr_out",
-    "fpr_at_tpr",
-    "risk_coverage",
-    "aurc",
-    "mann_whitney_u",
-    "summarize",
 ]
 
 

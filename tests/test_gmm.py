@@ -24,7 +24,7 @@ def _mixture(n, seed, d=5, k=4, offset=10.0):
 def test_heldout_loglik_matches_sklearn(covariance_type):
     xtr, _ = _mixture(1500, seed=0)
     xte, _ = _mixture(600, seed=1)
-    g = G.fit(xtr, n_components=4, covariance_type=covariance_type, key=jax.random.key(0), n_init=2)
+    g = G.fit(xtr, G.EMOptions(4, covariance_type, n_init=2), key=jax.random.key(0))
     sk = GaussianMixture(4, covariance_type=covariance_type, n_init=2, random_state=0).fit(xtr)
     ours, ref = float(jnp.mean(G.log_prob(g, xte))), sk.score(xte)
     assert ours >= ref - 0.01 * abs(ref), (ours, ref)
@@ -50,7 +50,7 @@ def test_full_covariance_is_stable_for_nearly_singular_clusters():
     a = np.c_[r.normal(size=(400, 2)), np.zeros((400, 2))]
     b = r.normal(size=(400, 4)) + 5.0
     x = np.r_[a, b].astype(np.float32)
-    g = G.fit(x, n_components=2, covariance_type="full", key=jax.random.key(1), reg_covar=1e-4)
+    g = G.fit(x, G.EMOptions(2, "full", reg_covar=1e-4), key=jax.random.key(1))
     lp = G.log_prob(g, x)
     assert bool(jnp.all(jnp.isfinite(lp)))
     sk = GaussianMixture(2, covariance_type="full", reg_covar=1e-4, random_state=0).fit(x)
@@ -62,9 +62,10 @@ def test_n_init_keeps_the_best_run():
     opts = dict(n_components=6, kmeans_iters=0, max_iter=5)
     # restart i of an n_init=3 fit uses split(key, 3)[i]: the same run as a single fit with it
     singles = [
-        float(G.fit(x, key=k, **opts).lower_bound) for k in jax.random.split(jax.random.key(9), 3)
+        float(G.fit(x, G.EMOptions(**opts), key=k).lower_bound)
+        for k in jax.random.split(jax.random.key(9), 3)
     ]
-    best = G.fit(x, key=jax.random.key(9), n_init=3, **opts)
+    best = G.fit(x, G.EMOptions(**opts, n_init=3), key=jax.random.key(9))
     assert len(set(np.round(singles, 4))) > 1  # the restarts really differ
     assert float(best.lower_bound) == pytest.approx(max(singles), abs=1e-5)
 
@@ -83,9 +84,7 @@ def test_kmeans_plusplus_picks_distinct_data_points_in_every_cluster():
 def test_class_conditional_matches_per_class_sklearn():
     x, z = _mixture(1200, seed=5, k=3)
     y = z.astype(np.int32)
-    g = G.fit_class_conditional(
-        x, y, num_classes=3, n_components=2, covariance_type="full", key=jax.random.key(0)
-    )
+    g = G.fit_class_conditional(x, y, G.EMOptions(2, "full"), num_classes=3, key=jax.random.key(0))
     assert g.means.shape == (3, 2, 5)
     xte, zte = _mixture(300, seed=6, k=3)
     lp = np.asarray(G.class_log_prob(g, xte))  # (N, C)
@@ -99,7 +98,7 @@ def test_class_conditional_matches_per_class_sklearn():
 
 def test_log_prob_gradient_matches_finite_differences(x64):
     x, _ = _mixture(400, seed=7)
-    g = G.fit(x, n_components=3, covariance_type="full", key=jax.random.key(0), dtype=jnp.float64)
+    g = G.fit(x, G.EMOptions(3, "full"), key=jax.random.key(0), dtype=jnp.float64)
     z = jnp.asarray(x[:4], jnp.float64) + 0.3
     f = lambda z: jnp.sum(G.log_prob(g, z))  # noqa: E731
     gr = jax.grad(f)(z)
@@ -138,18 +137,22 @@ def test_bad_input():
     bad = x.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="feats"):
-        G.fit(bad, n_components=2, key=jax.random.key(0))
+        G.fit(bad, G.EMOptions(2), key=jax.random.key(0))
     with pytest.raises(ValueError, match="feats"):
-        G.fit(x[:, 0], n_components=2, key=jax.random.key(0))
+        G.fit(x[:, 0], G.EMOptions(2), key=jax.random.key(0))
     with pytest.raises(ValueError, match="covariance_type"):
-        G.fit(x, n_components=2, covariance_type="tied", key=jax.random.key(0))
+        G.EMOptions(2, covariance_type="tied")
     with pytest.raises(ValueError, match="n_components"):
-        G.fit(x, n_components=0, key=jax.random.key(0))
+        G.EMOptions(0)
+    with pytest.raises(ValueError, match="reg_covar"):
+        G.EMOptions(2, reg_covar=-1.0)
+    with pytest.raises(ValueError, match="options"):
+        G.fit(x, {"n_components": 2}, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"class\(es\) \[2\]"):
         G.fit_class_conditional(
             x,
             np.r_[np.zeros(49), [1]].astype(np.int32) * 0 + np.arange(50) % 2,
+            G.EMOptions(2),
             num_classes=3,
-            n_components=2,
             key=jax.random.key(0),
         )

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from jaxrej import reject
+from jaxrej import metrics, reject
 
 
 def _hand_made():
@@ -122,13 +122,13 @@ def test_reexported_metrics_agree_with_sklearn_and_scipy():
     s_in, s_out = rng.normal(1.0, size=50), np.round(rng.normal(size=40), 1)
     s = np.r_[s_in, s_out]
     pos = np.r_[np.ones(50, bool), np.zeros(40, bool)]
-    assert reject.auroc(s, pos) == pytest.approx(roc_auc_score(pos, s), abs=1e-12)
-    assert reject.aupr_in(s, pos) == pytest.approx(average_precision_score(pos, s), abs=1e-12)
-    u, p = reject.mann_whitney_u(s_in, s_out)
+    assert metrics.auroc(s, pos) == pytest.approx(roc_auc_score(pos, s), abs=1e-12)
+    assert metrics.aupr_in(s, pos) == pytest.approx(average_precision_score(pos, s), abs=1e-12)
+    u, p = metrics.mann_whitney_u(s_in, s_out)
     ref = stats.mannwhitneyu(s_in, s_out, method="asymptotic")
     assert u == pytest.approx(ref.statistic, abs=1e-9) and p == pytest.approx(ref.pvalue, rel=1e-9)
     pred, labels = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])
     rejected = np.array([False, True, False, False])
-    assert reject.summarize(pred, labels, rejected) == {
+    assert metrics.summarize(pred, labels, rejected) == {
         "accuracy": 0.75, "acc_left": 2 / 3, "rejection_rate": 0.25,
     }  # fmt: skip

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from jaxrej import reject, scorers
+from jaxrej.heads.gmm import EMOptions
 from jaxrej.scorers import Scorer, heads, sbgc
 from tests import gaussian
 
-GMM = dict(n_components_per_class=1, n_components=2, covariance_type="full", reg_covar=1e-3,
-           tol=1e-3, max_iter=20, n_init=1)  # fmt: skip
+EM = dict(covariance_type="full", reg_covar=1e-3, tol=1e-3, max_iter=20, n_init=1)
 
 
 def _data(n, seed):
@@ -30,8 +30,8 @@ def _data(n, seed):
 def fitted():
     return heads.fit_heads(
         _data(240, 0), _data(60, 1), num_classes=3, model="mlp", model_kwargs={"hidden": (16,)},
-        train=dict(epochs=20, batch_size=32), sdim=dict(epochs=20, batch_size=40), gmm=GMM,
-        key=jax.random.key(0),
+        train=dict(epochs=20, batch_size=32), sdim=dict(epochs=20, batch_size=40),
+        gmm=EMOptions(n_components=2, **EM), gmm_cc=EMOptions(n_components=1, **EM), key=jax.random.key(0),
     )  # fmt: skip
 
 

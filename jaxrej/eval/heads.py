@@ -26,8 +26,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 SCORERS = ("sdim_logit", "msp", "msp_temperature", "mahalanobis", "gmm_cc", "gmm")
-GMM_FIELDS = ("n_components_per_class", "n_components", "covariance_type", "reg_covar", "tol",
-              "max_iter", "n_init")  # fmt: skip
 
 
 class HeadsData(NamedTuple):
@@ -52,7 +50,8 @@ class HeadsOptions:
     """Plain values of the protocol; __post_init__ names a bad value.
 
     model, model_kwargs: `classifiers.make_model`; train: `classifiers.train` keywords;
-    sdim: `heads.sdim_logit.fit` keywords (rep_size 0: the number of classes); gmm: GMM_FIELDS;
+    sdim: `heads.sdim_logit.fit` keywords (rep_size 0: the number of classes); gmm, gmm_cc: the
+    class-agnostic and the per-class mixtures' `heads.gmm.EMOptions`;
     percentiles: per-class threshold percentiles in (0, 100); tpr: the global rule's accepted
     fraction of validation rows, in (0, 1]; progress: tqdm bars on stderr while fitting.
     """
@@ -61,7 +60,8 @@ class HeadsOptions:
     model_kwargs: Mapping[str, Any]
     train: Mapping[str, Any]
     sdim: Mapping[str, Any]
-    gmm: Mapping[str, Any]
+    gmm: Any  # jaxrej.heads.gmm.EMOptions
+    gmm_cc: Any
     percentiles: tuple[float, ...] = (1.0, 2.0)
     tpr: float = 0.95
     progress: bool = False
@@ -72,9 +72,12 @@ class HeadsOptions:
                 raise ValueError(f"reject.percentiles: expected numbers in (0, 100), got {p}")
         if not 0.0 < self.tpr <= 1.0:
             raise ValueError(f"reject.tpr: expected a number in (0, 1], got {self.tpr}")
-        missing = [k for k in GMM_FIELDS if k not in self.gmm]
-        if missing:
-            raise ValueError(f"gmm: missing field(s) {missing}; expected {list(GMM_FIELDS)}")
+        from jaxrej.heads.gmm import EMOptions
+
+        for name in ("gmm", "gmm_cc"):
+            if not isinstance(getattr(self, name), EMOptions):
+                raise ValueError(f"{name}: expected a jaxrej.heads.gmm.EMOptions, got "
+                                 f"{getattr(self, name)!r}")  # fmt: skip
 
 
 def split_validation(labels: np.ndarray, fraction: float, *, seed: int):
@@ -193,7 +196,7 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
     # base classifier and heads (the one fitting path: scorers.heads.fit_heads) ----------------
     fitted = fit_heads(data.fit, data.val, num_classes=num_classes, model=o.model,
                        model_kwargs=o.model_kwargs, train=o.train, sdim=o.sdim, gmm=o.gmm,
-                       key=key, progress=o.progress)  # fmt: skip
+                       gmm_cc=o.gmm_cc, key=key, progress=o.progress)  # fmt: skip
     model, state = fitted.module(), fitted.state
     outs = {
         n: classifiers.apply(model, state, x)
@@ -232,8 +235,8 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
     s_fit, s_test = class_scores("sdim_logit", "fit"), class_scores("sdim_logit", "test")
     sdim_pred = np.argmax(s_test, 1)
     table = {
-        "base_accuracy": reject.accuracy(base_pred, yte),
-        "sdim_logit_accuracy": reject.accuracy(sdim_pred, yte),
+        "base_accuracy": metrics.accuracy(base_pred, yte),
+        "sdim_logit_accuracy": metrics.accuracy(sdim_pred, yte),
     }
 
     def per_class_rule(fit_scores, test_scores, row):
@@ -244,20 +247,20 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
             k = reject.threshold_key(p)
             th = reject.fit_thresholds(fit_scores, y_fit, percentiles=(p,), accept_correct=())[k]
             pred, rej = reject.decide(test_scores, th)
-            row[f"acc_left_{k}"] = reject.acc_left(pred, yte, rej)
-            row[f"rejection_rate_{k}"] = reject.rejection_rate(rej)
+            row[f"acc_left_{k}"] = metrics.acc_left(pred, yte, rej)
+            row[f"rejection_rate_{k}"] = metrics.rejection_rate(rej)
             out[k] = th
         return out
 
     per_class = {
         k: {"thresholds": np.asarray(th).tolist(),
-            "ood_rejection_rate": {n: reject.rejection_rate(reject.decide(
+            "ood_rejection_rate": {n: metrics.rejection_rate(reject.decide(
                 class_scores("sdim_logit", f"ood/{n}"), th)[1]) for n in ood}}
         for k, th in per_class_rule(s_fit, s_test, table).items()
     }  # fmt: skip
     # the class-conditional GMM as a classifier with the same per-class rule
     cs_fit, cs_test = class_scores("gmm_cc", "fit"), class_scores("gmm_cc", "test")
-    gmm_cc_table = {"accuracy": reject.accuracy(np.argmax(cs_test, 1), yte)}
+    gmm_cc_table = {"accuracy": metrics.accuracy(np.argmax(cs_test, 1), yte)}
     per_class_rule(cs_fit, cs_test, gmm_cc_table)
 
     # every scorer -----------------------------------------------------------------------
@@ -271,7 +274,7 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
         rej = np.asarray(reject.reject_below(jnp.asarray(s_test_c), t))
         entry = {
             "mistakes": metrics.mistake_detection(s_test_c, correct),
-            "global_threshold": {"tpr": o.tpr, "threshold": t, **reject.summarize(pred, yte, rej)},
+            "global_threshold": {"tpr": o.tpr, "threshold": t, **metrics.summarize(pred, yte, rej)},
             "ood": {},
         }
         saved[f"{name}/test"] = s_test_c
@@ -280,7 +283,7 @@ def evaluate_heads(data: HeadsData, *, options: HeadsOptions, key) -> HeadsEvalu
             s_o = confidence(name, f"ood/{n}")
             saved[f"{name}/ood/{n}"] = s_o
             entry["ood"][n] = metrics.ood_detection(s_test_c, s_o) | {
-                "rejection_rate_at_global_threshold": reject.rejection_rate(~(s_o >= t))
+                "rejection_rate_at_global_threshold": metrics.rejection_rate(~(s_o >= t))
             }
         scorers[name] = entry
 

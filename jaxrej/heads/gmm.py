@@ -18,6 +18,7 @@ independent k-means++ seeds (Arthur & Vassilvitskii 2007, greedy variant), keepi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import partial
 
@@ -30,6 +31,7 @@ from jax.scipy.special import logsumexp
 
 __all__ = [
     "GMM",
+    "EMOptions",
     "fit",
     "fit_class_conditional",
     "from_params",
@@ -42,6 +44,41 @@ __all__ = [
 ]
 
 COVARIANCE_TYPES = ("diag", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class EMOptions:
+    """How a mixture is fitted (hashable: the compiled fit's static argument).
+
+    n_components: K per mixture; covariance_type: "diag" | "full"; reg_covar: added to each
+    covariance's diagonal; tol: stop when the mean log-likelihood moves by less; max_iter: EM
+    iterations at most; n_init: independent k-means++ seeds, the best kept; kmeans_iters: Lloyd
+    steps before the first M step. A bad value raises ValueError naming the field.
+    """
+
+    n_components: int
+    covariance_type: str = "diag"
+    reg_covar: float = 1e-6
+    tol: float = 1e-3
+    max_iter: int = 100
+    n_init: int = 1
+    kmeans_iters: int = 10
+
+    def __post_init__(self):
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type: expected one of {COVARIANCE_TYPES}, got "
+                             f"{self.covariance_type!r}")  # fmt: skip
+        for name, least in (("n_components", 1), ("max_iter", 1), ("n_init", 1),
+                            ("kmeans_iters", 0)):  # fmt: skip
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least):
+                raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        for name in ("reg_covar", "tol"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0):
+                raise ValueError(f"{name}: expected a non-negative number, got {v!r}")
+            object.__setattr__(self, name, float(v))
 
 
 @struct.dataclass
@@ -186,9 +223,10 @@ def _lloyd(x, w, centres, n_iter):
 # ----------------------------------------------------------------------------- EM
 
 
-def _fit_once(x, w, key, *, n_components, covariance_type, reg_covar, tol, max_iter, kmeans_iters):
+def _fit_once(x, w, key, o: EMOptions):
+    n_components, covariance_type, reg_covar = o.n_components, o.covariance_type, o.reg_covar
     centres = kmeans_plusplus(x, w, n_components, key=key)
-    centres = _lloyd(x, w, centres, kmeans_iters)
+    centres = _lloyd(x, w, centres, o.kmeans_iters)
     d2 = jnp.sum(jnp.square(x), 1)[:, None] - 2 * x @ centres.T + jnp.sum(jnp.square(centres), 1)
     resp = jax.nn.one_hot(jnp.argmin(d2, axis=1), n_components, dtype=x.dtype)
     params = _m_step(x, w, resp, reg_covar, covariance_type)
@@ -196,7 +234,7 @@ def _fit_once(x, w, key, *, n_components, covariance_type, reg_covar, tol, max_i
 
     def cond(state):
         _, _, it, converged = state
-        return (it < max_iter) & ~converged
+        return (it < o.max_iter) & ~converged
 
     def body(state):
         params, lb_prev, it, _ = state
@@ -204,7 +242,7 @@ def _fit_once(x, w, key, *, n_components, covariance_type, reg_covar, tol, max_i
         lpn = logsumexp(wlp, axis=1)
         lb = jnp.sum(w * lpn) / wsum
         params = _m_step(x, w, jnp.exp(wlp - lpn[:, None]), reg_covar, covariance_type)
-        return params, lb, it + 1, jnp.abs(lb - lb_prev) < tol
+        return params, lb, it + 1, jnp.abs(lb - lb_prev) < o.tol
 
     init = (params, jnp.array(-jnp.inf, x.dtype), jnp.array(0, jnp.int32), jnp.array(False))
     params, _, it, converged = jax.lax.while_loop(cond, body, init)
@@ -213,33 +251,13 @@ def _fit_once(x, w, key, *, n_components, covariance_type, reg_covar, tol, max_i
     return params, lb, it, converged
 
 
-@partial(
-    jax.jit,
-    static_argnames=(
-        "n_components",
-        "covariance_type",
-        "max_iter",
-        "n_init",
-        "kmeans_iters",
-    ),
-)
-def _fit(
-    x, w, key, *, n_components, covariance_type, reg_covar, tol, max_iter, n_init, kmeans_iters
-):
+@partial(jax.jit, static_argnames="o")
+def _fit(x, w, key, o: EMOptions):
     shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
-    xc = x - shift
-    run = partial(
-        _fit_once,
-        xc,
-        w,
-        n_components=n_components,
-        covariance_type=covariance_type,
-        reg_covar=reg_covar,
-        tol=tol,
-        max_iter=max_iter,
-        kmeans_iters=kmeans_iters,
-    )
-    keys = key[None] if n_init == 1 else jax.random.split(key, n_init)  # run i uses split(key)[i]
+    run = partial(_fit_once, x - shift, w, o=o)
+    keys = (
+        key[None] if o.n_init == 1 else jax.random.split(key, o.n_init)
+    )  # run i uses split(key)[i]
     params, lb, it, conv = jax.lax.map(run, keys)
     best = jnp.argmax(jnp.where(jnp.isfinite(lb), lb, -jnp.inf))
     pick = lambda a: a[best]  # noqa: E731
@@ -252,7 +270,7 @@ def _fit(
         lower_bound=lb[best],
         n_iter=it[best],
         converged=conv[best],
-        covariance_type=covariance_type,
+        covariance_type=o.covariance_type,
     )
 
 
@@ -264,105 +282,65 @@ def _check_feats(feats, name="feats", min_rows=1):
         raise ValueError(f"{name}: expected finite values, found NaN or inf")
 
 
-def _check_options(n_components, covariance_type, reg_covar, tol, max_iter, n_init):
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"covariance_type: expected one of {COVARIANCE_TYPES}, got {covariance_type!r}"
-        )
-    for name, v in (("n_components", n_components), ("max_iter", max_iter), ("n_init", n_init)):
-        if not (isinstance(v, (int, np.integer)) and v >= 1):
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    if not (reg_covar >= 0 and tol >= 0):
-        raise ValueError(f"reg_covar, tol: expected non-negative numbers, got {reg_covar}, {tol}")
-
-
 def fit(
     feats: jax.Array,
+    options: EMOptions,
     *,
-    n_components: int,
-    covariance_type: str = "diag",
     key: jax.Array,
-    reg_covar: float = 1e-6,
-    tol: float = 1e-3,
-    max_iter: int = 100,
-    n_init: int = 1,
-    kmeans_iters: int = 10,
     sample_weight: jax.Array | None = None,
     dtype=jnp.float32,
 ) -> GMM:
-    """EM fit of a K-component mixture to feats (N, D) -> GMM (class-agnostic head).
+    """EM fit of a mixture to feats (N, D) -> GMM (class-agnostic head).
 
-    k-means++ seeding, then `kmeans_iters` Lloyd steps give hard responsibilities for the
-    first M step (scikit-learn's default init); then EM until |dL| < tol. Runs in `dtype`
+    k-means++ seeding, then `options.kmeans_iters` Lloyd steps give hard responsibilities for the
+    first M step (scikit-learn's default init); then EM until |dL| < options.tol. Runs in `dtype`
     (float32 by default; float64 needs jax_enable_x64). Raises ValueError on bad input.
     """
-    _check_feats(feats, min_rows=n_components if isinstance(n_components, int) else 1)
-    _check_options(n_components, covariance_type, reg_covar, tol, max_iter, n_init)
+    _check_em_options(options)
+    _check_feats(feats, min_rows=options.n_components)
     x = jnp.asarray(feats, dtype)
     w = jnp.ones(x.shape[0], dtype) if sample_weight is None else jnp.asarray(sample_weight, dtype)
     if w.shape != (x.shape[0],):
         raise ValueError(f"sample_weight: expected shape ({x.shape[0]},), got {w.shape}")
-    return _fit(
-        x,
-        w,
-        key,
-        n_components=int(n_components),
-        covariance_type=covariance_type,
-        reg_covar=float(reg_covar),
-        tol=float(tol),
-        max_iter=int(max_iter),
-        n_init=int(n_init),
-        kmeans_iters=int(kmeans_iters),
-    )
+    return _fit(x, w, key, options)
 
 
 def fit_class_conditional(
     feats: jax.Array,
     labels: jax.Array,
+    options: EMOptions,
     *,
     num_classes: int,
-    n_components: int,
-    covariance_type: str = "diag",
     key: jax.Array,
-    reg_covar: float = 1e-6,
-    tol: float = 1e-3,
-    max_iter: int = 100,
-    n_init: int = 1,
-    kmeans_iters: int = 10,
     dtype=jnp.float32,
 ) -> GMM:
     """One mixture per class, p(z | y = c), fitted together (vmap over classes, weights [y = c]).
 
     feats (N, D), labels (N,) int -> GMM whose arrays carry a leading (C,) axis.
-    Every class needs at least n_components examples.
+    Every class needs at least options.n_components examples.
     """
+    _check_em_options(options)
     _check_feats(feats)
-    _check_options(n_components, covariance_type, reg_covar, tol, max_iter, n_init)
     y = np.asarray(labels)
     if y.shape != (np.shape(feats)[0],) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels: expected an int array of shape ({np.shape(feats)[0]},)")
     counts = np.bincount(y, minlength=num_classes) if y.size and y.min() >= 0 else None
     if counts is None or counts.size != num_classes:
         raise ValueError(f"labels: expected values in [0, {num_classes})")
-    small = np.flatnonzero(counts < n_components)
+    small = np.flatnonzero(counts < options.n_components)
     if small.size:
-        raise ValueError(
-            f"labels: class(es) {small.tolist()} have fewer than n_components={n_components} examples"
-        )
+        raise ValueError(f"labels: class(es) {small.tolist()} have fewer than "
+                         f"n_components={options.n_components} examples")  # fmt: skip
     x = jnp.asarray(feats, dtype)
     w = (jnp.asarray(y)[None, :] == jnp.arange(num_classes)[:, None]).astype(dtype)  # (C, N)
     keys = jax.random.split(key, num_classes)
-    one = partial(
-        _fit,
-        n_components=int(n_components),
-        covariance_type=covariance_type,
-        reg_covar=float(reg_covar),
-        tol=float(tol),
-        max_iter=int(max_iter),
-        n_init=int(n_init),
-        kmeans_iters=int(kmeans_iters),
-    )
+    one = partial(_fit, o=options)
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(x, w, keys)
+
+
+def _check_em_options(options):
+    if not isinstance(options, EMOptions):
+        raise ValueError(f"options: expected a jaxrej.heads.gmm.EMOptions, got {options!r}")
 
 
 def from_params(

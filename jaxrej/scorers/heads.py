@@ -72,11 +72,13 @@ def freeze_kwargs(kwargs) -> tuple:
 
 
 def fit_heads(
-    fit, val, *, num_classes, model, model_kwargs, train, sdim, gmm, key, progress=False
+    fit, val, *, num_classes, model, model_kwargs, train, sdim, gmm, gmm_cc, key, progress=False
 ) -> FittedHeads:
     """Fit the base classifier on fit = (x, y) and every head on its outputs (temperature on
-    val = (x, y)): the fitting step of `jaxrej.eval.heads.evaluate_heads`. progress: tqdm bars
-    (stderr) over the classifier's and SDIM-logit's epochs and over the three Gaussian fits."""
+    val = (x, y)): the fitting step of `jaxrej.eval.heads.evaluate_heads`. gmm, gmm_cc: the
+    class-agnostic and per-class mixtures' `heads.gmm.EMOptions` (Mahalanobis takes gmm_cc's
+    reg_covar). progress: tqdm bars (stderr) over the classifier's and SDIM-logit's epochs and
+    over the three Gaussian fits."""
     from jaxrej import classifiers
     from jaxrej.heads import baselines, sdim_logit
     from jaxrej.heads import gmm as gmm_lib
@@ -93,21 +95,14 @@ def fit_heads(
     sd = {**dict(sdim), "progress": progress}
     sd["rep_size"] = sd.get("rep_size") or None
     head = sdim_logit.fit(logits_fit, y_fit, key=k_sdim, **sd)
-    g = dict(gmm)
-    opts = {k: g[k] for k in ("covariance_type", "reg_covar", "tol", "max_iter", "n_init")}
     fits = {
         "mahalanobis": lambda: baselines.fit_mahalanobis(
-            feats_fit, y_fit, num_classes=num_classes, reg=g["reg_covar"]
+            feats_fit, y_fit, num_classes=num_classes, reg=gmm_cc.reg_covar
         ),
         "gmm_cc": lambda: gmm_lib.fit_class_conditional(
-            feats_fit,
-            y_fit,
-            num_classes=num_classes,
-            n_components=g["n_components_per_class"],
-            key=k_gmm,
-            **opts,
+            feats_fit, y_fit, gmm_cc, num_classes=num_classes, key=k_gmm
         ),
-        "gmm": lambda: gmm_lib.fit(feats_fit, n_components=g["n_components"], key=k_gmm2, **opts),
+        "gmm": lambda: gmm_lib.fit(feats_fit, gmm, key=k_gmm2),
     }
     from tqdm.auto import tqdm
 
