@@ -26,11 +26,19 @@ import jax
 import jax.numpy as jnp
 
 from jaxrej.attacks import eot, stepper
-from jaxrej.attacks.geometry import ascent_direction, lp_norm, project, random_start
-from jaxrej.attacks.losses import check_loss, goal_reached, margin
+from jaxrej.attacks.geometry import ascent_direction, project, run_start
+from jaxrej.attacks.losses import check_loss, goal_reached
 from jaxrej.attacks.options import check_common
-from jaxrej.attacks.pgd import LOOPS, _none, _num_classes
-from jaxrej.attacks.result import AttackResult, better, select
+from jaxrej.attacks.pgd import LOOPS, _num_classes
+from jaxrej.attacks.result import (
+    AttackResult,
+    as_result,
+    best_of_runs,
+    better,
+    keep_better,
+    no_candidate,
+    select,
+)
 
 __all__ = ["apgd", "apgd_targeted", "checkpoint_schedule", "top_targets"]
 
@@ -45,18 +53,6 @@ def checkpoint_schedule(steps: int) -> tuple[int, int, int]:
 
 def _bcast(m, x):
     return m.reshape((-1,) + (1,) * (x.ndim - 1))
-
-
-def _none_like(fn, x, key, stochastic):
-    """The candidate that loses to every other (goal not reached, objective -inf) at x."""
-    s_shape = jax.eval_shape(lambda z: eot.call(fn, z, key, stochastic), x)
-    b = x.shape[0]
-    return (
-        x,
-        jnp.zeros(b, bool),
-        jnp.full(b, -jnp.inf, x.dtype),
-        jnp.zeros(s_shape.shape, x.dtype),
-    )
 
 
 def top_targets(scores, y, n_targets):
@@ -130,18 +126,18 @@ def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restart
         s_clean = eot.scores_at(fn, x, k_clean, stochastic=stochastic, n_eot=n_eot)
         targets = top_targets(s_clean, y, n_targets)
     n_runs = restarts * max(n_targets, 1)
-    none = _none_like(fn, x, key, stochastic)
+    none = no_candidate(x, jax.eval_shape(lambda z: eot.call(fn, z, key, stochastic), x).shape[-1])
     s_none = none[3]
 
     def goal(s):
         return goal_reached(s, y, targeted=targeted, thresholds=thresholds)
 
     def one_restart(r):
-        k_start, k_r = jax.random.split(jax.random.fold_in(k_runs, r))
+        x0, k_r = run_start(x, jax.random.fold_in(k_runs, r), eps, norm=norm, clip=clip,
+                            rand_init=rand_init)  # fmt: skip
         kw = dict(stochastic=stochastic, n_eot=n_eot, loss=loss, targeted=targeted,
                   thresholds=thresholds,
                   target=targets[r % n_targets] if n_targets else None)  # fmt: skip
-        x0 = random_start(x, eps, norm, clip, key=k_start) if rand_init else x
 
         def step(st, i):  # i = 0 evaluates the start: one trace of the gradient for all steps
             x_new = jnp.where(i == 0, x0, _propose(st, x, eps, i - 1, norm=norm, clip=clip))
@@ -157,28 +153,12 @@ def _apgd(static_fn, leaves, x, y, key, eps, thresholds, *, norm, steps, restart
         st, _ = jax.lax.scan(step, st, jnp.arange(steps))
         return st["adv"]
 
-    def over_restarts(best, r):
-        cand = one_restart(r)
-        take = better(cand[1], cand[2], best[1], best[2]) | (r == 0)  # run 0 replaces the none
-        return select(take, cand, best), None
-
-    if n_runs == 1:
-        best = one_restart(0)
-    else:  # one trace of a run serves every restart and target
-        best, _ = jax.lax.scan(over_restarts, none, jnp.arange(n_runs))
-    x_adv, success, lv, s = best
-    return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
-                        norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
+    best = best_of_runs(one_restart, n_runs, none)  # one trace serves every restart and target
+    return as_result(best, x, y, norm=norm, targeted=targeted)
 
 
 _jit_propose = jax.jit(_propose, static_argnames=("norm", "clip"))
 _jit_update = jax.jit(_update, static_argnames=("dk", "kmin"))
-
-
-@functools.partial(jax.jit, static_argnames=("norm", "clip", "rand_init"))
-def _start(x, key, eps, *, norm, clip, rand_init):
-    k_start, k_r = jax.random.split(key)
-    return (random_start(x, eps, norm, clip, key=k_start) if rand_init else x), k_r
 
 
 @functools.partial(jax.jit, static_argnames=("targeted", "k0"))
@@ -192,10 +172,7 @@ def _goal(s, y, thresholds, *, targeted):
     return goal_reached(s, y, targeted=targeted, thresholds=thresholds)
 
 
-@jax.jit
-def _keep(cand, best, first):
-    take = better(cand[1], cand[2], best[1], best[2]) | first  # run 0 replaces the none
-    return select(take, cand, best)
+_keep = jax.jit(keep_better)
 
 
 def _apgd_python(step, x, y, key, eps, thresholds, none, *, norm, steps, restarts, loss, clip,
@@ -209,8 +186,8 @@ def _apgd_python(step, x, y, key, eps, thresholds, none, *, norm, steps, restart
     best = none
     for r in range(restarts * max(n_targets, 1)):
         t = targets[r % n_targets] if n_targets else None
-        x0, k_r = _start(x, jax.random.fold_in(key, r), eps, norm=norm, clip=clip,
-                         rand_init=rand_init)  # fmt: skip
+        x0, k_r = run_start(x, jax.random.fold_in(key, r), eps, norm=norm, clip=clip,
+                            rand_init=rand_init)  # fmt: skip
         lv, g, s = step(x0, y, jax.random.fold_in(k_r, 0), **kw, target=t)
         st = _first(x0, lv, g, s, y, eps, thresholds, targeted=targeted, k0=k0)
         for i in range(steps - 1):
@@ -219,9 +196,7 @@ def _apgd_python(step, x, y, key, eps, thresholds, none, *, norm, steps, restart
             ok = _goal(s, y, thresholds, targeted=targeted)
             st = _jit_update(st, x_new, lv, g, s, ok, dk=dk, kmin=kmin)
         best = _keep(st["adv"], best, jnp.asarray(r == 0))
-    x_adv, success, lv, s = best
-    return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
-                        norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
+    return as_result(best, x, y, norm=norm, targeted=targeted)
 
 
 def _run(class_score_fn, x, y, key, eps, thresholds, c, *, loop, stochastic, n_eot, **kw):
@@ -234,7 +209,7 @@ def _run(class_score_fn, x, y, key, eps, thresholds, c, *, loop, stochastic, n_e
     if loop == "python":
         step = stepper.step_fn(static_fn, leaves, num_classes=c, stochastic=stochastic,
                                n_eot=n_eot)  # fmt: skip
-        return _apgd_python(step, x, y, key, eps, th, _none(x, c), **kw)
+        return _apgd_python(step, x, y, key, eps, th, no_candidate(x, c), **kw)
     return _apgd(static_fn, leaves, x, y, key, eps, th, n_eot=n_eot, stochastic=stochastic,
                  **kw)  # fmt: skip
 

@@ -5,6 +5,7 @@ All functions act per example on batches (B, *event); norms are over the event a
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -70,3 +71,11 @@ def random_start(x0: jax.Array, eps, norm: str, clip, *, key: jax.Array) -> jax.
         d = g * _bcast(r, g)
     out = x0 + d
     return out if clip is None else jnp.clip(out, clip[0], clip[1])
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "clip", "rand_init"))
+def run_start(x, key, eps, *, norm: str, clip, rand_init: bool):
+    """(start, key for the run's steps) of one attack run from its key: a random start in the
+    eps-ball when rand_init, else x itself (the Python-loop attacks' first step)."""
+    k_start, k_r = jax.random.split(key)
+    return (random_start(x, eps, norm, clip, key=k_start) if rand_init else x), k_r

@@ -24,10 +24,18 @@ import jax
 import jax.numpy as jnp
 
 from jaxrej.attacks import eot, stepper
-from jaxrej.attacks.geometry import ascent_direction, lp_norm, project, random_start
-from jaxrej.attacks.losses import goal_reached, margin
+from jaxrej.attacks.geometry import ascent_direction, project, run_start
+from jaxrej.attacks.losses import goal_reached
 from jaxrej.attacks.options import check_common
-from jaxrej.attacks.result import AttackResult, better, select
+from jaxrej.attacks.result import (
+    AttackResult,
+    as_result,
+    best_of_runs,
+    better,
+    keep_better,
+    no_candidate,
+    select,
+)
 
 __all__ = ["pgd", "fgsm", "bim", "LOOPS"]
 
@@ -48,13 +56,12 @@ def _pgd(static_fn, leaves, x, y, key, eps, step_size, thresholds, *, norm, step
     def goal(s):
         return goal_reached(s, y, targeted=targeted, thresholds=thresholds)
 
-    b = x.shape[0]
     s_shape = jax.eval_shape(lambda z: eot.call(fn, z, key, stochastic), x).shape
-    none = (x, jnp.zeros(b, bool), jnp.full(b, -jnp.inf, x.dtype), jnp.zeros(s_shape, x.dtype))
+    none = no_candidate(x, s_shape[-1])
 
     def one_restart(r):
-        k_start, k_r = jax.random.split(jax.random.fold_in(key, r))
-        x_k = random_start(x, eps, norm, clip, key=k_start) if rand_init else x
+        x_k, k_r = run_start(x, jax.random.fold_in(key, r), eps, norm=norm, clip=clip,
+                             rand_init=rand_init)  # fmt: skip
 
         def step(carry, i):  # i = steps evaluates the last iterate (its gradient is unused):
             x_k, best = carry  # one trace of the gradient serves every evaluation
@@ -68,24 +75,8 @@ def _pgd(static_fn, leaves, x, y, key, eps, step_size, thresholds, *, norm, step
         (_, best), _ = jax.lax.scan(step, (x_k, none), jnp.arange(steps + 1))
         return best
 
-    def over_restarts(best, r):
-        cand = one_restart(r)
-        take = better(cand[1], cand[2], best[1], best[2]) | (r == 0)  # run 0 replaces the none
-        return select(take, cand, best), None
-
-    if restarts == 1:
-        first = one_restart(0)
-    else:  # one trace of a run serves every restart
-        first, _ = jax.lax.scan(over_restarts, none, jnp.arange(restarts))
-    x_adv, success, lv, s = first
-    return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
-                        norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
-
-
-@functools.partial(jax.jit, static_argnames=("norm", "clip", "rand_init"))
-def _pgd_start(x, key, eps, *, norm, clip, rand_init):
-    k_start, k_r = jax.random.split(key)
-    return (random_start(x, eps, norm, clip, key=k_start) if rand_init else x), k_r
+    best = best_of_runs(one_restart, restarts, none)  # one trace of a run serves every restart
+    return as_result(best, x, y, norm=norm, targeted=targeted)
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "clip", "targeted", "keep_best"))
@@ -101,8 +92,7 @@ def _pgd_update(x, x_k, lv, g, s, best, y, eps, step_size, thresholds, *, norm, 
 def _pgd_last(x_last, lv, s, run_best, best, y, thresholds, first, *, targeted):
     last = (x_last, goal_reached(s, y, targeted=targeted, thresholds=thresholds), lv, s)
     run_best = select(better(last[1], lv, run_best[1], run_best[2]), last, run_best)
-    take = better(run_best[1], run_best[2], best[1], best[2]) | first  # run 0 replaces the none
-    return select(take, run_best, best)
+    return keep_better(run_best, best, first)
 
 
 def _pgd_python(step, x, y, key, eps, step_size, thresholds, none, *, norm, steps, restarts,
@@ -111,8 +101,8 @@ def _pgd_python(step, x, y, key, eps, step_size, thresholds, none, *, norm, step
     kw = dict(loss=loss, targeted=targeted, thresholds=thresholds, target=None)
     best = none
     for r in range(restarts):
-        x_k, k_r = _pgd_start(x, jax.random.fold_in(key, r), eps, norm=norm, clip=clip,
-                              rand_init=rand_init)  # fmt: skip
+        x_k, k_r = run_start(x, jax.random.fold_in(key, r), eps, norm=norm, clip=clip,
+                             rand_init=rand_init)  # fmt: skip
         run_best = none
         for i in range(steps):
             lv, g, s = step(x_k, y, jax.random.fold_in(k_r, i), **kw)
@@ -122,14 +112,7 @@ def _pgd_python(step, x, y, key, eps, step_size, thresholds, none, *, norm, step
         lv, _, s = step(x_k, y, jax.random.fold_in(k_r, steps), **kw)
         best = _pgd_last(x_k, lv, s, run_best, best, y, thresholds, jnp.asarray(r == 0),
                          targeted=targeted)  # fmt: skip
-    x_adv, success, lv, s = best
-    return AttackResult(x_adv=x_adv, success=success, margin=margin(s, y, targeted=targeted),
-                        norm=lp_norm(x_adv - x, norm), scores=s, loss=lv)  # fmt: skip
-
-
-def _none(x, c):
-    b = x.shape[0]
-    return (x, jnp.zeros(b, bool), jnp.full(b, -jnp.inf, x.dtype), jnp.zeros((b, c), x.dtype))
+    return as_result(best, x, y, norm=norm, targeted=targeted)
 
 
 def pgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=40, step_size=None, restarts=1,
@@ -165,7 +148,7 @@ def pgd(class_score_fn, x, y, *, key, eps, norm="linf", steps=40, step_size=None
         step = stepper.step_fn(static_fn, leaves, num_classes=c, stochastic=bool(stochastic),
                                n_eot=n_eot)  # fmt: skip
         return _pgd_python(step, x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, x.dtype),
-                           jnp.asarray(step_size, x.dtype), th, _none(x, c), norm=norm,
+                           jnp.asarray(step_size, x.dtype), th, no_candidate(x, c), norm=norm,
                            steps=steps, restarts=restarts, loss=loss, clip=clip,
                            targeted=bool(targeted), rand_init=bool(random_start),
                            keep_best=bool(keep_best))  # fmt: skip
