@@ -76,6 +76,6 @@ def random_start(x0: jax.Array, eps, norm: str, clip, *, key: jax.Array) -> jax.
 @functools.partial(jax.jit, static_argnames=("norm", "clip", "rand_init"))
 def run_start(x, key, eps, *, norm: str, clip, rand_init: bool):
     """(start, key for the run's steps) of one attack run from its key: a random start in the
-    eps-ball when rand_init, else x itself (the Python-loop attacks' first step)."""
+    eps-ball when rand_init, else x itself (PGD's and APGD's, compiled and Python loops alike)."""
     k_start, k_r = jax.random.split(key)
     return (random_start(x, eps, norm, clip, key=k_start) if rand_init else x), k_r
