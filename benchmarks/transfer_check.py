@@ -34,6 +34,14 @@ def _load(path):
         return json.load(f)
 
 
+def _at_radii(result: dict, eps: list) -> dict:
+    """An evaluate result restricted to the radii `eps` (its eps table and independent levels)."""
+    keep = [list(result["eps"]).index(e) for e in eps]
+    indep = {k: [v[i] for i in keep] for k, v in result["levels"]["independent"].items()}
+    return {**result, "eps": {e: result["eps"][e] for e in eps},
+            "levels": {**result["levels"], "independent": indep}}  # fmt: skip
+
+
 def run(model_result: str, run_dir: str, surrogate: str, *, name: str = "abs") -> dict:
     from jaxrej import scorers
     from jaxrej.data.registry import load_dataset
@@ -45,11 +53,14 @@ def run(model_result: str, run_dir: str, surrogate: str, *, name: str = "abs") -
     with np.load(worst_path) as z:
         worst = z["x"]
     r, rs = model["result"], sur["result"]
-    if r["norm"] != rs["norm"] or list(r["eps"]) != list(rs["eps"]):
+    common = [e for e in r["eps"] if e in rs["eps"]]
+    if r["norm"] != rs["norm"] or not common:
         raise SystemExit(
-            f"--surrogate: its radii {rs['norm']} {list(rs['eps'])} differ from the model's "
+            f"--surrogate: its radii {rs['norm']} {list(rs['eps'])} share none with the model's "
             f"{r['norm']} {list(r['eps'])}"
         )
+    r = _at_radii(r, common)  # the check runs at the radii both results have
+    worst = worst[[list(rs["eps"]).index(e) for e in common]]
     pos = {int(v): i for i, v in enumerate(rs["rows"])}
     missing = [v for v in r["rows"] if int(v) not in pos]
     if missing:
