@@ -166,6 +166,9 @@ def test_evaluate_folder_names_every_option_off_its_default():
     assert stem("--attack-sbgc-unbounded") == "evaluate_atkunb"
     assert stem("--attack-fresh-probes") == "evaluate_atkfresh"
     assert stem("--attack-scorers", "abs, msp") == "evaluate_atkonly-abs-msp"
+    assert stem("--attack-sbgc-queries", "1000") == "evaluate_atkq1000"
+    with pytest.raises(ValueError, match="--attack-sbgc-queries"):
+        stem("--attack-sbgc-queries", "0")
     # a skipped norm reads as skipped, not as radii
     assert stem("--l2-eps", "") == "evaluate_nol2"
     assert stem("--linf-eps", "", "--l2-eps", "1.5") == "evaluate_nolinf_l21.5"

@@ -48,6 +48,8 @@ def add_arguments(parser) -> None:
                         help="norms the score model is attacked in (default linf,l2)")  # fmt: skip
     parser.add_argument("--attack-sbgc-suite", default="apgd-ce,apgd-dlr,apgd-t,apgd-reject,square",
                         help="the score model's attacks (jaxrej.eval.adversarial.SUITE_KINDS)")  # fmt: skip
+    parser.add_argument("--attack-sbgc-queries", type=int, default=50,
+                        help="Square's queries against the score model / ABS (default 50)")  # fmt: skip
     parser.add_argument("--attack-sbgc-unbounded", action="store_true",
                         help="run the unbounded masking check on the score model / ABS too")  # fmt: skip
     parser.add_argument("--attack-fresh-probes", action="store_true",
@@ -84,6 +86,8 @@ def options_from_args(args) -> dict:
 
     if args.limit < 0 or args.n_corrupt < 1:
         raise ValueError("--limit: expected >= 0; --n-corrupt: expected >= 1")
+    if args.attack_sbgc_queries < 1:
+        raise ValueError(f"--attack-sbgc-queries: expected >= 1, got {args.attack_sbgc_queries}")
     if args.corruptions == "all":
         names = corruptions.CORRUPTIONS
     elif args.corruptions == "none":
@@ -101,6 +105,7 @@ def options_from_args(args) -> dict:
         linf_eps=_radii("--linf-eps", args.linf_eps), l2_eps=_radii("--l2-eps", args.l2_eps),
         model_norms=tuple(v.strip() for v in args.attack_sbgc_norms.split(",") if v.strip()),
         model_attacks=tuple(v.strip() for v in args.attack_sbgc_suite.split(",") if v.strip()),
+        model_square_queries=args.attack_sbgc_queries,
         model_unbounded=args.attack_sbgc_unbounded, model_fresh=args.attack_fresh_probes,
         scorers=tuple(v.strip() for v in args.attack_scorers.split(",") if v.strip()) or None,
     )  # fmt: skip

@@ -149,6 +149,8 @@ class AttackRunOptions:
     def __post_init__(self):
         if self.n_heads < 0 or self.n_model < 0:
             raise ValueError("attack sizes: expected >= 0 rows")
+        if min(self.square_queries, self.model_square_queries) < 1:
+            raise ValueError("square_queries, model_square_queries: expected >= 1 query")
         if self.scorers is not None and not self.scorers:
             raise ValueError("scorers: expected at least one scorer name, or None for all")
 
@@ -313,7 +315,8 @@ def evaluate_stem(*, test: str | None = None, ood: Sequence[str] | None = None, 
     if attack is None:
         return stem + "_noattack"
     tags = (("n_heads", "atk"), ("n_model", "atksbgc"), ("model_steps", "atksteps"),
-            ("model_norms", "atknorms"), ("model_attacks", "atksuite"), ("linf_eps", "linf"),
+            ("model_norms", "atknorms"), ("model_attacks", "atksuite"),
+            ("model_square_queries", "atkq"), ("linf_eps", "linf"),
             ("l2_eps", "l2"), ("model_unbounded", "atkunb"), ("model_fresh", "atkfresh"),
             ("scorers", "atkonly-"))  # fmt: skip
     for field, tag in tags:
