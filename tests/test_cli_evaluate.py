@@ -82,19 +82,21 @@ def test_rerun_reads_the_cache_and_other_sets_keep_their_own_folder(workdir):
 
 
 def test_adversarial_tables_are_judged_by_the_clean_tables_scorer(workdir, capsys):
-    """Heads attacked on all 24 test rows (L-inf and L2): each row's clean accuracy and clean
-    rejection equal the clean table's (the same judge and thresholds, all rows); every rate is
-    monotone in eps; every row has n and an interval; the clean tables print before the first
-    adversarial row. The score model is in the clean tables only (--attack-sbgc-n 0): its clean
-    scores are the fixture run's (the same judge, validation, test and OOD rows), handed over
-    in its score cache (`jaxrej.eval.cache`: keyed by the images and the scorer's settings),
-    not solved again."""
-    out = workdir / "evaluate_limit24_corrupt-none_atksbgc0_linf0.05-0.3_l21"
+    """Two heads (--attack-scorers: the discriminative msp and the generative gmm_cc) attacked on
+    all 24 test rows (L-inf and L2): each row's clean accuracy and clean rejection equal the clean
+    table's (the same judge and thresholds, all rows); every rate is monotone in eps; every row
+    has n and an interval; the clean tables print before the first adversarial row; the other
+    heads stay in the clean tables only. The score model is in the clean tables only
+    (--attack-sbgc-n 0): its clean scores are the fixture run's (the same judge, validation, test
+    and OOD rows), handed over in its score cache (`jaxrej.eval.cache`: keyed by the images and
+    the scorer's settings), not solved again."""
+    out = workdir / "evaluate_limit24_corrupt-none_atksbgc0_linf0.05-0.3_l21_atkonly-msp-gmm_cc"
     cache = out / "scores" / "sbgc"
     shutil.copytree(workdir / f"evaluate_limit24{TAGS}" / "scores" / "sbgc", cache)
     stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
     argv = ["evaluate", "--workdir", str(workdir), "--no-progress", "--corruptions", "none",
-            "--limit", "24", "--attack-sbgc-n", "0", "--linf-eps", "0.05,0.3", "--l2-eps", "1"]  # fmt: skip
+            "--limit", "24", "--attack-sbgc-n", "0", "--linf-eps", "0.05,0.3", "--l2-eps", "1",
+            "--attack-scorers", "msp,gmm_cc"]  # fmt: skip
     assert cli.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")} == stamps  # read, not rescored
     err = capsys.readouterr().err
@@ -103,7 +105,7 @@ def test_adversarial_tables_are_judged_by_the_clean_tables_scorer(workdir, capsy
     adv = rep["adversarial"]
     assert set(adv) == {"linf", "l2"} and "sbgc" not in adv["linf"]
     for results in adv.values():
-        assert set(results) == set(rep["scorers"]) - {"sbgc"}
+        assert set(results) == {"msp", "gmm_cc"} < set(rep["scorers"]) - {"sbgc"}
         for name, r in results.items():
             clean = rep["scorers"][name]["clean"]
             assert r["clean"]["p1"]["accuracy"]["rate"] == pytest.approx(clean["accuracy"])

@@ -406,9 +406,10 @@ def test_pixel_histogram_baseline_against_hand_counts():
 @pytest.mark.parametrize("kind", ["vp", "subvp", "ve"])
 def test_time_changes_solve_the_same_ode(problem, kind):
     """FlowSolve.time_change: the solve in u = sqrt(t) ("square" (the default) and in t ("none")
-    both converge to the closed form (float64, tight tolerance), their input gradients (checkpoint
-    and backsolve adjoints) agree, and at the default tolerance the square time needs fewer
-    evaluations under VP, whose field changes on the time scale of t near t = eps."""
+    both converge to the closed form (float64, tight tolerance), the square time's input gradients
+    (checkpoint and backsolve adjoints) agree with the checkpoint gradient in t, and at the
+    default tolerance the square time needs fewer evaluations under VP, whose field changes on
+    the time scale of t near t = eps."""
     mus, covs, x, y = problem
     sde, sf = SDES[kind], make_score_fn(kind, (D,))
     truth = closed_form_logp(kind, mus, covs, x, y, 1e-5, sde.prior_std)
@@ -421,7 +422,7 @@ def test_time_changes_solve_the_same_ode(problem, kind):
                                         rtol=1e-8, atol=1e-8, time_change=tc)  # fmt: skip
             assert bool(res.ok.all())
             np.testing.assert_allclose(np.asarray(res.logp), truth, atol=1e-5, rtol=0)
-            for adjoint in ("checkpoint", "backsolve"):
+            for adjoint in ("checkpoint", "backsolve") if tc == "square" else ("checkpoint",):
                 grads[tc, adjoint] = np.asarray(
                     log_likelihood_and_grad(sf, p64, sde, x64, y64, key=KEY,
                                                    divergence="exact", rtol=1e-7, atol=1e-7,
