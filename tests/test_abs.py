@@ -246,6 +246,44 @@ def test_cli_train_and_score_digits(abs_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_abs_training_holds_out_the_rows_evaluate_fits_thresholds_on(abs_run, tmp_path):
+    """data.val_fraction (digits_abs.py: 0.15) keeps the validation rows of `jaxrej evaluate`
+    (the heads' stratified split, same seed) out of ABS training: its training rows are exactly
+    the heads' fit rows, none of the 216 validation digits among them (without it, all 216 are);
+    evaluate takes the run's fraction and notes nothing, and notes a run trained without it."""
+    import shutil
+
+    from jaxrej.abs.run import prepare
+    from jaxrej.config import load_config, new_run
+    from jaxrej.eval.heads import load_heads_data
+    from jaxrej.eval.runs import _run_data
+
+    def rows(images, scale):  # images as hashable rows on the levels 0..16
+        return {
+            np.rint(np.asarray(a, np.float64) * scale).astype(np.int8).tobytes() for a in images
+        }
+
+    cfg = load_config(str(CONFIGS / "digits_abs.py")).to_dict()
+    assert cfg["data"]["val_fraction"] == 0.15
+    heads = load_heads_data("digits", val_fraction=0.15, seed=cfg["seed"])
+    val = rows(heads.val[0], 16)
+    assert len(val) == 216
+    train = rows(prepare(new_run(cfg)).train.images, 1)
+    assert train == rows(heads.fit[0], 16) and not train & val
+    leaky = {**cfg, "data": {**cfg["data"], "val_fraction": None}}
+    assert val <= rows(prepare(new_run(leaky)).train.images, 1)
+    settings, notes = _run_data({"heads": [], "sbgc": [], "abs": [abs_run]})
+    assert settings["val_fraction"] == 0.15 and notes == []
+    old = tmp_path / "old"  # a run trained before the hold-out: its config has none
+    shutil.copytree(abs_run, old)
+    c = json.load(open(old / "config.json"))
+    c["data"]["val_fraction"] = None
+    json.dump(c, open(old / "config.json", "w"))
+    _, notes = _run_data({"heads": [], "sbgc": [], "abs": [str(old)]})
+    assert len(notes) == 1 and "rows the runs trained on" in notes[0]
+
+
+@pytest.mark.slow
 def test_score_and_evaluate_give_an_abs_row_the_same_scores(abs_run, tmp_path, capsys):
     """`jaxrej score`'s saved ABS bounds (and its summary) equal the clean-table scores `jaxrej
     evaluate` computes (jaxrej.eval.runs.load_scorers, eval.protocol) of the same run and test

@@ -4,6 +4,7 @@ out; `jaxrej.training.run.train_run` hands such a run here) and `score_run` (the
 same `ScoreReport` out).
 
 Config sections (configs/mnist_abs.py): data (dataset, train_split, eval_dataset, eval_split,
+val_fraction: held out of training as for a score model, `training.run.without_validation`,
 data_dir), model (name='abs' and the `ABSModel` fields), training (`ABSTrainOptions`), eval
 (`jaxrej.config.ABSEval`: `LatentOptions` fields + bank_size, batch_size). `jaxrej.config`
 turns them into these objects (`new_run`, `load_run`: `abs_model`, `abs_training`); nothing
@@ -47,10 +48,12 @@ def prepare(new) -> ABSRun:
     """The run of a `jaxrej.config.NewRun` of kind 'abs' and its data (module doc); ValueError
     naming a bad field before anything is trained or written."""
     from jaxrej.data.registry import load_train_and_eval
+    from jaxrej.training.run import without_validation
 
     d = new.data
     train, evals = load_train_and_eval(d.dataset, d.train_split, d.eval_dataset, d.eval_split,
                                        data_dir=d.data_dir)  # fmt: skip
+    train = without_validation(train, d, seed=new.seed)  # the reject thresholds' rows
     run = new.spec(num_classes=train.num_classes, n_levels=train.n_levels,
                    event_shape=train.images.shape[1:])  # fmt: skip
     return ABSRun(run=run, train=train, evals=evals)

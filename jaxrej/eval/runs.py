@@ -50,33 +50,35 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
         vf = None if run.data.eval_dataset else run.data.val_fraction
         cands.append(("sbgc", d, {"dataset": run.data.eval_spec, "val_fraction": vf,
                                   "seed": run.seed, "ood": ()}))  # fmt: skip
-    for d in found.get("abs", [])[:1]:  # evaluated on its eval_dataset (held out of training)
+    for d in found.get("abs", [])[:1]:  # as the score model
         run = load_run(d)
-        cands.append(("abs", d, {"dataset": run.data.eval_spec, "val_fraction": None,
+        vf = None if run.data.eval_dataset else run.data.val_fraction
+        cands.append(("abs", d, {"dataset": run.data.eval_spec, "val_fraction": vf,
                                  "seed": run.seed, "ood": ()}))  # fmt: skip
     first = cands[0][2]
     for kind, d, s in cands[1:]:
         if s["dataset"] != first["dataset"]:
             raise ValueError(f"--workdir: the runs use different datasets: {first['dataset']!r} "
                              f"and {s['dataset']!r} ({d!r})")  # fmt: skip
-        if kind == "sbgc" and (s["val_fraction"], s["seed"]) != (
-            first["val_fraction"],
-            first["seed"],
-        ):
+        if (s["val_fraction"], s["seed"]) != (first["val_fraction"], first["seed"]):
             from jaxrej.data.registry import is_local
 
             if not is_local(s["dataset"]):
+                what = "the score model" if kind == "sbgc" else "the ABS run"
                 notes.append(
-                    f"the score model ({d!r}) was not trained with the heads' validation hold-out "
-                    f"(its data.val_fraction={s['val_fraction']}, seed={s['seed']}): it may have "
-                    "seen the validation rows its thresholds come from"
+                    f"{what} ({d!r}) was not trained with the {cands[0][0]} run's validation "
+                    f"hold-out (its data.val_fraction={s['val_fraction']}, seed={s['seed']}): it "
+                    "may have seen the validation rows its thresholds come from"
                 )
     if first["val_fraction"] is None:
         from jaxrej.data.registry import is_local
 
         first = {**first, "val_fraction": 0.15}  # unused by a local set: its fixed split
         if not is_local(first["dataset"]):
-            notes.append("no run names data.val_fraction: validation = 15% of each training class")
+            notes.append(
+                "no run names data.val_fraction: validation = 15% of each training "
+                "class, rows the runs trained on (thresholds fit on them reject too much)"
+            )
     return first, notes
 
 

@@ -14,26 +14,36 @@ import os
 import sys
 
 
+def without_validation(train, data, *, seed: int):
+    """The training Dataset less its validation rows: a stratified `data.val_fraction` of each
+    class (`jaxrej.eval.heads.split_validation` with `seed`, the split `jaxrej evaluate` fits
+    reject thresholds on) when set and the set is not local (a local set's train split already
+    excludes its validation rows). data: a `jaxrej.config.RunData`. ValueError naming a fraction
+    outside (0, 1)."""
+    from jaxrej.data.registry import is_local
+
+    vf = data.val_fraction
+    if not vf or is_local(data.dataset):
+        return train
+    from jaxrej.eval.heads import split_validation
+
+    if not 0.0 < vf < 1.0:
+        raise ValueError(f"data.val_fraction: expected a number in (0, 1), got {vf!r}")
+    fit_idx, _ = split_validation(train.labels, vf, seed=seed)
+    return dataclasses.replace(train, images=train.images[fit_idx], labels=train.labels[fit_idx])
+
+
 def prepare(new) -> dict:
     """A score-model run to train (`jaxrej.config.NewRun`, `new_run`) with its data loaded:
     {"run": its `RunSpec` (run.config: the JSON form stored as config.json, with the data's
     num_classes, n_levels and event_shape); "train" / "eval": the Datasets}. ValueError naming a
     bad field before anything is trained."""
-    from jaxrej.data.registry import is_local, load_train_and_eval
+    from jaxrej.data.registry import load_train_and_eval
 
     d = new.data
     train, evals = load_train_and_eval(d.dataset, d.train_split, d.eval_dataset, d.eval_split,
                                        data_dir=d.data_dir)  # fmt: skip
-    vf = d.val_fraction
-    if vf and not is_local(d.dataset):  # hold out the reject thresholds' validation rows
-        from jaxrej.eval.heads import split_validation
-
-        if not 0.0 < vf < 1.0:
-            raise ValueError(f"data.val_fraction: expected a number in (0, 1), got {vf!r}")
-        fit_idx, _ = split_validation(train.labels, vf, seed=new.seed)
-        train = dataclasses.replace(
-            train, images=train.images[fit_idx], labels=train.labels[fit_idx]
-        )
+    train = without_validation(train, d, seed=new.seed)
     run = new.spec(num_classes=train.num_classes, n_levels=train.n_levels,
                    event_shape=train.images.shape[1:])  # fmt: skip
     return {"run": run, "train": train, "eval": evals}
