@@ -45,16 +45,12 @@ def _run_data(found: dict[str, list[str]]) -> tuple[dict, list[str]]:
         cands.append(("heads", d, {"dataset": h["data"]["dataset"],
                                    "val_fraction": h["data"]["val_fraction"], "seed": h["seed"],
                                    "ood": tuple(h["data"]["ood"] or ())}))  # fmt: skip
-    for d in found["sbgc"][:1]:  # on its eval_dataset where it has one (held out of training)
-        run = load_run(d)
-        vf = None if run.data.eval_dataset else run.data.val_fraction
-        cands.append(("sbgc", d, {"dataset": run.data.eval_spec, "val_fraction": vf,
-                                  "seed": run.seed, "ood": ()}))  # fmt: skip
-    for d in found.get("abs", [])[:1]:  # as the score model
-        run = load_run(d)
-        vf = None if run.data.eval_dataset else run.data.val_fraction
-        cands.append(("abs", d, {"dataset": run.data.eval_spec, "val_fraction": vf,
-                                 "seed": run.seed, "ood": ()}))  # fmt: skip
+    for kind in ("sbgc", "abs"):  # a trained run: on its eval_dataset where it has one (held
+        for d in found.get(kind, [])[:1]:  # out of training), else its val_fraction hold-out
+            run = load_run(d)
+            vf = None if run.data.eval_dataset else run.data.val_fraction
+            cands.append((kind, d, {"dataset": run.data.eval_spec, "val_fraction": vf,
+                                    "seed": run.seed, "ood": ()}))  # fmt: skip
     first = cands[0][2]
     for kind, d, s in cands[1:]:
         if s["dataset"] != first["dataset"]:
